@@ -1,0 +1,286 @@
+"""Typed run specifications for pretraining and evaluation.
+
+Importable without torch: the server validates specs with these models and serves their JSON Schema
+to the browser, so the form, the REST API and the CLI never drift. Every default is the paper's
+(Chen, Xie, He 2021, "MoCo v3"; `shared/reference/mocov3.md` gives the source of each number) unless
+its comment says otherwise. Presets live in `presets.py` and are layered as: defaults -> preset ->
+``--set key=value`` overrides (an unknown key is an error naming its dotted path).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Device = Literal["auto", "cpu", "cuda"]
+DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder", "idx", "npz"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """The backbone (`models/registry.py` lists the names) and the paper's ViT ablation switches."""
+
+    arch: str = Field("vit_small_p16", description="Registered backbone name, e.g. vit_small_p16, vit_base_p16, "
+                      "vit_conv_small, resnet50, vit_mini_p7 (CPU-sized).")
+    img_size: int | None = Field(None, ge=8, description="Input size; None = the data's crop size.")
+    patch_size: int | None = Field(None, ge=1, description="Override the constructor's patch size.")
+    embed_dim: int | None = Field(None, ge=8, description="Override the width (must divide by 4 for sin-cos).")
+    depth: int | None = Field(None, ge=1, description="Override the number of blocks.")
+    num_heads: int | None = Field(None, ge=1, description="Override the number of heads (ViT-S uses 12, head dim 32).")
+    pos_embed: Literal["sincos", "learned", "none"] = Field(
+        "sincos", description="Position embedding: fixed 2-D sin-cos (paper, 76.5), learned (76.1), none (74.9).")
+    pool: Literal["cls", "gap", "gap_no_ln"] = Field(
+        "cls", description="Class token after the final LN (76.5), GAP after the final LN (69.7), GAP without it (76.3).")
+    stop_grad_patch_proj: bool = Field(
+        True, description="Fixed random patch projection (paper §4.2): frozen, identical in both encoders.")
+    mlp_norm: Literal["ln", "bn"] = Field("ln", description="'bn' = ViT-BN: BatchNorm in the MLP blocks (paper §6.3).")
+    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Stochastic depth (0 in pretraining).")
+
+
+class MocoConfig(_Strict):
+    """MoCo v3 heads, loss and momentum encoder (paper §3, §5; reference §1)."""
+
+    dim: int = Field(256, ge=8, description="Output dimension of projector and predictor.")
+    mlp_dim: int = Field(4096, ge=8, description="Hidden width of the MLP heads.")
+    proj_layers: int | None = Field(None, ge=1, le=4, description="Projector depth; None = 3 for ViT, 2 for ResNet.")
+    pred_layers: int = Field(2, ge=1, le=4, description="Predictor depth.")
+    head_bn: bool = Field(True, description="BN in the MLP heads (without: 74.4 vs 76.5).")
+    predictor: bool = Field(True, description="Use the prediction head (without: 75.5 vs 76.5).")
+    temperature: float = Field(0.2, gt=0.0, description="τ: 0.2 for ViT, 1.0 for ResNet-50.")
+    momentum: float = Field(0.99, ge=0.0, le=1.0, description="m0 of the momentum encoder (0.99; ablation 0/0.9/0.999).")
+    momentum_cosine: bool = Field(True, description="Half-cosine schedule of m from m0 to 1 per iteration.")
+
+
+class DataConfig(_Strict):
+    """Where images come from. Relative roots resolve against the working directory."""
+
+    dataset: DatasetName = Field("fashion_mnist", description="Reader: fashion_mnist/mnist (IDX, Debian's package by "
+                                 "default), cifar10/cifar100 (python pickles), imagefolder, idx, npz arrays.")
+    root: str | None = Field(None, description="Dataset folder or file; None = the dataset's standard location.")
+    crop_size: int = Field(224, ge=8, description="Output size of both crops (2x224 in the paper).")
+    mean: tuple[float, float, float] | None = Field(None, description="Normalisation mean; None = the dataset's.")
+    std: tuple[float, float, float] | None = Field(None, description="Normalisation std; None = the dataset's.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N training images (a seeded subset).")
+    num_workers: int = Field(4, ge=0, description="Decoding workers for image files (in-memory sets need none).")
+
+
+class AugmentConfig(_Strict):
+    """The paper's two asymmetric views (BYOL's recipe, reference §4), computed in batches on the device."""
+
+    crop_min: float = Field(0.08, gt=0.0, le=1.0, description="RandomResizedCrop lower scale: 0.08 ViT, 0.2 R50.")
+    jitter: tuple[float, float, float, float] = Field((0.4, 0.4, 0.2, 0.1), description="Brightness, contrast, "
+                                                       "saturation, hue strengths.")
+    jitter_p: float = Field(0.8, ge=0.0, le=1.0)
+    grayscale_p: float = Field(0.2, ge=0.0, le=1.0)
+    blur_p: tuple[float, float] = Field((1.0, 0.1), description="Gaussian blur probability for view 1 and view 2.")
+    blur_sigma: tuple[float, float] = Field((0.1, 2.0), description="Blur σ range (in pixels at 224).")
+    solarize_p: tuple[float, float] = Field((0.0, 0.2), description="Solarize probability for view 1 and view 2.")
+    flip_p: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class OptimConfig(_Strict):
+    """Optimiser and schedules: lr = base_lr x batch/256, linear warmup, per-iteration cosine decay."""
+
+    name: Literal["adamw", "lars", "lamb"] = Field("adamw", description="AdamW for ViT, LARS for ResNet-50.")
+    base_lr: float = Field(1.5e-4, gt=0.0, description="Per-256 learning rate (ViT 1.5e-4; R50 LARS 0.6/0.3).")
+    weight_decay: float = Field(0.1, ge=0.0, description="0.1 for ViT (on every tensor, as the paper); 1e-6 for R50.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW/LAMB betas (torch defaults).")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="LARS momentum.")
+    trust_coeff: float = Field(0.001, gt=0.0, description="LARS trust coefficient.")
+    exclude_bias_norm_wd: bool = Field(False, description="Exempt 1-D tensors from weight decay (the paper did not).")
+    batch_size: int = Field(4096, ge=2, description="Global batch (all GPUs together).")
+    epochs: int = Field(300, ge=1)
+    warmup_epochs: float = Field(40, ge=0.0, description="Linear warmup from 0 (ViT 40, R50 10).")
+
+
+class TrainConfig(_Strict):
+    seed: int = Field(0, description="Seeds data order, augmentation and initialisation.")
+    device: Device = Field("auto", description="auto = CUDA when present, else CPU.")
+    precision: Precision = Field("auto", description="auto = bf16 on GPUs that have it, else fp16+scaler on CUDA, "
+                                 "fp32 on CPU (bf16 is ~15x slower on CPUs without native support).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (schedules still span epochs).")
+    log_every: int = Field(10, ge=1, description="Read metrics back from the device every N steps (no per-step sync).")
+    ckpt_every: int = Field(500, ge=1, description="Save a checkpoint every N steps (and at the end).")
+    keep_checkpoints: int = Field(3, ge=1, description="Rolling checkpoints kept besides the last healthy one.")
+    compile: bool = Field(False, description="torch.compile the encoders (GPU only pays off).")
+
+
+class MonitorConfig(_Strict):
+    """Stability monitor (paper §4): gradient spikes, loss spikes, kNN dips, and what to do about them."""
+
+    policy: Literal["record", "stop", "rollback"] = Field("record", description="On an alert: record it; stop the "
+                                                          "run; or roll back to the last healthy checkpoint with a lower lr.")
+    warmup_steps: int = Field(50, ge=0, description="Steps before spike detectors arm (the baseline needs history).")
+    window: int = Field(100, ge=8, description="Steps in the robust baseline (median and MAD).")
+    spike_z: float = Field(8.0, gt=0.0, description="Robust z-score above the median that counts as a spike.")
+    spike_ratio: float = Field(2.5, gt=1.0, description="...and the value must also exceed ratio x median.")
+    loss_spike_z: float = Field(8.0, gt=0.0)
+    knn_every: int = Field(50, ge=0, description="Steps between dense kNN monitor evaluations (0 = off).")
+    knn_queue: int = Field(4096, ge=16, description="Feature queue of training batches (paper: 10% of the set).")
+    knn_eval_samples: int = Field(1000, ge=10, description="Held-out images scored against the queue.")
+    knn_k: int = Field(20, ge=1)
+    knn_t: float = Field(0.07, gt=0.0)
+    dip_points: float = Field(3.0, gt=0.0, description="A kNN drop of this many points below the recent best is a dip.")
+    dip_after_spike_steps: int = Field(300, ge=1, description="Window in which a dip after a gradient spike is linked.")
+    rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    max_rollbacks: int = Field(3, ge=0)
+
+
+class FaultConfig(_Strict):
+    """Faults injected on purpose, to exercise the monitor (tests, demos)."""
+
+    nan_grad_at_step: int | None = Field(None, ge=0, description="Make the gradient non-finite at this step.")
+    spike_at_step: int | None = Field(None, ge=0, description="Scale this step's inputs up to cause a gradient spike.")
+    spike_scale: float = Field(1000.0, gt=1.0)
+
+
+class PretrainConfig(_Strict):
+    kind: Literal["pretrain"] = "pretrain"
+    framework: Literal["mocov3"] = "mocov3"
+    name: str | None = Field(None, description="Human-readable run name.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    moco: MocoConfig = Field(default_factory=MocoConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    faults: FaultConfig = Field(default_factory=FaultConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> PretrainConfig:
+        if self.augment.blur_sigma[0] > self.augment.blur_sigma[1]:
+            raise ValueError("augment.blur_sigma: the lower bound exceeds the upper bound")
+        return self
+
+
+class _EvalBase(_Strict):
+    name: str | None = None
+    checkpoint: str | None = Field(None, description="Pretraining checkpoint (.pt); None with random_init or pixels.")
+    random_init: bool = Field(False, description="Evaluate the checkpoint's network at random initialisation.")
+    model: ModelConfig | None = Field(None, description="Backbone when no checkpoint is given.")
+    data: DataConfig = Field(default_factory=lambda: DataConfig(crop_size=28))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class KnnConfig(_EvalBase):
+    kind: Literal["knn"] = "knn"
+    features: Literal["backbone", "pixels"] = Field("backbone", description="'pixels' = raw-pixel baseline.")
+    k: int = Field(200, ge=1, description="Neighbours (Wu et al. 2018: 200).")
+    temperature: float = Field(0.07, gt=0.0, description="Weighting temperature exp(sim/t).")
+    batch_size: int = Field(512, ge=1)
+
+
+class LinearConfig(_EvalBase):
+    kind: Literal["linear"] = "linear"
+    mode: Literal["cached", "paper"] = Field("cached", description="'paper': RandomResizedCrop+flip every epoch through "
+                                             "the frozen backbone; 'cached': features once, then many fast epochs.")
+    epochs: int = Field(90, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    base_lr: float = Field(3.0, gt=0.0, description="Per-256 lr: 3 for ViT (official CONFIG), 0.1 for R50.")
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+
+
+class FinetuneConfig(_EvalBase):
+    kind: Literal["finetune"] = "finetune"
+    epochs: int = Field(100, ge=1, description="ViT-B 150, ViT-S 300 on ImageNet (DeiT recipe).")
+    batch_size: int = Field(512, ge=1)
+    base_lr: float = Field(5e-4, gt=0.0, description="Per-512 lr (DeiT: 5e-4 x batch/512).")
+    weight_decay: float = Field(0.05, ge=0.0)
+    warmup_epochs: float = Field(5, ge=0.0)
+    min_lr: float = Field(1e-5, ge=0.0)
+    drop_path_rate: float = Field(0.1, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    mixup: float = Field(0.8, ge=0.0, description="Mixup alpha (0 = off).")
+    cutmix: float = Field(1.0, ge=0.0, description="CutMix alpha (0 = off).")
+    crop_min: float = Field(0.08, gt=0.0, le=1.0)
+
+
+EvalConfig = Annotated[KnnConfig | LinearConfig | FinetuneConfig, Field(discriminator="kind")]
+RunSpec = Annotated[PretrainConfig | KnnConfig | LinearConfig | FinetuneConfig, Field(discriminator="kind")]
+
+CONFIG_TYPES: dict[str, type[_Strict]] = {
+    "pretrain": PretrainConfig, "knn": KnnConfig, "linear": LinearConfig, "finetune": FinetuneConfig}
+
+
+class ConfigError(ValueError):
+    """A bad key or value, with the dotted path of the field at fault."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values: JSON when it parses (numbers, booleans, null, lists), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def set_path(tree: dict[str, Any], dotted: str, value: Any, model: type[BaseModel]) -> None:
+    """Set `a.b.c = value` in a nested dict, refusing keys the config model does not have."""
+    keys = dotted.split(".")
+    cls: Any = model
+    node = tree
+    for i, key in enumerate(keys):
+        fields = getattr(cls, "model_fields", None)
+        if fields is None or key not in fields:
+            known = ", ".join(sorted(fields)) if fields else "none (not a section)"
+            raise ConfigError(".".join(keys[: i + 1]), f"unknown key; known here: {known}")
+        if i == len(keys) - 1:
+            node[key] = value
+            return
+        annotation = fields[key].annotation
+        cls = _section_type(annotation)
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(".".join(keys[: i + 1]), "is a value, not a section")
+
+
+def _section_type(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):  # Optional[Section]
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: sections merge key by key, values in `over` win."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def validate_spec(kind: str, data: dict[str, Any]) -> PretrainConfig | KnnConfig | LinearConfig | FinetuneConfig:
+    """Validate a spec dict; a failure raises ConfigError naming the first bad field's dotted path."""
+    from pydantic import ValidationError
+
+    cls = CONFIG_TYPES.get(kind)
+    if cls is None:
+        raise ConfigError("kind", f"unknown run kind {kind!r}; one of {', '.join(CONFIG_TYPES)}")
+    try:
+        return cls.model_validate({**data, "kind": kind})  # type: ignore[return-value]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        path = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(path, err["msg"]) from None
+
+
+def json_schema(kind: str = "pretrain") -> dict[str, Any]:
+    return CONFIG_TYPES[kind].model_json_schema()

@@ -1,0 +1,29 @@
+"""Datasets, the paper's two-view augmentation on the device, and deterministic resumable batches."""
+
+from mocov3_core.data.augment import EVAL_CROP_FRACTION as EVAL_CROP_FRACTION
+from mocov3_core.data.augment import RATIO as RATIO
+from mocov3_core.data.augment import TwoViewAugment as TwoViewAugment
+from mocov3_core.data.augment import ViewParams as ViewParams
+from mocov3_core.data.augment import blur_kernel_size as blur_kernel_size
+from mocov3_core.data.augment import crop_area_aspect as crop_area_aspect
+from mocov3_core.data.augment import crop_flip as crop_flip
+from mocov3_core.data.augment import eval_transform as eval_transform
+from mocov3_core.data.augment import normalize as normalize
+from mocov3_core.data.augment import random_resized_crop as random_resized_crop
+from mocov3_core.data.augment import resize_center_crop as resize_center_crop
+from mocov3_core.data.augment import to_unit_float as to_unit_float
+from mocov3_core.data.loader import Batch as Batch
+from mocov3_core.data.loader import TrainStream as TrainStream
+from mocov3_core.data.loader import derive_seed as derive_seed
+from mocov3_core.data.loader import eval_batches as eval_batches
+from mocov3_core.data.readers import DATASET_STATS as DATASET_STATS
+from mocov3_core.data.readers import IMAGENET_MEAN as IMAGENET_MEAN
+from mocov3_core.data.readers import IMAGENET_STD as IMAGENET_STD
+from mocov3_core.data.readers import ArraySet as ArraySet
+from mocov3_core.data.readers import ImageFolderSet as ImageFolderSet
+from mocov3_core.data.readers import Stats as Stats
+from mocov3_core.data.readers import load_dataset as load_dataset
+from mocov3_core.data.readers import pixel_stats as pixel_stats
+from mocov3_core.data.readers import read_cifar as read_cifar
+from mocov3_core.data.readers import read_idx as read_idx
+from mocov3_core.data.readers import read_npz as read_npz

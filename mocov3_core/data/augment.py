@@ -1,0 +1,237 @@
+"""MoCo v3's two asymmetric views (BYOL's recipe; reference §4), computed in batches on the training device.
+
+Per view: RandomResizedCrop -> ColorJitter (p 0.8) -> Grayscale (p 0.2) -> Gaussian blur (p 1.0 / 0.1)
+-> Solarize (p 0 / 0.2) -> HorizontalFlip (p 0.5) -> Normalize. Random choices are drawn up front into a
+`ViewParams` (one tensor per choice, from a `torch.Generator`, so a seed reproduces the views exactly),
+then `apply` runs each op once over the whole batch. Differences from torchvision's per-image pipeline:
+
+- The order of the four jitter ops is one random permutation per batch, not per image.
+- Every op runs over the whole batch and a per-sample mask selects its result: no host sync, at the
+  cost of computing e.g. view 2's blur for all samples although only 10% keep it. Ops whose probability
+  is 0 are skipped.
+- The flip happens inside the crop; it commutes with all the ops in between.
+- Blur σ ~ U(0.1, 2.0) is in pixels of a 224 image (PIL's radius), scaled by crop_size / 224; the kernel
+  is odd and about 10% of the crop (23 at 224, as BYOL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from functools import lru_cache
+
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from mocov3_core.config import AugmentConfig
+from mocov3_core.data import _ops
+
+Stats = tuple[float, float, float]
+RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's default aspect range
+EVAL_CROP_FRACTION = 0.875  # resize to crop/0.875 (256 for 224), then centre-crop: the standard eval transform
+
+
+@dataclass
+class ViewParams:
+    """Every random choice for one view of a batch of N images (tensors of length N on one device)."""
+
+    view: int  # 0 or 1: which view's probabilities drew these
+    boxes: torch.Tensor  # float [N, 4]: crop (top, left, h, w) as fractions of the image height/width
+    flip: torch.Tensor  # bool [N]
+    jitter: torch.Tensor  # bool [N]
+    jitter_factors: torch.Tensor  # float [N, 4]: brightness, contrast, saturation factors; hue shift in turns
+    jitter_order: tuple[int, ...]  # permutation of (0, 1, 2, 3), one for the whole batch
+    gray: torch.Tensor  # bool [N]
+    blur: torch.Tensor  # bool [N]
+    sigma: torch.Tensor  # float [N]: blur sigma in pixels of the output crop
+    solarize: torch.Tensor  # bool [N]
+
+    def to(self, device: torch.device | str) -> ViewParams:
+        """Move to `device`; CPU -> GPU copies go through pinned memory so they never wait on the GPU."""
+        device = torch.device(device)
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in moved.items():
+            if isinstance(value, torch.Tensor) and value.device != device:
+                pin = value.device.type == "cpu" and device.type == "cuda"
+                moved[key] = (value.pin_memory() if pin else value).to(device, non_blocking=pin)
+        return ViewParams(**moved)
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1]; float input is taken to be in [0, 1] already."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+
+def normalize(images: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
+    """uint8 or [0, 1] float [N, 1|3, H, W] -> normalised float32 [N, 3, H, W] (gray replicated)."""
+    x = to_unit_float(images)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    m, s = _stats_tensors((mean[0], mean[1], mean[2]), (std[0], std[1], std[2]), x.device, x.dtype)  # hashable
+    return (x - m) / s
+
+
+@lru_cache(maxsize=16)
+def _stats_tensors(mean: Stats, std: Stats, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    # Made once per device: a fresh host->GPU copy every step would make the CPU wait for the GPU.
+    return tuple(torch.tensor(v, dtype=dtype).view(1, 3, 1, 1).to(device) for v in (mean, std))
+
+
+def _fractions(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel boxes (top, left, h, w) -> fractions of the image height/width."""
+    return torch.stack([boxes[:, 0] / height, boxes[:, 1] / width, boxes[:, 2] / height, boxes[:, 3] / width], 1)
+
+
+class TwoViewAugment:
+    """The paper's two views. `__call__(images, generator) -> (x1, x2)`, both normalised float [N, 3, S, S]."""
+
+    def __init__(self, cfg: AugmentConfig, crop_size: int, mean: Stats, std: Stats) -> None:
+        self.cfg = cfg
+        self.crop_size = crop_size
+        self.mean = mean
+        self.std = std
+        self.kernel_size = _ops.blur_kernel_size(crop_size)
+        self.sigma_scale = crop_size / 224.0  # σ is specified in pixels of a 224 crop
+
+    def sample(
+        self,
+        n: int,
+        view: int,
+        generator: torch.Generator,
+        device: torch.device | str | None = None,
+        image_size: tuple[int, int] | None = None,
+    ) -> ViewParams:
+        """Draw view `view`'s random choices for n images of `image_size` (H, W; default the crop size).
+
+        Draws happen on the generator's device in a fixed order, then move to `device`, so a CPU generator
+        with a given seed yields the same params whatever the target device.
+        """
+        assert view in (0, 1), f"view must be 0 or 1, got {view}"
+        cfg, g = self.cfg, generator
+        height, width = image_size or (self.crop_size, self.crop_size)
+
+        def draw(*shape: int) -> torch.Tensor:
+            return torch.rand(*shape, generator=g, device=g.device)
+
+        boxes = _fractions(_ops.sample_boxes(n, height, width, (cfg.crop_min, 1.0), RATIO, g), height, width)
+        flip = draw(n) < cfg.flip_p
+        jitter = draw(n) < cfg.jitter_p
+        # torchvision's ColorJitter ranges: factors U[max(0, 1 - s), 1 + s], hue shift U[-h, h].
+        b, c, s, h = cfg.jitter
+        ranges = [(max(0.0, 1 - b), 1 + b), (max(0.0, 1 - c), 1 + c), (max(0.0, 1 - s), 1 + s), (-h, h)]
+        u = draw(n, 4)
+        factors = torch.stack([lo + (hi - lo) * u[:, i] for i, (lo, hi) in enumerate(ranges)], dim=1)
+        order = tuple(int(i) for i in torch.randperm(4, generator=g, device=g.device).tolist())
+        gray = draw(n) < cfg.grayscale_p
+        blur = draw(n) < cfg.blur_p[view]
+        lo, hi = cfg.blur_sigma
+        sigma = (lo + (hi - lo) * draw(n)) * self.sigma_scale
+        sol = draw(n) < cfg.solarize_p[view]
+        params = ViewParams(view, boxes, flip, jitter, factors, order, gray, blur, sigma, sol)
+        return params if device is None or torch.device(device) == g.device else params.to(device)
+
+    def apply(self, images: torch.Tensor, params: ViewParams, crop: bool = True) -> torch.Tensor:
+        """Augment uint8 or [0, 1] float images [N, 1|3, H, W] -> normalised float32 [N, 3, S, S].
+
+        crop=False: the images are crops made already (image folders crop and flip on the CPU), so only
+        the colour, blur and solarize ops run.
+        """
+        cfg, n = self.cfg, images.shape[0]
+        assert images.dim() == 4 and images.shape[1] in (1, 3), f"images must be [N, 1|3, H, W], got {images.shape}"
+        assert params.flip.shape[0] == n, f"params drawn for {params.flip.shape[0]} images, got {n}"
+        x = to_unit_float(images)
+        if crop:
+            x = _ops.crop_resize(x, params.boxes, self.crop_size, params.flip)  # [N, C, S, S]
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+
+        def where(mask: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask.view(n, 1, 1, 1), y, x)
+
+        if cfg.jitter_p > 0:
+            x = where(params.jitter, _ops.color_jitter(x, params.jitter_factors, params.jitter_order), x)
+        if cfg.grayscale_p > 0:
+            x = where(params.gray, _ops.grayscale(x).expand(-1, 3, -1, -1), x)
+        if cfg.blur_p[params.view] > 0:
+            x = where(params.blur, _ops.gaussian_blur(x, params.sigma, self.kernel_size), x)
+        if cfg.solarize_p[params.view] > 0:
+            x = where(params.solarize, _ops.solarize(x), x)
+        return normalize(x, self.mean, self.std)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both views of a batch: images [N, C, H, W] (uncropped), or [2, N, 3, S, S] crops made per view on
+        the CPU (`TrainStream` over an image folder), which then skip the crop."""
+        if images.dim() == 5:
+            assert images.shape[0] == 2, f"pre-cropped views must be [2, N, 3, S, S], got {tuple(images.shape)}"
+            n = images.shape[1]
+            p1, p2 = (self.sample(n, v, generator, images.device) for v in (0, 1))
+            return self.apply(images[0], p1, crop=False), self.apply(images[1], p2, crop=False)
+        n, size = images.shape[0], (images.shape[2], images.shape[3])
+        x = to_unit_float(images)  # converted once for both views
+        p1, p2 = (self.sample(n, v, generator, images.device, size) for v in (0, 1))
+        return self.apply(x, p1), self.apply(x, p2)
+
+
+# ------------------------------------------------------------------------------- evaluation helpers
+def crop_flip(
+    images: torch.Tensor,
+    crop_size: int,
+    crop_min: float,
+    generator: torch.Generator,
+    mean: Stats,
+    std: Stats,
+    flip_p: float = 0.5,
+) -> torch.Tensor:
+    """RandomResizedCrop + horizontal flip + normalise on a batch: the linear-probe / fine-tune train transform."""
+    n, _, height, width = images.shape
+    g = generator
+    boxes = _fractions(_ops.sample_boxes(n, height, width, (crop_min, 1.0), RATIO, g), height, width)
+    flip = torch.rand(n, generator=g, device=g.device) < flip_p
+    boxes, flip = boxes.to(images.device), flip.to(images.device)  # small; pass a generator on the images' device
+    x = _ops.crop_resize(to_unit_float(images), boxes, crop_size, flip)
+    return normalize(x, mean, std)
+
+
+def eval_transform(images: torch.Tensor, crop_size: int, mean: Stats, std: Stats) -> torch.Tensor:
+    """Resize + centre crop + normalise a batch [N, C, H, W] -> float [N, 3, S, S].
+
+    Images larger than the crop: shorter side to crop_size / 0.875, then the central crop_size square.
+    Images of the crop size or smaller (28x28 Fashion-MNIST, 32x32 CIFAR): resized to crop_size directly.
+    """
+    return normalize(resize_center_crop(images, crop_size), mean, std)
+
+
+def resize_center_crop(images: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """The geometric part of `eval_transform` on [..., C, H, W], keeping the dtype (uint8 for workers)."""
+    height, width = images.shape[-2:]
+    if min(height, width) <= crop_size:
+        if (height, width) == (crop_size, crop_size):
+            return images
+        return TF.resize(images, [crop_size, crop_size], antialias=True)
+    resized = TF.resize(images, int(crop_size / EVAL_CROP_FRACTION), antialias=True)
+    return TF.center_crop(resized, [crop_size, crop_size])
+
+
+def random_resized_crop(
+    image: torch.Tensor, crop_size: int, crop_min: float, flip_p: float, generator: torch.Generator
+) -> torch.Tensor:
+    """One image uint8 [C, H, W] -> RandomResizedCrop + flip uint8 [3, S, S], antialiased (CPU workers)."""
+    height, width = image.shape[-2:]
+    box = _ops.sample_boxes(1, height, width, (crop_min, 1.0), RATIO, generator)[0]
+    top, left, h, w = (int(v) for v in box.tolist())
+    out = TF.resized_crop(image, top, left, h, w, [crop_size, crop_size], antialias=True)
+    if float(torch.rand(1, generator=generator)) < flip_p:
+        out = out.flip(-1)
+    return out.expand(3, -1, -1) if out.shape[0] == 1 else out
+
+
+def blur_kernel_size(crop_size: int) -> int:
+    """The blur kernel used at this crop size."""
+    return _ops.blur_kernel_size(crop_size)
+
+
+def crop_area_aspect(boxes: torch.Tensor, image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Area fraction and pixel aspect ratio (w / h) of boxes drawn for images of (H, W)."""
+    height, width = image_size
+    area = boxes[:, 2] * boxes[:, 3]
+    aspect = (boxes[:, 3] * width) / (boxes[:, 2] * height)
+    return area, aspect

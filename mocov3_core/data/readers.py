@@ -1,0 +1,288 @@
+"""Dataset readers: IDX (MNIST, Fashion-MNIST), CIFAR python pickles, npz arrays and image folders.
+
+Small datasets come back as an `ArraySet` (all images in one uint8 NHWC tensor, moved to the training
+device once by `loader.TrainStream`); an image folder comes back as an `ImageFolderSet` that decodes
+files on demand in DataLoader workers. `load_dataset` maps a `DataConfig` to the right reader, its
+default location and its normalisation statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_image
+
+from mocov3_core.config import DataConfig
+
+Stats = tuple[float, float, float]
+
+IMAGENET_MEAN: Stats = (0.485, 0.456, 0.406)
+IMAGENET_STD: Stats = (0.229, 0.224, 0.225)
+# Per-channel statistics of the training splits (pixel values scaled to [0, 1]).
+DATASET_STATS: dict[str, tuple[Stats, Stats]] = {
+    "fashion_mnist": ((0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530)),
+    "mnist": ((0.1307, 0.1307, 0.1307), (0.3081, 0.3081, 0.3081)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
+}
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+DEFAULT_ROOTS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
+_ZERO: Stats = (0.0, 0.0, 0.0)
+_ONE: Stats = (1.0, 1.0, 1.0)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif")  # what torchvision.io.decode_image reads
+
+
+@dataclass
+class ArraySet:
+    """A whole dataset held in memory."""
+
+    images: torch.Tensor  # uint8 [N, H, W, C], C in {1, 3}
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str]
+    mean: Stats  # 3-tuples even for grayscale: the augmentation replicates gray to 3 channels
+    std: Stats
+
+    def __post_init__(self) -> None:
+        assert self.images.dtype == torch.uint8 and self.images.dim() == 4 and self.images.shape[3] in (1, 3), (
+            f"images must be uint8 [N, H, W, 1|3], got {self.images.dtype} {tuple(self.images.shape)}")
+        assert self.labels.shape == (self.images.shape[0],), (
+            f"{self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, indices: torch.Tensor) -> ArraySet:
+        return replace(self, images=self.images[indices], labels=self.labels[indices])
+
+
+class ImageFolderSet:
+    """`root/<class>/**/<image>` with classes in sorted order, as torchvision's ImageFolder lays them out."""
+
+    def __init__(self, root: str | Path, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} does not exist")
+        self.classes = sorted(e.name for e in os.scandir(self.root) if e.is_dir())
+        if not self.classes:
+            raise FileNotFoundError(f"image folder {self.root} has no class sub-folders")
+        paths: list[str] = []
+        targets: list[int] = []
+        for label, name in enumerate(self.classes):
+            for folder, _, files in sorted(os.walk(self.root / name, followlinks=True)):
+                for file in sorted(files):
+                    if file.lower().endswith(IMAGE_EXTENSIONS):
+                        paths.append(os.path.join(folder, file))
+                        targets.append(label)
+        if not paths:
+            raise FileNotFoundError(f"image folder {self.root} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        self.paths = paths
+        self.labels = torch.tensor(targets, dtype=torch.int64)
+        self.mean = mean
+        self.std = std
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int) -> torch.Tensor:
+        """Decode image i as uint8 [3, H, W] (grayscale, palette and CMYK files are converted to RGB)."""
+        return decode_image(self.paths[i], mode=ImageReadMode.RGB)
+
+    def subset(self, indices: torch.Tensor) -> ImageFolderSet:
+        out = copy.copy(self)
+        out.paths = [self.paths[i] for i in indices.tolist()]
+        out.labels = self.labels[indices]
+        return out
+
+
+# --------------------------------------------------------------------------------------------- IDX
+def _read_bytes(path: Path) -> bytes:
+    """Whole file, gunzipped when it starts with the gzip magic (whatever its name)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    data = path.read_bytes()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def _read_idx_array(path: Path, ndim: int) -> torch.Tensor:
+    """An IDX file of unsigned bytes: magic 0x0000 08 <ndim>, then ndim big-endian int32 sizes, then the data."""
+    data = _read_bytes(path)
+    expected = 0x800 + ndim
+    magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
+    if magic != expected:
+        raise ValueError(f"{path}: bad magic number {magic:#010x}, expected {expected:#010x} "
+                         f"(IDX unsigned bytes, {ndim} dimensions)")  # fmt: skip
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes)")
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    count = int(np.prod(shape))
+    if len(data) - header != count:
+        raise ValueError(f"{path}: header says {'x'.join(map(str, shape))} = {count} bytes of data, "
+                         f"file holds {len(data) - header}")  # fmt: skip
+    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
+
+
+def read_idx(
+    images_path: str | Path,
+    labels_path: str | Path,
+    classes: Sequence[str] | None = None,
+    mean: Stats | None = None,
+    std: Stats | None = None,
+) -> ArraySet:
+    """MNIST-style IDX pair (gzip or raw). Missing classes default to "0".."K-1", missing stats to the data's."""
+    images = _read_idx_array(Path(images_path), 3)
+    labels = _read_idx_array(Path(labels_path), 1).to(torch.int64)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels")
+    return _array_set(images.unsqueeze(-1), labels, classes, mean, std)
+
+
+def _array_set(
+    images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str] | None, mean: Stats | None, std: Stats | None
+) -> ArraySet:
+    if classes is None:
+        classes = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+    if mean is None or std is None:
+        data_mean, data_std = pixel_stats(images)
+        mean, std = mean or data_mean, std or data_std
+    return ArraySet(images.contiguous(), labels, list(classes), mean, std)
+
+
+def pixel_stats(images: torch.Tensor, max_images: int = 10_000) -> tuple[Stats, Stats]:
+    """Per-channel mean and std in [0, 1] units of uint8 NHWC images (first `max_images`), replicated to 3."""
+    x = images[:max_images].to(torch.float64).div_(255.0).flatten(0, 2)  # [pixels, C]
+    mean, std = x.mean(0).tolist(), x.std(0).tolist()
+    if len(mean) == 1:
+        mean, std = mean * 3, std * 3
+    return (mean[0], mean[1], mean[2]), (std[0], std[1], std[2])
+
+
+# ------------------------------------------------------------------------------------------- CIFAR
+def read_cifar(root: str | Path, train: bool, variant: str = "cifar10") -> ArraySet:
+    """The python-pickle release: root is `cifar-10-batches-py` / `cifar-100-python` or the folder holding it."""
+    if variant not in ("cifar10", "cifar100"):
+        raise ValueError(f"variant must be cifar10 or cifar100, got {variant!r}")
+    root = Path(root)
+    sub = "cifar-10-batches-py" if variant == "cifar10" else "cifar-100-python"
+    if (root / sub).is_dir():
+        root = root / sub
+    if variant == "cifar10":
+        files = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+        meta, label_key, names_key = "batches.meta", "labels", "label_names"
+    else:
+        files = ["train" if train else "test"]
+        meta, label_key, names_key = "meta", "fine_labels", "fine_label_names"
+    parts, labels = [], []
+    for name in files:
+        batch = _unpickle(root / name)
+        parts.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch[label_key])
+    images = torch.from_numpy(np.concatenate(parts)).permute(0, 2, 3, 1)  # [N, 3, 32, 32] rows -> NHWC
+    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in _unpickle(root / meta)[names_key]]
+    mean, std = DATASET_STATS[variant]
+    return ArraySet(images.contiguous(), torch.tensor(labels, dtype=torch.int64), classes, mean, std)
+
+
+def _unpickle(path: Path) -> dict[str, object]:
+    # Pickles can run code: only point this at files you trust (the official CIFAR release).
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (expected the CIFAR python release)")
+    with open(path, "rb") as f:
+        raw = pickle.load(f, encoding="bytes")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+
+
+# --------------------------------------------------------------------------------------------- npz
+def read_npz(path: str | Path, mean: Stats | None = None, std: Stats | None = None) -> ArraySet:
+    """Arrays `images`/`labels` (or `x`/`y`), images uint8 NHW or NHWC; an optional `classes` array of names."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    with np.load(path, allow_pickle=False) as z:
+        keys = ("images", "labels") if "images" in z else ("x", "y")
+        if keys[0] not in z or keys[1] not in z:
+            raise ValueError(f"{path}: needs arrays images/labels or x/y, found {', '.join(z.files)}")
+        images, labels = z[keys[0]], z[keys[1]]
+        classes = [str(c) for c in z["classes"]] if "classes" in z else None
+    if images.dtype != np.uint8:
+        raise ValueError(f"{path}: {keys[0]} must be uint8, got {images.dtype}")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[3] not in (1, 3):
+        raise ValueError(f"{path}: {keys[0]} must be NHW or NHWC with C in (1, 3), got shape {images.shape}")
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"{path}: {images.shape[0]} images but {keys[1]} has shape {labels.shape}")
+    return _array_set(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)), classes, mean, std)
+
+
+# ---------------------------------------------------------------------------------------- dispatch
+def _idx_files(root: Path, train: bool) -> tuple[Path, Path]:
+    split = "train" if train else "t10k"
+    out = []
+    for kind in ("images-idx3", "labels-idx1"):
+        path = root / f"{split}-{kind}-ubyte.gz"
+        out.append(path if path.is_file() or not (root / path.stem).is_file() else root / path.stem)
+    return out[0], out[1]
+
+
+def _require(path: Path, dataset: str) -> None:
+    if not path.exists():
+        hint = ("; install it with: apt-get install dataset-fashion-mnist" if dataset == "fashion_mnist"
+                else "; set data.root to the dataset's folder")  # fmt: skip
+        raise FileNotFoundError(f"{dataset}: {path} not found{hint}")
+
+
+def load_dataset(cfg: DataConfig, train: bool) -> ArraySet | ImageFolderSet:
+    """The train or evaluation split named by `cfg`, with cfg.mean/std overriding the dataset's statistics.
+
+    `cfg.limit` keeps a random subset (seed 0, kept in index order) of the training split only.
+    """
+    name = cfg.dataset
+    if cfg.root is None and name not in DEFAULT_ROOTS:
+        raise ValueError(f"data.root is required for dataset {name!r}")
+    root = Path(cfg.root or DEFAULT_ROOTS[name]).expanduser()
+    _require(root, name)
+    data: ArraySet | ImageFolderSet
+    # Generic sets normalise with the training split's statistics, also when evaluating.
+    need_stats = cfg.mean is None or cfg.std is None
+    if name in ("fashion_mnist", "mnist", "idx"):
+        for path in _idx_files(root, train):
+            _require(path, name)
+        mean, std = DATASET_STATS.get(name, (None, None))
+        if name == "idx" and not train and need_stats and _idx_files(root, True)[0].is_file():
+            mean, std = pixel_stats(_read_idx_array(_idx_files(root, True)[0], 3).unsqueeze(-1))
+        classes = FASHION_MNIST_CLASSES if name == "fashion_mnist" else None
+        data = read_idx(*_idx_files(root, train), classes=classes, mean=mean, std=std)
+    elif name in ("cifar10", "cifar100"):
+        data = read_cifar(root, train, name)
+    elif name == "npz":
+        path = root / ("train.npz" if train else "test.npz")
+        _require(path, name)
+        mean = std = None
+        if not train and need_stats and (root / "train.npz").is_file():
+            mean, std = pixel_stats(read_npz(root / "train.npz", mean=_ZERO, std=_ONE).images)
+        data = read_npz(path, mean=mean, std=std)
+    else:  # imagefolder
+        folder = root / ("train" if train else "val")
+        if train and not folder.is_dir():
+            folder = root  # root itself holds the class folders
+        _require(folder, name)
+        data = ImageFolderSet(folder)
+    if cfg.mean is not None:
+        data.mean = cfg.mean
+    if cfg.std is not None:
+        data.std = cfg.std
+    if train and cfg.limit is not None and cfg.limit < len(data):
+        keep = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: cfg.limit].sort().values
+        data = data.subset(keep)
+    return data

@@ -1,0 +1,107 @@
+"""What every evaluation shares: the backbone to evaluate, the data, and frozen-feature extraction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import DataConfig, FinetuneConfig, KnnConfig, LinearConfig
+from ..data import ArraySet, ImageFolderSet, eval_transform, load_dataset
+from ..events import Emitter, EventSink
+from ..models import build_backbone, wrap_batchnorms
+from ..train.checkpoint import load_backbone
+from ..system import autocast as make_autocast
+from ..system import resolve_device, resolve_precision
+
+AnyEval = KnnConfig | LinearConfig | FinetuneConfig
+
+
+@dataclass
+class EvalSetup:
+    backbone: nn.Module | None  # None = raw pixels
+    data_cfg: DataConfig
+    train: ArraySet | ImageFolderSet
+    test: ArraySet | ImageFolderSet
+    device: torch.device
+    autocast: AbstractContextManager[Any]
+    emitter: Emitter
+    source: dict[str, Any]  # what is evaluated: checkpoint path, run id, step, random init
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.classes)
+
+
+def setup(cfg: AnyEval, sinks: list[EventSink] | None, run_id: str | None, drop_path_rate: float = 0.0,
+          need_backbone: bool = True) -> EvalSetup:
+    device = resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    autocast = make_autocast(precision, device)
+    torch.manual_seed(cfg.train.seed)
+    data_cfg = cfg.data
+    backbone: nn.Module | None = None
+    source: dict[str, Any] = {"random_init": cfg.random_init}
+    if need_backbone:
+        if cfg.checkpoint:
+            backbone, pre_cfg, meta = load_backbone(cfg.checkpoint, drop_path_rate, cfg.random_init)
+            source.update(checkpoint=meta["path"], pretrain_run_id=meta["run_id"], pretrain_step=meta["step"],
+                          arch=pre_cfg.model.arch)
+            if "data" not in cfg.model_fields_set:  # evaluate on the data it was pretrained on, in full
+                data_cfg = pre_cfg.data.model_copy(update={"limit": None})
+        elif cfg.model is not None:
+            model_cfg = cfg.model.model_copy(update={"drop_path_rate": drop_path_rate})
+            backbone = wrap_batchnorms(build_backbone(model_cfg, data_cfg.crop_size))
+            source.update(random_init=True, arch=cfg.model.arch)
+        else:
+            raise ValueError("checkpoint: give a pretraining checkpoint, or a model for a randomly initialised one")
+        backbone = backbone.to(device)
+    else:
+        source["features"] = "pixels"
+    emitter = Emitter(run_id or uuid.uuid4().hex[:12], sinks or [])
+    return EvalSetup(backbone, data_cfg, load_dataset(data_cfg, train=True), load_dataset(data_cfg, train=False),
+                     device, autocast, emitter, source)
+
+
+def uint8_batches(dataset: ArraySet | ImageFolderSet, batch_size: int, size: int,
+                  indices: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """uint8 [B, C, H, W] batches and their labels, in order (ImageFolder images resized to a common size)."""
+    order = indices if indices is not None else torch.arange(len(dataset.labels))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        if isinstance(dataset, ArraySet):
+            yield dataset.images[idx].permute(0, 3, 1, 2), dataset.labels[idx]
+        else:
+            import torchvision.transforms.v2.functional as TF
+
+            short = round(size / 0.875)
+            imgs = [TF.center_crop(TF.resize(dataset.load(int(i)), [short], antialias=True), [size, size])
+                    for i in idx]
+            yield torch.stack(imgs), dataset.labels[idx]
+
+
+@torch.no_grad()
+def extract(setup: EvalSetup, dataset: ArraySet | ImageFolderSet, batch_size: int,
+            progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen features [N, D] (backbone in eval mode; raw normalised pixels when there is no backbone)."""
+    size = setup.data_cfg.crop_size
+    feats, labels = [], []
+    if setup.backbone is not None:
+        setup.backbone.eval()
+    for images, y in uint8_batches(dataset, batch_size, size):
+        x = eval_transform(images.to(setup.device), size, dataset.mean, dataset.std)
+        if setup.backbone is None:
+            f = x.flatten(1)
+        else:
+            with setup.autocast:
+                f = setup.backbone.features(x)  # type: ignore[operator]
+        feats.append(f.float())
+        labels.append(y.to(setup.device))
+        if progress:
+            progress(len(y))
+    return torch.cat(feats), torch.cat(labels)

@@ -1,0 +1,424 @@
+"""MoCo v3 pretraining: setup in labelled stages, then one loop over global steps.
+
+Per step (reference §1.2 pseudocode): look up lr and m; build both views on the device; one forward of
+the 2B crops through each encoder (per-view BN); the symmetrised 2τ-scaled loss; backward; per-layer
+gradient norms and a non-finite flag computed on the device; the optimizer step, skipped on the device
+when a gradient is non-finite; the momentum update. Metrics stay on the device and are read back every
+`train.log_every` steps (one host sync per interval); the stability monitor then looks at each step in
+order and the run's policy acts on its alerts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import PretrainConfig
+from ..system import autocast, resolve_device, resolve_precision
+from .checkpoint import (
+    load_checkpoint,
+    read_index,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    write_index,
+)
+from ..data import TrainStream, TwoViewAugment, eval_transform, load_dataset
+from ..eval.knn import weighted_knn
+from ..events import Emitter, EventSink
+from ..moco import MoCo
+from ..monitor import Alert, StabilityMonitor
+from .distributed import DistInfo, all_reduce_mean, init_distributed
+from .optim import build_optimizer, supports_found_inf
+from .schedules import learning_rate, momentum, scaled_lr
+
+METRIC_KEYS = ("loss", "grad_norm", "grad_norm/patch_proj", "grad_norm/first_block", "grad_norm/last_block",
+               "grad_norm/projector", "grad_norm/predictor", "nonfinite")
+GROUPS = ("patch_proj", "first_block", "last_block", "projector", "predictor")
+
+
+@dataclass
+class PretrainResult:
+    run_id: str
+    status: str  # succeeded | stopped | failed
+    step: int
+    checkpoint: str | None
+    reason: str = ""
+    last_values: dict[str, float] = field(default_factory=dict)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    losses: dict[int, float] = field(default_factory=dict)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The augmentation's seed for one step: a resumed run draws the same views (data order likewise)."""
+    return (seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1)
+
+
+class GradNorms:
+    """Per-group gradient L2 norms on the device, for the monitor (paper Fig. 4): no host sync."""
+
+    def __init__(self, model: MoCo) -> None:
+        groups = {**model.backbone.layer_groups(), "projector": list(model.base.projector.parameters()),  # type: ignore[operator]
+                  "predictor": list(model.predictor.parameters())}
+        slot = {id(p): GROUPS.index(name) for name, params in groups.items() for p in params}
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.slots = [slot.get(id(p), len(GROUPS)) for p in self.params]
+        self._index: torch.Tensor | None = None
+
+    def __call__(self) -> torch.Tensor:
+        """-> [1 + len(GROUPS)] tensor: global norm, then each group's norm (0 for frozen groups)."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if self._index is None:
+            self._index = torch.tensor([s for p, s in zip(self.params, self.slots, strict=True) if p.grad is not None],
+                                       device=grads[0].device)
+        sq = torch.stack(torch._foreach_norm(grads)).float() ** 2
+        per_group = torch.zeros(len(GROUPS) + 1, device=sq.device).index_add_(0, self._index, sq)
+        return torch.cat([sq.sum().reshape(1), per_group[: len(GROUPS)]]).sqrt()
+
+
+class KnnMonitor:
+    """The paper's dense kNN monitor (§4, App. A): a FIFO queue of features of the augmented training
+    batches (no extra forward), scored on held-out images every `knn_every` steps."""
+
+    def __init__(self, size: int, dim: int, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                 k: int, t: float) -> None:
+        self.feats = torch.zeros(size, dim, device=images.device)
+        self.labels = torch.zeros(size, dtype=torch.long, device=images.device)
+        self.ptr, self.filled = 0, 0
+        self.images, self.eval_labels, self.num_classes, self.k, self.t = images, labels, num_classes, k, t
+
+    @torch.no_grad()
+    def enqueue(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
+        n = min(feats.shape[0], self.feats.shape[0])
+        idx = (torch.arange(n, device=feats.device) + self.ptr) % self.feats.shape[0]
+        self.feats[idx] = feats[:n].float()
+        self.labels[idx] = labels[:n]
+        self.ptr = (self.ptr + n) % self.feats.shape[0]
+        self.filled = min(self.filled + n, self.feats.shape[0])
+
+    @torch.no_grad()
+    def score(self, backbone: nn.Module, autocast: Any) -> float | None:
+        if self.filled < self.k:
+            return None
+        was_training = backbone.training
+        backbone.eval()
+        with autocast:
+            test = torch.cat([backbone.features(x) for x in self.images.split(512)])  # type: ignore[operator]
+        backbone.train(was_training)
+        top1, _ = weighted_knn(self.feats[: self.filled], self.labels[: self.filled], test, self.eval_labels,
+                               self.num_classes, self.k, self.t)
+        return top1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"feats": self.feats.cpu(), "labels": self.labels.cpu(), "ptr": self.ptr, "filled": self.filled}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.feats.copy_(state["feats"])
+        self.labels.copy_(state["labels"])
+        self.ptr, self.filled = state["ptr"], state["filled"]
+
+
+class Pretrainer:
+    def __init__(self, cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | None = None,
+                 run_id: str | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.should_stop = should_stop or (lambda: False)
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.emitter = Emitter(self.run_id, sinks or [])
+
+        # ---- system
+        self.device = resolve_device(cfg.train.device)
+        self.dist: DistInfo = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+        self.autocast = autocast(self.precision, self.device)
+        torch.manual_seed(cfg.train.seed)
+
+        # ---- data
+        gb = cfg.optim.batch_size
+        assert gb % self.dist.world_size == 0, f"batch {gb} does not split over {self.dist.world_size} processes"
+        self.dataset = load_dataset(cfg.data, train=True)
+        self.stream = TrainStream(self.dataset, gb // self.dist.world_size, cfg.train.seed, self.dist.rank,
+                                  self.dist.world_size, self.device)
+        self.augment = TwoViewAugment(cfg.augment, cfg.data.crop_size, self.dataset.mean, self.dataset.std)
+        self.gen = torch.Generator(device=self.device)
+        self.ipe = self.stream.iters_per_epoch
+        assert self.ipe > 0, f"dataset of {len(self.dataset.labels)} images is smaller than one batch of {gb}"
+        self.total_steps = cfg.optim.epochs * self.ipe
+        self.end_step = min(self.total_steps, cfg.train.max_steps or self.total_steps)
+
+        # ---- encoders
+        model = MoCo(cfg.model, cfg.moco, cfg.data.crop_size).to(self.device)
+        self.model = model
+        self.ddp: nn.Module = model
+        if self.dist.enabled:
+            model_sync = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            assert model_sync is model
+            self.ddp = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
+        self.grad_norms = GradNorms(model)
+
+        # ---- optimizer, schedules
+        self.optimizer = build_optimizer(cfg.optim, model, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+        self.peak_lr = scaled_lr(cfg.optim.base_lr, gb)
+        self.lr_scale = 1.0
+
+        # ---- monitor
+        self.monitor = StabilityMonitor(cfg.monitor)
+        self.knn: KnnMonitor | None = None
+        if cfg.monitor.knn_every > 0:
+            test = load_dataset(cfg.data, train=False)
+            n = min(cfg.monitor.knn_eval_samples, len(test.labels))
+            pick = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(0))[:n]
+            images = eval_transform(test.images[pick].permute(0, 3, 1, 2).to(self.device), cfg.data.crop_size,
+                                    self.dataset.mean, self.dataset.std)
+            self.knn = KnnMonitor(cfg.monitor.knn_queue, model.backbone.num_features, images,  # type: ignore[arg-type]
+                                  test.labels[pick].to(self.device), len(self.dataset.classes),
+                                  cfg.monitor.knn_k, cfg.monitor.knn_t)
+        self.checkpoints: list[dict[str, Any]] = []
+        self.alerts: list[Alert] = []
+        self.losses: dict[int, float] = {}
+        self.rollbacks = 0
+        self.faults_fired: set[str] = set()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self, step: int, healthy: bool) -> dict[str, Any]:
+        return {"run_id": self.run_id, "step": step, "seq": self.emitter.seq, "config": self.cfg.model_dump(),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng_state(),
+                "lr_scale": self.lr_scale, "monitor": self.monitor.state_dict(), "healthy": healthy,
+                "knn": self.knn.state_dict() if self.knn else None, "rollbacks": self.rollbacks}
+
+    def save(self, step: int) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        last = self.checkpoints[-1]["step"] if self.checkpoints else -1
+        healthy = not any(last < a.step <= step for a in self.alerts)
+        path = save_checkpoint(self.ckpt_dir / f"step_{step:07d}.pt", self.state(step, healthy))
+        self.checkpoints = [c for c in self.checkpoints if c["step"] != step]
+        self.checkpoints.append({"file": path.name, "step": step, "healthy": healthy})
+        self._prune()
+        write_index(self.ckpt_dir, self.checkpoints)
+        self.emitter.emit("checkpoint", step=step, path=str(path), healthy=healthy)
+        return path
+
+    def _prune(self) -> None:
+        keep = {c["file"] for c in self.checkpoints[-self.cfg.train.keep_checkpoints:]}
+        healthy = [c for c in self.checkpoints if c["healthy"]]
+        if healthy:
+            keep.add(healthy[-1]["file"])
+        for c in self.checkpoints:
+            if c["file"] not in keep:
+                (self.ckpt_dir / c["file"]).unlink(missing_ok=True)
+        self.checkpoints = [c for c in self.checkpoints if c["file"] in keep]
+
+    def last_healthy(self, before_step: int) -> dict[str, Any] | None:
+        found = [c for c in self.checkpoints if c["healthy"] and c["step"] < before_step]
+        return found[-1] if found else None
+
+    def restore(self, path: Path, keep_lr_scale: bool = False) -> int:
+        ckpt = load_checkpoint(path, self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        if not keep_lr_scale:
+            self.lr_scale = ckpt["lr_scale"]
+            self.monitor.load_state_dict(ckpt["monitor"])
+            self.rollbacks = ckpt.get("rollbacks", 0)
+            self.run_id = ckpt["run_id"]
+            self.emitter.run_id = ckpt["run_id"]
+            self.emitter.seq = max(self.emitter.seq, ckpt["seq"])
+        if self.knn and ckpt.get("knn"):
+            self.knn.load_state_dict(ckpt["knn"])
+        return int(ckpt["step"])
+
+    def resume(self, resume: str | Path | None) -> int:
+        """'auto' = this run directory's latest checkpoint if any; a path = that checkpoint; None = fresh."""
+        if resume is None:
+            return 0
+        if str(resume) == "auto":
+            self.checkpoints = read_index(self.ckpt_dir)
+            if not self.checkpoints:
+                return 0
+            path = self.ckpt_dir / self.checkpoints[-1]["file"]
+        else:
+            path = Path(resume)
+        step = self.restore(path)
+        self.emitter.emit("log", message=f"resumed from {path} at step {step}")
+        return step
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, step: int) -> torch.Tensor:
+        cfg = self.cfg
+        t = step / self.ipe  # fractional epoch
+        lr = learning_rate(t, self.peak_lr * self.lr_scale, cfg.optim.warmup_epochs, cfg.optim.epochs)
+        m = momentum(t, cfg.moco.momentum, cfg.optim.epochs, cfg.moco.momentum_cosine)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+        images, labels = self.stream.batch(step)
+        self.gen.manual_seed(step_seed(cfg.train.seed, step))
+        x1, x2 = self.augment(images, self.gen)
+
+        with self.autocast:
+            loss, feats = self.ddp(x1, x2)
+        if cfg.faults.spike_at_step == step and "spike" not in self.faults_fired:
+            # a batch whose gradient is scaled up by spike_scale: a gradient spike the monitor must catch
+            self.faults_fired.add("spike")
+            loss_for_grad = loss * cfg.faults.spike_scale
+        else:
+            loss_for_grad = loss
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler:
+            self.scaler.scale(loss_for_grad).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss_for_grad.backward()
+        if cfg.faults.nan_grad_at_step == step and "nan" not in self.faults_fired:
+            self.faults_fired.add("nan")
+            next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(float("nan"))  # type: ignore[union-attr]
+
+        norms = self.grad_norms()  # [global, groups...]
+        nonfinite = ~(torch.isfinite(norms[0]) & torch.isfinite(loss.detach()))
+        if self.scaler:
+            self.scaler.step(self.optimizer)  # skips non-finite steps itself
+            self.scaler.update()
+        elif supports_found_inf(self.optimizer):
+            self.optimizer.found_inf = nonfinite.float()  # type: ignore[attr-defined]
+            self.optimizer.step()  # skipped on the device when found_inf is 1
+        elif not bool(nonfinite):  # LARS / LAMB: one host sync to skip a bad step
+            self.optimizer.step()
+        self.model.update_momentum(m)
+        if self.knn is not None:
+            self.knn.enqueue(feats, labels)
+        return torch.cat([loss.detach().float().reshape(1), norms, nonfinite.float().reshape(1),
+                          torch.tensor([lr, m], device=norms.device)])
+
+    # ------------------------------------------------------------------ readback and policy
+    def readback(self, pending: list[tuple[int, torch.Tensor]], elapsed: float) -> Alert | None:
+        """Read the pending steps' metrics in one sync, emit them, run the monitor; -> the alert to act on."""
+        if not pending:
+            return None
+        rows = all_reduce_mean(torch.stack([r for _, r in pending]), self.dist).cpu().tolist()
+        imgs_per_s = len(pending) * self.cfg.optim.batch_size / max(elapsed, 1e-9)
+        act_on: Alert | None = None
+        for (step, _), row in zip(pending, rows, strict=True):
+            values = dict(zip(METRIC_KEYS, row[: len(METRIC_KEYS)], strict=True))
+            values["lr"], values["momentum"] = row[len(METRIC_KEYS)], row[len(METRIC_KEYS) + 1]
+            if step == pending[-1][0]:
+                values["imgs_per_s"] = imgs_per_s
+            self.losses[step] = values["loss"]
+            if self.dist.is_main:
+                self.emitter.emit("metrics", step=step, epoch=(step + 1) / self.ipe, values=values)
+            alerts = self.monitor.observe_step(step, values)
+            act_on = self._handle(alerts) or act_on
+        return act_on
+
+    def _handle(self, alerts: list[Alert]) -> Alert | None:
+        act_on = None
+        for alert in alerts:
+            before = int(alert.evidence.get("spike_step", alert.step)) if isinstance(alert.evidence, dict) else alert.step
+            healthy = self.last_healthy(before)
+            alert.last_healthy_checkpoint = str(self.ckpt_dir / healthy["file"]) if healthy else None
+            self.alerts.append(alert)
+            if self.dist.is_main:
+                self.emitter.emit("alert", **alert.to_payload())
+            if self.cfg.monitor.policy != "record":
+                act_on = act_on or alert
+        return act_on
+
+    def score_knn(self, step: int) -> Alert | None:
+        assert self.knn is not None
+        top1 = self.knn.score(self.model.backbone, self.autocast)
+        if top1 is None:
+            return None
+        if self.dist.is_main:
+            self.emitter.emit("metrics", step=step, epoch=(step + 1) / self.ipe, values={"knn_top1": top1})
+        return self._handle(self.monitor.observe_knn(step, top1))
+
+    # ------------------------------------------------------------------ the run
+    def run(self, resume: str | Path | None = "auto") -> PretrainResult:
+        cfg = self.cfg
+        step = self.resume(resume)
+        self.emitter.emit("config", spec=cfg.model_dump(), device=str(self.device), precision=self.precision,
+                          world_size=self.dist.world_size, iters_per_epoch=self.ipe, peak_lr=self.peak_lr)
+        self.emitter.emit("status", state="running", phase="pretrain", step=step, total_steps=self.end_step,
+                          message=f"pretraining {cfg.model.arch} on {cfg.data.dataset}")
+        self.model.train()
+        pending: list[tuple[int, torch.Tensor]] = []
+        tick = time.perf_counter()
+        status, reason = "succeeded", ""
+        while step < self.end_step:
+            if self.should_stop():
+                status, reason = "stopped", "stop requested"
+                break
+            pending.append((step, self.train_step(step)))
+            step += 1
+            boundary = step % cfg.train.log_every == 0 or step == self.end_step or step % cfg.train.ckpt_every == 0
+            knn_due = self.knn is not None and cfg.monitor.knn_every > 0 and step % cfg.monitor.knn_every == 0
+            if not (boundary or knn_due):
+                continue
+            alert = self.readback(pending, time.perf_counter() - tick)
+            pending, tick = [], time.perf_counter()
+            if alert is None and knn_due:
+                alert = self.score_knn(step - 1)
+            if alert is not None:
+                outcome = self._act(alert)
+                if outcome == "stop":
+                    status, reason = "stopped", f"{alert.kind} at step {alert.step}: policy {cfg.monitor.policy}"
+                    break
+                if isinstance(outcome, int):
+                    step = outcome
+                    continue
+            if step % cfg.train.ckpt_every == 0 and step < self.end_step:
+                self.save(step)
+        self.readback(pending, time.perf_counter() - tick)
+        path = self.save(step)
+        last = self.losses.get(step - 1)
+        self.emitter.emit("status", state=status, step=step, message=reason or f"finished at step {step}",
+                          checkpoint=str(path) if path else None, final_loss=last)
+        return PretrainResult(self.run_id, status, step, str(path) if path else None, reason,
+                              {"loss": last} if last is not None else {}, [a.to_payload() for a in self.alerts],
+                              dict(self.losses))
+
+    def _act(self, alert: Alert) -> str | int | None:
+        policy = self.cfg.monitor.policy
+        if policy == "stop":
+            return "stop"
+        if policy == "rollback":
+            target = self.last_healthy(int(alert.evidence.get("spike_step", alert.step)))
+            if target is None or self.rollbacks >= self.cfg.monitor.max_rollbacks:
+                return "stop"
+            self.rollbacks += 1
+            step = self.restore(self.ckpt_dir / target["file"], keep_lr_scale=True)
+            self.lr_scale *= self.cfg.monitor.rollback_lr_factor
+            self.emitter.emit("log", message=f"rolled back to step {step} ({target['file']}) after {alert.kind}; "
+                                             f"lr scaled to x{self.lr_scale:g}")
+            return step
+        return None
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | None = None,
+             run_id: str | None = None, resume: str | Path | None = "auto",
+             should_stop: Callable[[], bool] | None = None) -> PretrainResult:
+    """Pretrain with MoCo v3; events go to `sinks`, checkpoints to out_dir/checkpoints."""
+    trainer = Pretrainer(cfg, out_dir, sinks, run_id, should_stop)
+    try:
+        return trainer.run(resume)
+    except Exception as exc:
+        trainer.emitter.emit("status", state="failed", message=f"{type(exc).__name__}: {exc}")
+        raise
