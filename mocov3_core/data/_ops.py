@@ -45,9 +45,9 @@ def sample_boxes(
     # Fallback: the whole image, trimmed to the nearest allowed aspect ratio, centred.
     in_ratio = width / height
     if in_ratio < ratio[0]:
-        fw, fh = width, int(round(width / ratio[0]))
+        fw, fh = width, round(width / ratio[0])
     elif in_ratio > ratio[1]:
-        fw, fh = int(round(height * ratio[1])), height
+        fw, fh = round(height * ratio[1]), height
     else:
         fw, fh = width, height
     w = torch.where(found, w.gather(1, first).squeeze(1), float(fw))
@@ -66,7 +66,9 @@ def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Ten
 
     One `roi_align` call: each output pixel averages ceil(box / size) bilinear samples per axis, so it is
     plain bilinear (align_corners=False) when enlarging and a box-filtered bilinear when shrinking (less
-    aliasing than grid_sample). Samples near the border clamp to the edge pixels. The flip is one select.
+    aliasing than grid_sample). Samples past the image border clamp to its edge pixels; samples just past
+    the box (outermost output pixels, within half an output pixel) read the image beyond the box, where
+    torchvision's crop-then-resize repeats the box's edge. The flip is one select.
     """
     n, _, height, width = x.shape
     assert boxes.shape == (n, 4), f"boxes {tuple(boxes.shape)} for a batch of {n}"
@@ -74,7 +76,7 @@ def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Ten
     bottom, right = top + boxes[:, 2] * height, left + boxes[:, 3] * width
     index = torch.arange(n, device=x.device, dtype=x.dtype)
     rois = torch.stack([index, left, top, right, bottom], dim=1).to(x.dtype)  # [N, 5] (batch, x1, y1, x2, y2)
-    out = roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    out: torch.Tensor = roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     if flip is not None:
         # Flipping commutes with every later op (pointwise colour ops, symmetric blur), so it happens here.
         out = torch.where(flip.view(n, 1, 1, 1), out.flip(-1), out)
@@ -109,7 +111,7 @@ def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rotate hue by `shift` turns per sample (in [-0.5, 0.5]), keeping HSV value and saturation.
 
-    RGB -> hue sector h6 in [0, 6); then HSV -> RGB with the closed form
+    RGB -> hue h6 in sixths of a turn; then HSV -> RGB with the closed form
     channel_n = max - (max - min) * clamp(min(k, 4 - k), 0, 1), k = (n + h6) mod 6, n = 5, 3, 1 for R, G, B.
     Value (max) and chroma (max - min) are unchanged by a hue rotation, so only h6 is recomputed.
     """
@@ -117,13 +119,13 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     maxc, _ = x.max(dim=1)
     minc, _ = x.min(dim=1)
     chroma = maxc - minc
-    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))  # grey pixels: any hue gives the same RGB
-    h6 = torch.where(
-        maxc == r,
-        torch.remainder((g - b) / safe, 6.0),
-        torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
-    )
-    h6 = h6 + 6.0 * shift.view(-1, 1, 1)
+    red_max = maxc == r
+    green_max = (maxc == g) & ~red_max
+    # Hue sector: (g - b)/chroma near red, 2 + (b - r)/chroma near green, 4 + (r - g)/chroma near blue;
+    # left in (-1, 6), the remainder below wraps it. Grey pixels (chroma 0) give 0, and any hue maps them back.
+    diff = torch.where(red_max, g - b, torch.where(green_max, b - r, r - g))
+    sector = torch.where(red_max, 0.0, torch.where(green_max, 2.0, 4.0))
+    h6 = diff / chroma.clamp_min(1e-12) + sector + 6.0 * shift.view(-1, 1, 1)
     n = torch.arange(5.0, 0.0, -2.0, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # 5, 3, 1 (no host copy)
     k = torch.remainder(n + h6.unsqueeze(1), 6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
@@ -142,7 +144,7 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: tuple[int, ...])
 
 def blur_kernel_size(size: int) -> int:
     """Odd kernel of about 10% of the image side, at least 3 (23 at 224, BYOL's choice)."""
-    return max(3, int(round(0.1 * size)) | 1)
+    return max(3, round(0.1 * size) | 1)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ then `apply` runs each op once over the whole batch. Differences from torchvisio
   cost of computing e.g. view 2's blur for all samples although only 10% keep it. Ops whose probability
   is 0 are skipped.
 - The flip happens inside the crop; it commutes with all the ops in between.
-- Blur σ ~ U(0.1, 2.0) is in pixels of a 224 image (PIL's radius), scaled by crop_size / 224; the kernel
+- Blur sigma ~ U(0.1, 2.0) is in pixels of a 224 image (PIL's radius), scaled by crop_size / 224; the kernel
   is odd and about 10% of the crop (23 at 224, as BYOL).
 """
 
@@ -90,7 +90,7 @@ class TwoViewAugment:
         self.mean = mean
         self.std = std
         self.kernel_size = _ops.blur_kernel_size(crop_size)
-        self.sigma_scale = crop_size / 224.0  # σ is specified in pixels of a 224 crop
+        self.sigma_scale = crop_size / 224.0  # sigma is specified in pixels of a 224 crop
 
     def sample(
         self,
@@ -206,9 +206,11 @@ def resize_center_crop(images: torch.Tensor, crop_size: int) -> torch.Tensor:
     if min(height, width) <= crop_size:
         if (height, width) == (crop_size, crop_size):
             return images
-        return TF.resize(images, [crop_size, crop_size], antialias=True)
+        out: torch.Tensor = TF.resize(images, [crop_size, crop_size], antialias=True)
+        return out
     resized = TF.resize(images, int(crop_size / EVAL_CROP_FRACTION), antialias=True)
-    return TF.center_crop(resized, [crop_size, crop_size])
+    out = TF.center_crop(resized, [crop_size, crop_size])
+    return out
 
 
 def random_resized_crop(
@@ -218,7 +220,7 @@ def random_resized_crop(
     height, width = image.shape[-2:]
     box = _ops.sample_boxes(1, height, width, (crop_min, 1.0), RATIO, generator)[0]
     top, left, h, w = (int(v) for v in box.tolist())
-    out = TF.resized_crop(image, top, left, h, w, [crop_size, crop_size], antialias=True)
+    out: torch.Tensor = TF.resized_crop(image, top, left, h, w, [crop_size, crop_size], antialias=True)
     if float(torch.rand(1, generator=generator)) < flip_p:
         out = out.flip(-1)
     return out.expand(3, -1, -1) if out.shape[0] == 1 else out

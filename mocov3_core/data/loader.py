@@ -45,7 +45,7 @@ class _FolderCrops(Dataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:  # type: ignore[override]
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         step, index = key
         image = self.data.load(index)
         crops = []
@@ -187,8 +187,12 @@ class TrainStream:
 
     def state_dict(self) -> dict[str, Any]:
         """What fixes the data order; with the step it reproduces every batch."""
-        return {"seed": self.seed, "batch_size": self.batch_size, "world_size": self.world_size,
-                "num_samples": self.num_samples}  # fmt: skip
+        return {
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "num_samples": self.num_samples,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Refuse to resume with a different data order (the restarted batches would not match)."""

@@ -12,9 +12,11 @@ import copy
 import gzip
 import os
 import pickle
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +36,18 @@ DATASET_STATS: dict[str, tuple[Stats, Stats]] = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
 }
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 DEFAULT_ROOTS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 _ZERO: Stats = (0.0, 0.0, 0.0)
 _ONE: Stats = (1.0, 1.0, 1.0)
@@ -54,9 +66,11 @@ class ArraySet:
 
     def __post_init__(self) -> None:
         assert self.images.dtype == torch.uint8 and self.images.dim() == 4 and self.images.shape[3] in (1, 3), (
-            f"images must be uint8 [N, H, W, 1|3], got {self.images.dtype} {tuple(self.images.shape)}")
+            f"images must be uint8 [N, H, W, 1|3], got {self.images.dtype} {tuple(self.images.shape)}"
+        )
         assert self.labels.shape == (self.images.shape[0],), (
-            f"{self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
+            f"{self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}"
+        )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -95,7 +109,10 @@ class ImageFolderSet:
 
     def load(self, i: int) -> torch.Tensor:
         """Decode image i as uint8 [3, H, W] (grayscale, palette and CMYK files are converted to RGB)."""
-        return decode_image(self.paths[i], mode=ImageReadMode.RGB)
+        with warnings.catch_warnings():  # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec
+            warnings.simplefilter("ignore", DeprecationWarning)
+            image: torch.Tensor = decode_image(self.paths[i], mode=ImageReadMode.RGB)
+        return image
 
     def subset(self, indices: torch.Tensor) -> ImageFolderSet:
         out = copy.copy(self)
@@ -119,16 +136,18 @@ def _read_idx_array(path: Path, ndim: int) -> torch.Tensor:
     expected = 0x800 + ndim
     magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
     if magic != expected:
-        raise ValueError(f"{path}: bad magic number {magic:#010x}, expected {expected:#010x} "
-                         f"(IDX unsigned bytes, {ndim} dimensions)")  # fmt: skip
+        raise ValueError(
+            f"{path}: bad magic number {magic:#010x}, expected {expected:#010x} (IDX unsigned bytes, {ndim} dimensions)"
+        )
     header = 4 + 4 * ndim
     if len(data) < header:
         raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes)")
     shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     count = int(np.prod(shape))
     if len(data) - header != count:
-        raise ValueError(f"{path}: header says {'x'.join(map(str, shape))} = {count} bytes of data, "
-                         f"file holds {len(data) - header}")  # fmt: skip
+        raise ValueError(
+            f"{path}: header says {'x'.join(map(str, shape))} = {count} bytes of data, file holds {len(data) - header}"
+        )
     return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
 
 
@@ -143,7 +162,9 @@ def read_idx(
     images = _read_idx_array(Path(images_path), 3)
     labels = _read_idx_array(Path(labels_path), 1).to(torch.int64)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels")
+        raise ValueError(
+            f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels"
+        )
     return _array_set(images.unsqueeze(-1), labels, classes, mean, std)
 
 
@@ -182,7 +203,8 @@ def read_cifar(root: str | Path, train: bool, variant: str = "cifar10") -> Array
     else:
         files = ["train" if train else "test"]
         meta, label_key, names_key = "meta", "fine_labels", "fine_label_names"
-    parts, labels = [], []
+    parts: list[np.ndarray] = []
+    labels: list[int] = []
     for name in files:
         batch = _unpickle(root / name)
         parts.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
@@ -193,7 +215,7 @@ def read_cifar(root: str | Path, train: bool, variant: str = "cifar10") -> Array
     return ArraySet(images.contiguous(), torch.tensor(labels, dtype=torch.int64), classes, mean, std)
 
 
-def _unpickle(path: Path) -> dict[str, object]:
+def _unpickle(path: Path) -> dict[str, Any]:
     # Pickles can run code: only point this at files you trust (the official CIFAR release).
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (expected the CIFAR python release)")
@@ -237,8 +259,11 @@ def _idx_files(root: Path, train: bool) -> tuple[Path, Path]:
 
 def _require(path: Path, dataset: str) -> None:
     if not path.exists():
-        hint = ("; install it with: apt-get install dataset-fashion-mnist" if dataset == "fashion_mnist"
-                else "; set data.root to the dataset's folder")  # fmt: skip
+        hint = (
+            "; install it with: apt-get install dataset-fashion-mnist"
+            if dataset == "fashion_mnist"
+            else "; set data.root to the dataset's folder"
+        )
         raise FileNotFoundError(f"{dataset}: {path} not found{hint}")
 
 

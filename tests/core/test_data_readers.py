@@ -63,7 +63,7 @@ def test_read_idx_size_and_count_errors(tmp_path: Path) -> None:
         read_idx(images, labels)
     write_idx(images, np.zeros((2, 3, 3)), gz=False)
     write_idx(labels, np.zeros(3), gz=False)
-    with pytest.raises(ValueError, match="holds 2 images but .* holds 3 labels"):
+    with pytest.raises(ValueError, match=r"holds 2 images but .* holds 3 labels"):
         read_idx(images, labels)
 
 
@@ -95,7 +95,7 @@ def test_read_cifar10(tmp_path: Path) -> None:
     write_cifar10(tmp_path)
     train = read_cifar(tmp_path, train=True, variant="cifar10")
     assert train.images.shape == (10, 32, 32, 3) and train.labels.tolist() == list(range(10))
-    assert train.images[3, :, :, 0].unique().tolist() == [3] and train.images[3, 0, 0, 1] == 103
+    assert set(train.images[3, :, :, 0].flatten().tolist()) == {3} and train.images[3, 0, 0, 1] == 103
     assert train.images[0, 0, :5, 2].tolist() == [0, 1, 2, 3, 4]  # row-major HW within a plane
     assert train.classes[2] == "class2" and train.mean == pytest.approx((0.4914, 0.4822, 0.4465))
     test = read_cifar(tmp_path / "cifar-10-batches-py", train=False, variant="cifar10")
@@ -106,8 +106,11 @@ def test_read_cifar100(tmp_path: Path) -> None:
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
     for name, n in (("train", 4), ("test", 3)):
-        batch = {b"data": np.stack([cifar_image(i) for i in range(n)]), b"fine_labels": [99 - i for i in range(n)],
-                 b"coarse_labels": [0] * n}  # fmt: skip
+        batch = {
+            b"data": np.stack([cifar_image(i) for i in range(n)]),
+            b"fine_labels": [99 - i for i in range(n)],
+            b"coarse_labels": [0] * n,
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
     meta = {b"fine_label_names": [f"f{i}".encode() for i in range(100)], b"coarse_label_names": [b"c"] * 20}
     (folder / "meta").write_bytes(pickle.dumps(meta))
@@ -115,7 +118,7 @@ def test_read_cifar100(tmp_path: Path) -> None:
     assert train.images.shape == (4, 32, 32, 3) and train.labels.tolist() == [99, 98, 97, 96]
     assert len(train.classes) == 100 and train.classes[99] == "f99"
     assert len(read_cifar(tmp_path, train=False, variant="cifar100")) == 3
-    with pytest.raises(FileNotFoundError, match="cifar-10"):
+    with pytest.raises(FileNotFoundError, match="data_batch_1 does not exist"):
         read_cifar(tmp_path, train=True, variant="cifar10")
 
 
@@ -159,7 +162,7 @@ def test_image_folder(tmp_path: Path) -> None:
     assert data.labels.tolist() == [0, 0, 0, 1, 1]
     first = data.load(0)
     assert first.dtype == torch.uint8 and first.shape == (3, 8, 4)
-    expected = torch.from_numpy(np.asarray(Image.open(data.paths[0]).convert("RGB"))).permute(2, 0, 1)
+    expected = torch.from_numpy(np.array(Image.open(data.paths[0]).convert("RGB"))).permute(2, 0, 1)
     assert torch.equal(first, expected)
     assert data.load(1).shape == (3, 3, 3)  # grayscale file -> 3 channels
     assert data.mean == (0.485, 0.456, 0.406)
@@ -207,9 +210,9 @@ def test_load_dataset_missing_files(tmp_path: Path) -> None:
     assert str(tmp_path / "none") in str(info.value) and "\n" not in str(info.value)
     (tmp_path / "half").mkdir()
     write_idx(tmp_path / "half" / "train-images-idx3-ubyte.gz", np.zeros((2, 3, 3)), gz=True)
-    with pytest.raises(FileNotFoundError, match="train-labels-idx1-ubyte.gz not found"):
+    with pytest.raises(FileNotFoundError, match=r"train-labels-idx1-ubyte\.gz not found"):
         load_dataset(DataConfig(dataset="mnist", root=str(tmp_path / "half")), train=True)
-    with pytest.raises(ValueError, match="data.root is required"):
+    with pytest.raises(ValueError, match=r"data\.root is required"):
         load_dataset(DataConfig(dataset="cifar10"), train=True)
 
 
