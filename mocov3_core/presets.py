@@ -6,6 +6,7 @@ ImageFolder (`--set data.root=/path/to/imagenet`); the fmnist_* presets train on
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from .config import (
@@ -78,9 +79,9 @@ def build_spec(kind: str, preset: str | None = None, overrides: list[str] | dict
             raise ConfigError("preset", f"presets are for pretraining; got kind {kind!r}")
         if preset not in PRETRAIN_PRESETS:
             raise ConfigError("preset", f"unknown preset {preset!r}; known: {', '.join(list_presets())}")
-        tree = merge(tree, PRETRAIN_PRESETS[preset])
+        tree = copy.deepcopy(PRETRAIN_PRESETS[preset])
     if base:
-        tree = merge(tree, base)
+        tree = merge(tree, copy.deepcopy(base))
     model = CONFIG_TYPES.get(kind)
     if model is None:
         raise ConfigError("kind", f"unknown run kind {kind!r}; one of {', '.join(CONFIG_TYPES)}")

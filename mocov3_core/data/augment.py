@@ -16,6 +16,7 @@ then `apply` runs each op once over the whole batch. Differences from torchvisio
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
@@ -76,6 +77,21 @@ def _stats_tensors(mean: Stats, std: Stats, device: torch.device, dtype: torch.d
     return tuple(torch.tensor(v, dtype=dtype).view(1, 3, 1, 1).to(device) for v in (mean, std))
 
 
+def _op_order(generator: torch.Generator) -> tuple[int, ...]:
+    """A random permutation of the 4 jitter ops, known on the host without waiting for the GPU.
+
+    A CPU generator draws it directly. A CUDA generator's state (seed, offset) lives on the host and its
+    offset moves with every draw, so a permutation seeded from it is reproducible and differs per batch;
+    reading a permutation drawn on the GPU instead would stall the CPU until the GPU caught up.
+    """
+    if generator.device.type == "cpu":
+        return tuple(int(i) for i in torch.randperm(4, generator=generator).tolist())
+    state = generator.get_state()  # a small CPU byte tensor
+    order = [0, 1, 2, 3]
+    random.Random(state.numpy().tobytes()).shuffle(order)
+    return tuple(order)
+
+
 def _fractions(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Pixel boxes (top, left, h, w) -> fractions of the image height/width."""
     return torch.stack([boxes[:, 0] / height, boxes[:, 1] / width, boxes[:, 2] / height, boxes[:, 3] / width], 1)
@@ -120,7 +136,7 @@ class TwoViewAugment:
         ranges = [(max(0.0, 1 - b), 1 + b), (max(0.0, 1 - c), 1 + c), (max(0.0, 1 - s), 1 + s), (-h, h)]
         u = draw(n, 4)
         factors = torch.stack([lo + (hi - lo) * u[:, i] for i, (lo, hi) in enumerate(ranges)], dim=1)
-        order = tuple(int(i) for i in torch.randperm(4, generator=g, device=g.device).tolist())
+        order = _op_order(g)
         gray = draw(n) < cfg.grayscale_p
         blur = draw(n) < cfg.blur_p[view]
         lo, hi = cfg.blur_sigma

@@ -128,7 +128,11 @@ class TrainStream:
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed + epoch)
             self._perm = torch.randperm(self.num_samples, generator=g)
-            self._perm_device = self._perm.to(self.device) if self._folder is None else self._perm
+            self._perm_device = self._perm
+            if self._folder is None and self.device.type == "cuda":  # pinned: the copy does not wait for the GPU
+                self._perm_device = self._perm.pin_memory().to(self.device, non_blocking=True)
+            elif self._folder is None:
+                self._perm_device = self._perm.to(self.device)
             self._epoch = epoch
 
     def _slice(self, step: int, perm_device: bool) -> torch.Tensor:

@@ -283,7 +283,7 @@ def load_dataset(cfg: DataConfig, train: bool) -> ArraySet | ImageFolderSet:
     if name in ("fashion_mnist", "mnist", "idx"):
         for path in _idx_files(root, train):
             _require(path, name)
-        mean, std = DATASET_STATS.get(name, (None, None))
+        mean, std = DATASET_STATS.get(name, (cfg.mean, cfg.std))
         if name == "idx" and not train and need_stats and _idx_files(root, True)[0].is_file():
             mean, std = pixel_stats(_read_idx_array(_idx_files(root, True)[0], 3).unsqueeze(-1))
         classes = FASHION_MNIST_CLASSES if name == "fashion_mnist" else None
@@ -293,7 +293,7 @@ def load_dataset(cfg: DataConfig, train: bool) -> ArraySet | ImageFolderSet:
     elif name == "npz":
         path = root / ("train.npz" if train else "test.npz")
         _require(path, name)
-        mean = std = None
+        mean, std = cfg.mean, cfg.std
         if not train and need_stats and (root / "train.npz").is_file():
             mean, std = pixel_stats(read_npz(root / "train.npz", mean=_ZERO, std=_ONE).images)
         data = read_npz(path, mean=mean, std=std)

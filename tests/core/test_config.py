@@ -75,3 +75,8 @@ def test_json_schema_is_serialisable_with_defaults() -> None:
         schema = json_schema(kind)
         json.dumps(schema)
     assert json_schema("pretrain")["$defs"]["OptimConfig"]["properties"]["base_lr"]["default"] == 1.5e-4
+
+
+def test_overrides_never_leak_into_the_preset() -> None:
+    build_spec("pretrain", "fmnist_tiny", ["monitor.policy=stop"])
+    assert build_spec("pretrain", "fmnist_tiny").monitor.policy == "record"

@@ -220,3 +220,35 @@ def test_eval_transform_and_crop_flip() -> None:
     assert a.shape == (3, 3, 16, 16) and torch.equal(a, crop_flip(small, 16, 0.08, gen(21), ZERO, ONE))
     one = random_resized_crop(small[0, :1], 8, 0.08, 0.5, gen(22))  # gray uint8 image on the CPU
     assert one.shape == (3, 8, 8) and one.dtype == torch.uint8
+
+
+def test_jitter_order_per_batch() -> None:
+    aug = TwoViewAugment(AugmentConfig(), 8, ZERO, ONE)
+    g = gen(23)
+    orders = {aug.sample(4, 0, g).jitter_order for _ in range(50)}
+    assert len(orders) > 5 and all(sorted(o) == [0, 1, 2, 3] for o in orders)
+    g1, g2 = gen(24), gen(24)
+    assert [aug.sample(4, 1, g1).jitter_order for _ in range(5)] == [
+        aug.sample(4, 1, g2).jitter_order for _ in range(5)
+    ]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_and_never_waits_for_the_gpu() -> None:
+    images = colourful(64, 20, seed=30)
+    aug = TwoViewAugment(AugmentConfig(), 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    on_cpu = aug(images, gen(31))
+    on_gpu = aug(images.cuda(), gen(31))  # a CPU generator draws the same params for either device
+    for a, b in zip(on_cpu, on_gpu, strict=True):
+        torch.testing.assert_close(a, b.cpu(), atol=1e-4, rtol=0)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    w1, _ = aug(images.cuda(), g)  # the first call per device caches the normalisation constants
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        x1, x2 = aug(images.cuda(non_blocking=True), g)
+        x1b, _ = aug(images.cuda(non_blocking=True), torch.Generator(device="cuda").manual_seed(0))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert x1.shape == (64, 3, 16, 16) and x1.is_cuda and not torch.equal(x1, x2)
+    assert torch.equal(x1b, w1)  # a CUDA generator's seed reproduces the views too

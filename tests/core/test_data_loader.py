@@ -122,3 +122,19 @@ def test_eval_batches(tmp_path: Path) -> None:
     torch.testing.assert_close(x[:, 0, 0, 0], (torch.arange(10) / 255 - 0.5) / 0.25)
     images = list(eval_batches(folder(tmp_path, n=5), batch_size=2, crop_size=8))
     assert [tuple(b[0].shape) for b in images] == [(2, 3, 8, 8), (2, 3, 8, 8), (1, 3, 8, 8)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_stream_matches_cpu_without_waiting() -> None:
+    data = indexed_set(100)
+    cpu = TrainStream(data, 8, seed=1)
+    gpu = TrainStream(data, 8, seed=1, device="cuda")
+    gpu.batch(0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        batches = [gpu.batch(step) for step in range(1, 30)]  # crosses two epochs: new permutations
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    for step, (images, labels) in enumerate(batches, start=1):
+        assert torch.equal(images.cpu(), cpu.batch(step)[0]) and torch.equal(labels.cpu(), cpu.batch(step)[1])
