@@ -36,7 +36,8 @@ class ModelConfig(_Strict):
     pos_embed: Literal["sincos", "learned", "none"] = Field(
         "sincos", description="Position embedding: fixed 2-D sin-cos (paper, 76.5), learned (76.1), none (74.9).")
     pool: Literal["cls", "gap", "gap_no_ln"] = Field(
-        "cls", description="Class token after the final LN (76.5), GAP after the final LN (69.7), GAP without it (76.3).")
+        "cls", description="Class token after the final LN (76.5), GAP after the final LN (69.7), GAP without "
+        "it (76.3).")
     stop_grad_patch_proj: bool = Field(
         True, description="Fixed random patch projection (paper §4.2): frozen, identical in both encoders.")
     mlp_norm: Literal["ln", "bn"] = Field("ln", description="'bn' = ViT-BN: BatchNorm in the MLP blocks (paper §6.3).")
@@ -53,7 +54,8 @@ class MocoConfig(_Strict):
     head_bn: bool = Field(True, description="BN in the MLP heads (without: 74.4 vs 76.5).")
     predictor: bool = Field(True, description="Use the prediction head (without: 75.5 vs 76.5).")
     temperature: float = Field(0.2, gt=0.0, description="τ: 0.2 for ViT, 1.0 for ResNet-50.")
-    momentum: float = Field(0.99, ge=0.0, le=1.0, description="m0 of the momentum encoder (0.99; ablation 0/0.9/0.999).")
+    momentum: float = Field(0.99, ge=0.0, le=1.0,
+                            description="m0 of the momentum encoder (0.99; ablation 0/0.9/0.999).")
     momentum_cosine: bool = Field(True, description="Half-cosine schedule of m from m0 to 1 per iteration.")
 
 
@@ -114,8 +116,9 @@ class TrainConfig(_Strict):
 class MonitorConfig(_Strict):
     """Stability monitor (paper §4): gradient spikes, loss spikes, kNN dips, and what to do about them."""
 
-    policy: Literal["record", "stop", "rollback"] = Field("record", description="On an alert: record it; stop the "
-                                                          "run; or roll back to the last healthy checkpoint with a lower lr.")
+    policy: Literal["record", "stop", "rollback"] = Field(
+        "record", description="On an alert: record it; stop the run; or roll back to the last healthy checkpoint "
+        "with a lower lr.")
     warmup_steps: int = Field(50, ge=0, description="Steps before spike detectors arm (the baseline needs history).")
     window: int = Field(100, ge=8, description="Steps in the robust baseline (median and MAD).")
     spike_z: float = Field(8.0, gt=0.0, description="Robust z-score above the median that counts as a spike.")
@@ -179,8 +182,9 @@ class KnnConfig(_EvalBase):
 
 class LinearConfig(_EvalBase):
     kind: Literal["linear"] = "linear"
-    mode: Literal["cached", "paper"] = Field("cached", description="'paper': RandomResizedCrop+flip every epoch through "
-                                             "the frozen backbone; 'cached': features once, then many fast epochs.")
+    mode: Literal["cached", "paper"] = Field(
+        "cached", description="'paper': RandomResizedCrop+flip every epoch through the frozen backbone; 'cached': "
+        "features once, then many fast epochs.")
     epochs: int = Field(90, ge=1)
     batch_size: int = Field(1024, ge=1)
     base_lr: float = Field(3.0, gt=0.0, description="Per-256 lr: 3 for ViT (official CONFIG), 0.1 for R50.")

@@ -30,7 +30,7 @@ _FMNIST = {
     "moco": {"mlp_dim": 1024, "dim": 128},
     "data": {"dataset": "fashion_mnist", "crop_size": 28},
     "augment": {"crop_min": 0.2},
-    "optim": {"batch_size": 256, "base_lr": 5e-4, "epochs": 10, "warmup_epochs": 1},
+    "optim": {"batch_size": 256, "base_lr": 1e-3, "epochs": 3, "warmup_epochs": 0.5},
     "train": {"log_every": 5, "ckpt_every": 200},
     "monitor": {"warmup_steps": 40, "window": 60, "knn_every": 50, "knn_queue": 4096, "knn_eval_samples": 1000},
 }

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from ..config import DataConfig, FinetuneConfig, KnnConfig, LinearConfig
-from ..data import ArraySet, ImageFolderSet, eval_transform, load_dataset
+from ..data import ArraySet, ImageFolderSet, eval_batches, load_dataset
 from ..events import Emitter, EventSink
 from ..models import build_backbone, wrap_batchnorms
-from ..train.checkpoint import load_backbone
 from ..system import autocast as make_autocast
 from ..system import resolve_device, resolve_precision
+from ..train.checkpoint import load_backbone
 
 AnyEval = KnnConfig | LinearConfig | FinetuneConfig
 
@@ -93,15 +93,14 @@ def extract(setup: EvalSetup, dataset: ArraySet | ImageFolderSet, batch_size: in
     feats, labels = [], []
     if setup.backbone is not None:
         setup.backbone.eval()
-    for images, y in uint8_batches(dataset, batch_size, size):
-        x = eval_transform(images.to(setup.device), size, dataset.mean, dataset.std)
+    for x, y in eval_batches(dataset, batch_size, size, setup.device, setup.data_cfg.num_workers):
         if setup.backbone is None:
             f = x.flatten(1)
         else:
             with setup.autocast:
                 f = setup.backbone.features(x)  # type: ignore[operator]
         feats.append(f.float())
-        labels.append(y.to(setup.device))
+        labels.append(y)
         if progress:
             progress(len(y))
     return torch.cat(feats), torch.cat(labels)

@@ -16,7 +16,7 @@ from timm.data import Mixup
 from torch import nn
 
 from ..config import FinetuneConfig
-from ..data import crop_flip, eval_transform
+from ..data import crop_flip, eval_batches
 from ..events import EventSink
 from ..train.schedules import learning_rate
 from .common import setup, uint8_batches
@@ -104,9 +104,8 @@ def finetune(cfg: FinetuneConfig, sinks: list[EventSink] | None = None, run_id: 
 def evaluate_classifier(model: nn.Module, s: Any) -> tuple[float, float]:
     model.eval()
     logits, labels = [], []
-    for images, y in uint8_batches(s.test, 512, s.data_cfg.crop_size):
-        x = eval_transform(images.to(s.device), s.data_cfg.crop_size, s.test.mean, s.test.std)
+    for x, y in eval_batches(s.test, 512, s.data_cfg.crop_size, s.device, s.data_cfg.num_workers):
         with s.autocast:
             logits.append(model(x).float())
-        labels.append(y.to(s.device))
+        labels.append(y)
     return accuracy(torch.cat(logits), torch.cat(labels))

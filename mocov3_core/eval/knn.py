@@ -34,7 +34,7 @@ def weighted_knn(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
 
 
 def knn_eval(cfg: Any, sinks: list[Any] | None = None, run_id: str | None = None,
-             should_stop: Any = None) -> dict[str, Any]:
+             should_stop: Any = None) -> dict[str, Any]:  # noqa: ARG001 (one forward pass: nothing to stop)
     """The kNN protocol on frozen features of the whole train and test sets (or on raw pixels)."""
     from .common import extract, setup
 

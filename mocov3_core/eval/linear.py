@@ -21,6 +21,9 @@ from ..data import crop_flip
 from ..events import EventSink
 from .common import EvalSetup, extract, setup, uint8_batches
 
+# main_lincls.py trains with torchvision's default RandomResizedCrop scale (0.08, 1)
+LINEAR_CROP_MIN = 0.08
+
 
 def make_classifier(dim: int, num_classes: int, device: torch.device) -> nn.Linear:
     head = nn.Linear(dim, num_classes).to(device)
@@ -62,7 +65,7 @@ def linear_probe(cfg: LinearConfig, sinks: list[EventSink] | None = None, run_id
         for start in range(0, n - cfg.batch_size + 1 if n >= cfg.batch_size else 1, cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             feats, labels = (_cached_batch(train_cached, idx) if train_cached is not None
-                             else _augmented_batch(s, cfg, idx, gen))
+                             else _augmented_batch(s, idx, gen))
             loss = F.cross_entropy(head(feats), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -86,11 +89,11 @@ def _cached_batch(cached: tuple[torch.Tensor, torch.Tensor], idx: torch.Tensor) 
 
 
 @torch.no_grad()
-def _augmented_batch(s: EvalSetup, cfg: LinearConfig, idx: torch.Tensor,
+def _augmented_batch(s: EvalSetup, idx: torch.Tensor,
                      gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = next(uint8_batches(s.train, len(idx), s.data_cfg.crop_size, idx))
     dev_gen = torch.Generator(device=s.device).manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
-    x = crop_flip(images.to(s.device), s.data_cfg.crop_size, 0.08, dev_gen, s.train.mean, s.train.std)
+    x = crop_flip(images.to(s.device), s.data_cfg.crop_size, LINEAR_CROP_MIN, dev_gen, s.train.mean, s.train.std)
     assert s.backbone is not None
     with s.autocast:
         feats = s.backbone.features(x)  # type: ignore[operator]

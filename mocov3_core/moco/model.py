@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..config import MocoConfig, ModelConfig
-from ..models import build_backbone, bn_views, wrap_batchnorms
+from ..models import bn_views, build_backbone, wrap_batchnorms
 from .heads import build_mlp
 from .loss import symmetric_loss
 from .momentum import MomentumUpdater

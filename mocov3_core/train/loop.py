@@ -21,6 +21,11 @@ import torch
 from torch import nn
 
 from ..config import PretrainConfig
+from ..data import TrainStream, TwoViewAugment, eval_batches, load_dataset
+from ..eval.knn import weighted_knn
+from ..events import Emitter, EventSink
+from ..moco import MoCo
+from ..monitor import Alert, StabilityMonitor
 from ..system import autocast, resolve_device, resolve_precision
 from .checkpoint import (
     load_checkpoint,
@@ -30,11 +35,6 @@ from .checkpoint import (
     set_rng_state,
     write_index,
 )
-from ..data import TrainStream, TwoViewAugment, eval_transform, load_dataset
-from ..eval.knn import weighted_knn
-from ..events import Emitter, EventSink
-from ..moco import MoCo
-from ..monitor import Alert, StabilityMonitor
 from .distributed import DistInfo, all_reduce_mean, init_distributed
 from .optim import build_optimizer, supports_found_inf
 from .schedules import learning_rate, momentum, scaled_lr
@@ -149,7 +149,9 @@ class Pretrainer:
         assert gb % self.dist.world_size == 0, f"batch {gb} does not split over {self.dist.world_size} processes"
         self.dataset = load_dataset(cfg.data, train=True)
         self.stream = TrainStream(self.dataset, gb // self.dist.world_size, cfg.train.seed, self.dist.rank,
-                                  self.dist.world_size, self.device)
+                                  self.dist.world_size, self.device, crop_size=cfg.data.crop_size,
+                                  crop_min=cfg.augment.crop_min, flip_p=cfg.augment.flip_p,
+                                  num_workers=cfg.data.num_workers)
         self.augment = TwoViewAugment(cfg.augment, cfg.data.crop_size, self.dataset.mean, self.dataset.std)
         self.gen = torch.Generator(device=self.device)
         self.ipe = self.stream.iters_per_epoch
@@ -179,13 +181,14 @@ class Pretrainer:
         self.monitor = StabilityMonitor(cfg.monitor)
         self.knn: KnnMonitor | None = None
         if cfg.monitor.knn_every > 0:
+            # a fixed held-out subset, the same images at every evaluation (so its noise does not look like a dip)
             test = load_dataset(cfg.data, train=False)
             n = min(cfg.monitor.knn_eval_samples, len(test.labels))
             pick = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(0))[:n]
-            images = eval_transform(test.images[pick].permute(0, 3, 1, 2).to(self.device), cfg.data.crop_size,
-                                    self.dataset.mean, self.dataset.std)
+            batches = list(eval_batches(test.subset(pick), 512, cfg.data.crop_size, self.device))
+            images = torch.cat([x for x, _ in batches])
             self.knn = KnnMonitor(cfg.monitor.knn_queue, model.backbone.num_features, images,  # type: ignore[arg-type]
-                                  test.labels[pick].to(self.device), len(self.dataset.classes),
+                                  torch.cat([y for _, y in batches]).to(self.device), len(self.dataset.classes),
                                   cfg.monitor.knn_k, cfg.monitor.knn_t)
         self.checkpoints: list[dict[str, Any]] = []
         self.alerts: list[Alert] = []
@@ -331,8 +334,7 @@ class Pretrainer:
     def _handle(self, alerts: list[Alert]) -> Alert | None:
         act_on = None
         for alert in alerts:
-            before = int(alert.evidence.get("spike_step", alert.step)) if isinstance(alert.evidence, dict) else alert.step
-            healthy = self.last_healthy(before)
+            healthy = self.last_healthy(int(alert.evidence.get("spike_step", alert.step)))
             alert.last_healthy_checkpoint = str(self.ckpt_dir / healthy["file"]) if healthy else None
             self.alerts.append(alert)
             if self.dist.is_main:
@@ -405,6 +407,10 @@ class Pretrainer:
                 return "stop"
             self.rollbacks += 1
             step = self.restore(self.ckpt_dir / target["file"], keep_lr_scale=True)
+            for later in [c for c in self.checkpoints if c["step"] > step]:  # the abandoned branch
+                (self.ckpt_dir / later["file"]).unlink(missing_ok=True)
+            self.checkpoints = [c for c in self.checkpoints if c["step"] <= step]
+            write_index(self.ckpt_dir, self.checkpoints)
             self.lr_scale *= self.cfg.monitor.rollback_lr_factor
             self.emitter.emit("log", message=f"rolled back to step {step} ({target['file']}) after {alert.kind}; "
                                              f"lr scaled to x{self.lr_scale:g}")

@@ -55,9 +55,9 @@ def test_frozen_patch_projection_and_pos_embed_never_change(tmp_path: Path) -> N
         for key in ("backbone.patch_embed.proj.weight", "backbone.patch_embed.proj.bias", "backbone.pos_embed"):
             assert torch.equal(state[f"{enc}.{key}"], init[f"base.{key}"]), f"{enc}.{key} changed"
     # ...while trainable tensors did move, in both encoders
-    assert not torch.equal(state["base.backbone.blocks.0.attn.qkv.weight"], init["base.backbone.blocks.0.attn.qkv.weight"])
-    assert not torch.equal(state["momentum.backbone.blocks.0.attn.qkv.weight"],
-                           init["base.backbone.blocks.0.attn.qkv.weight"])
+    qkv = "backbone.blocks.0.attn.qkv.weight"
+    assert not torch.equal(state[f"base.{qkv}"], init[f"base.{qkv}"])
+    assert not torch.equal(state[f"momentum.{qkv}"], init[f"base.{qkv}"])
 
 
 def test_nan_gradient_raises_alert_at_that_step_and_stop_policy_stops(tmp_path: Path) -> None:

@@ -1,0 +1,181 @@
+"""Training-step throughput: mocolab's engine against a plain Algorithm 1 as the official code runs it.
+
+Both sides train the same MoCo v3 model (same preset, batch and data: Fashion-MNIST from Debian's
+package) for the same number of timed steps after a warm-up, augmentation included.
+
+baseline ("official"): per-image PIL augmentation (torchvision transforms on PIL images) in DataLoader
+    workers, a separate forward per view for each encoder (4 forwards), the momentum update as a Python
+    loop over parameters, a for-loop AdamW, a loss.item() every step (the official meter), fp16 autocast +
+    GradScaler on CUDA and fp32 on the CPU.
+engine: batched augmentation on the training device, one forward of both views per encoder with per-view
+    BN, foreach EMA, fused AdamW with on-device skip of non-finite steps, metrics read back every
+    `train.log_every` steps, bf16 autocast on GPUs that have it.
+
+    python bench/engine.py                       # CPU: the fmnist_small preset at batch 256
+    python bench/engine.py --set model.arch=vit_small_p16 --set data.crop_size=224 --set optim.batch_size=256
+Prints images/s of each and the ratio engine / baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import time
+from typing import Any
+
+import torch
+import torchvision.transforms as T
+from PIL import Image, ImageFilter, ImageOps
+from torch.utils.data import DataLoader, Dataset
+
+from mocov3_core.data import load_dataset
+from mocov3_core.moco import MoCo, symmetric_loss
+from mocov3_core.presets import build_spec
+from mocov3_core.train.loop import Pretrainer
+from mocov3_core.train.schedules import learning_rate, momentum, scaled_lr
+
+
+# ---------------------------------------------------------------------------------------------- baseline
+class PilBlur:
+    def __init__(self, sigma: tuple[float, float]) -> None:
+        self.sigma = sigma
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+
+class PilSolarize:
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return ImageOps.solarize(img)
+
+
+def pil_pipeline(cfg: Any, view: int, mean: Any, std: Any) -> T.Compose:
+    a = cfg.augment
+    sigma = tuple(s * cfg.data.crop_size / 224 for s in a.blur_sigma)
+    return T.Compose([
+        T.RandomResizedCrop(cfg.data.crop_size, scale=(a.crop_min, 1.0)),
+        T.RandomApply([T.ColorJitter(*a.jitter)], p=a.jitter_p),
+        T.RandomGrayscale(p=a.grayscale_p),
+        T.RandomApply([PilBlur(sigma)], p=a.blur_p[view]),
+        T.RandomApply([PilSolarize()], p=a.solarize_p[view]),
+        T.RandomHorizontalFlip(p=a.flip_p),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])
+
+
+class TwoCropsPil(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, t1: T.Compose, t2: T.Compose) -> None:
+        self.images, self.labels, self.t1, self.t2 = images.numpy(), labels, t1, t2
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        arr = self.images[i]
+        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).convert("RGB")
+        return self.t1(img), self.t2(img), int(self.labels[i])
+
+
+def run_baseline(cfg: Any, device: torch.device, warmup: int, steps: int, workers: int) -> float:
+    data = load_dataset(cfg.data, train=True)
+    ds = TwoCropsPil(data.images, data.labels, pil_pipeline(cfg, 0, data.mean, data.std),
+                     pil_pipeline(cfg, 1, data.mean, data.std))
+    loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    torch.manual_seed(cfg.train.seed)
+    model = MoCo(cfg.model, cfg.moco, cfg.data.crop_size).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=0.0, weight_decay=cfg.optim.weight_decay, foreach=False)
+    fp16 = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+    online = list(model.base.parameters())
+    target = list(model.momentum.parameters())
+    ipe = len(loader)
+    peak = scaled_lr(cfg.optim.base_lr, cfg.optim.batch_size)
+    it = iter(loader)
+    t0 = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        x1, x2, _ = next(it)
+        x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
+        t = step / ipe
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(t, peak, cfg.optim.warmup_epochs, cfg.optim.epochs)
+        m = momentum(t, cfg.moco.momentum, cfg.optim.epochs)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=fp16):
+            q1 = model.predictor(model.base(x1)[1])
+            q2 = model.predictor(model.base(x2)[1])
+            with torch.no_grad():
+                for pk, pq in zip(target, online, strict=True):  # the official per-parameter EMA
+                    pk.data = pk.data * m + pq.data * (1.0 - m)
+                k1 = model.momentum(x1)[1]
+                k2 = model.momentum(x2)[1]
+            loss = symmetric_loss(q1, q2, k1, k2, cfg.moco.temperature)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        loss.item()  # the official AverageMeter reads the loss every step
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * cfg.optim.batch_size / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------- engine
+def run_engine(cfg: Any, warmup: int, steps: int) -> float:
+    trainer = Pretrainer(cfg, "/tmp/mocolab-bench-engine")
+    trainer.model.train()
+    pending = []
+    t0 = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        pending.append(trainer.train_step(step))
+        if len(pending) == cfg.train.log_every:
+            torch.stack(pending).cpu()  # the loop's one readback per interval
+            pending = []
+    if pending:
+        torch.stack(pending).cpu()
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * cfg.optim.batch_size / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="fmnist_small")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                    help="baseline DataLoader workers (default: one per CPU core)")
+    ap.add_argument("--json", default=None, help="also write the figures to this file")
+    args = ap.parse_args()
+    cfg = build_spec("pretrain", args.preset, ["monitor.knn_every=0", *args.overrides])
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
+    what = (f"{cfg.model.arch} at {cfg.data.crop_size}px, batch {cfg.optim.batch_size}, "
+            f"{'GPU ' + torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'} "
+            f"({os.cpu_count()} cores, torch {torch.__version__}, {platform.processor() or platform.machine()})")
+    print(f"bench/engine.py: {what}; {args.warmup} warm-up + {args.steps} timed steps each")
+    base = run_baseline(cfg, device, args.warmup, args.steps, args.workers)
+    print(f"  baseline (official-style Algorithm 1): {base:9.1f} images/s")
+    ours = run_engine(cfg, args.warmup, args.steps)
+    print(f"  engine   (mocov3_core)               : {ours:9.1f} images/s")
+    print(f"  ratio engine / baseline              : {ours / base:9.2f}x")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"setup": what, "baseline_imgs_per_s": base, "engine_imgs_per_s": ours,
+                       "ratio": ours / base}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Evaluation protocols: the kNN classifier on known inputs, and each protocol end to end on real data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mocov3_core.config import DataConfig, FinetuneConfig, KnnConfig, LinearConfig
+from mocov3_core.eval import evaluate, weighted_knn
+from mocov3_core.events import ListSink
+from mocov3_core.presets import build_spec
+from mocov3_core.train import pretrain
+
+
+def test_weighted_knn_on_separable_clusters() -> None:
+    torch.manual_seed(0)
+    centers = torch.eye(4, 16) * 10
+    train = centers.repeat_interleave(50, 0) + torch.randn(200, 16)
+    labels = torch.arange(4).repeat_interleave(50)
+    test = centers + 0.5 * torch.randn(4, 16)
+    top1, top5 = weighted_knn(train, labels, test, torch.arange(4), num_classes=4, k=20)
+    assert top1 == 100.0 and top5 == 100.0
+    wrong = (torch.arange(4) + 1) % 4
+    top1, _ = weighted_knn(train, labels, test, wrong, num_classes=4, k=20)
+    assert top1 == 0.0
+
+
+def test_weighted_knn_weights_votes_by_similarity() -> None:
+    # two near neighbours of class 1 outvote three far ones of class 0 thanks to exp(sim / t)
+    train = torch.tensor([[1.0, 0.05], [1.0, -0.05], [0.0, 1.0], [0.1, 1.0], [-0.1, 1.0]])
+    labels = torch.tensor([1, 1, 0, 0, 0])
+    test = torch.tensor([[1.0, 0.0]])
+    top1, _ = weighted_knn(train, labels, test, torch.tensor([1]), num_classes=2, k=5, t=0.07)
+    assert top1 == 100.0
+
+
+def write_npz(root: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n), ("test", n // 2)):
+        labels = rng.integers(0, 3, count)
+        images = np.zeros((count, 28, 28), np.uint8)
+        for i, y in enumerate(labels):  # class = which third of the image is bright
+            images[i, :, y * 9:(y + 1) * 9] = 200
+        images = np.clip(images + rng.integers(0, 40, images.shape), 0, 255).astype(np.uint8)
+        np.savez(root / f"{split}.npz", images=images, labels=labels)
+
+
+def test_pixel_knn_on_a_written_dataset(tmp_path: Path) -> None:
+    write_npz(tmp_path, 300)
+    sink = ListSink()
+    cfg = KnnConfig(features="pixels", k=10, data=DataConfig(dataset="npz", root=str(tmp_path), crop_size=28))
+    result = evaluate(cfg, [sink])
+    assert result["top1"] == 100.0
+    assert sink.of_type("eval_result")[0].payload["top1"] == 100.0
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("pre")
+    spec = build_spec("pretrain", "fmnist_tiny", ["train.max_steps=8", "data.limit=512", "monitor.knn_every=0"])
+    return pretrain(spec, out, resume=None).checkpoint  # type: ignore[return-value]
+
+
+SMALL = DataConfig(dataset="fashion_mnist", crop_size=28, limit=1000)
+
+
+@pytest.mark.fmnist
+def test_knn_of_checkpoint_and_of_random_init_differ(tiny_checkpoint: str) -> None:
+    trained = evaluate(KnnConfig(checkpoint=tiny_checkpoint, k=20, data=SMALL))
+    random = evaluate(KnnConfig(checkpoint=tiny_checkpoint, k=20, random_init=True, data=SMALL))
+    assert trained["protocol"] == "knn" and random["random_init"] is True
+    assert 10 < trained["top1"] <= 100 and 10 < random["top1"] <= 100
+    assert trained["top1"] != random["top1"]
+
+
+@pytest.mark.fmnist
+@pytest.mark.parametrize("mode", ["cached", "paper"])
+def test_linear_probe_learns_above_chance(tiny_checkpoint: str, mode: str) -> None:
+    sink = ListSink()
+    epochs = 10 if mode == "cached" else 1
+    cfg = LinearConfig(checkpoint=tiny_checkpoint, mode=mode, epochs=epochs, batch_size=256, base_lr=1.0, data=SMALL)
+    result = evaluate(cfg, [sink])
+    assert result["top1"] > 40  # 10 classes: chance is 10
+    assert len(sink.of_type("metrics")) == epochs
+    # the backbone stayed frozen
+    from mocov3_core.train import load_backbone
+
+    backbone, _, _ = load_backbone(tiny_checkpoint)
+    assert all(not p.grad for p in backbone.parameters())
+
+
+@pytest.mark.fmnist
+def test_finetune_trains_end_to_end(tiny_checkpoint: str) -> None:
+    cfg = FinetuneConfig(checkpoint=tiny_checkpoint, epochs=1, batch_size=128, mixup=0.0, cutmix=0.0,
+                         warmup_epochs=0.2, data=SMALL)
+    sink = ListSink()
+    result = evaluate(cfg, [sink])
+    assert result["protocol"] == "finetune" and result["top1"] > 30
+    losses = [e.payload["values"]["ft_loss"] for e in sink.of_type("metrics") if "ft_loss" in e.payload["values"]]
+    assert len(losses) == 7 and losses[-1] < losses[0]

@@ -1,0 +1,43 @@
+"""The event schema and its sinks."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mocov3_core.events import ConsoleSink, Emitter, Event, JsonlSink, ListSink
+
+
+def test_emitter_numbers_events_per_run_and_fans_out(tmp_path: Path) -> None:
+    mem, jsonl = ListSink(), JsonlSink(tmp_path / "e.jsonl")
+    em = Emitter("run1", [mem, jsonl], seq=5)
+    em.emit("status", state="running")
+    em.emit("metrics", step=0, values={"loss": float("nan"), "lr": 1e-3})
+    em.close()
+    assert [e.seq for e in mem.events] == [5, 6]
+    lines = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert lines[1]["payload"]["values"]["loss"] == "nan"  # JSON has no NaN
+    assert set(lines[0]) == {"run_id", "seq", "time", "type", "payload"}
+    assert Event.model_validate(lines[1]).type == "metrics"
+
+
+def test_event_rejects_unknown_type_and_negative_seq() -> None:
+    with pytest.raises(ValidationError):
+        Event(run_id="r", seq=0, time=0.0, type="bogus")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        Event(run_id="r", seq=-1, time=0.0, type="log")
+
+
+def test_console_sink_draws_progress_and_prints_alerts() -> None:
+    buf = io.StringIO()
+    em = Emitter("r", [ConsoleSink(buf)])
+    em.emit("status", state="running", step=0, total_steps=4, phase="pretrain")
+    for step in range(4):
+        em.emit("metrics", step=step, values={"loss": 4.0 - step})
+    em.emit("alert", kind="grad_spike", step=2, message="spike", remedy="lower lr")
+    em.emit("status", state="succeeded", message="done")
+    em.close()
+    text = buf.getvalue()
+    assert "4/4" in text and "ALERT [grad_spike] step 2" in text and "[succeeded] done" in text
