@@ -139,7 +139,7 @@ def run_engine(cfg: Any, warmup: int, steps: int) -> float:
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        pending.append(trainer.train_step(step))
+        pending.append(trainer.train_step(step)[0])
         if len(pending) == cfg.train.log_every:
             torch.stack(pending).cpu()  # the loop's one readback per interval
             pending = []

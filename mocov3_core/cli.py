@@ -123,13 +123,13 @@ def run(argv: list[str] | None = None) -> int:
 
     sinks = _sinks(args)
     try:
-        result = evaluate(spec, sinks, run_id=args.run_id)  # type: ignore[arg-type]
+        outcome = evaluate(spec, sinks, run_id=args.run_id)  # type: ignore[arg-type]
     finally:
         for s in sinks:
             s.close()
     if args.out is not None:
-        (args.out / "result.json").write_text(json.dumps(result, indent=1, default=str))
-    print(json.dumps(result, default=str))
+        (args.out / "result.json").write_text(json.dumps(outcome, indent=1, default=str))
+    print(json.dumps(outcome, default=str))
     return 0
 
 

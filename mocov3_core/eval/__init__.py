@@ -18,4 +18,4 @@ def evaluate(cfg: KnnConfig | LinearConfig | FinetuneConfig, sinks: list[EventSi
              run_id: str | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Run the evaluation `cfg.kind` names; its result is returned and emitted as an eval_result event."""
     runner = {"knn": knn_eval, "linear": linear_probe, "finetune": finetune}[cfg.kind]
-    return runner(cfg, sinks, run_id, should_stop)  # type: ignore[operator]
+    return runner(cfg, sinks, run_id, should_stop)

@@ -44,7 +44,7 @@ def finetune(cfg: FinetuneConfig, sinks: list[EventSink] | None = None, run_id: 
     if hasattr(model.backbone, "patch_embed"):  # the frozen random projection stays as pretrained
         model.backbone.patch_embed.requires_grad_(not getattr(model.backbone, "stop_grad_patch_proj", False))
     if getattr(model.backbone, "pos_embed_kind", "") == "sincos":
-        model.backbone.pos_embed.requires_grad_(False)  # type: ignore[union-attr]
+        model.backbone.pos_embed.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     peak = cfg.base_lr * cfg.batch_size / 512
     opt = torch.optim.AdamW(params, lr=peak, weight_decay=cfg.weight_decay)

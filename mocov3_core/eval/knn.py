@@ -19,7 +19,7 @@ def weighted_knn(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
     train = F.normalize(train_feats.float(), dim=1)
     test = F.normalize(test_feats.float(), dim=1)
     k = min(k, train.shape[0])
-    correct1 = correct5 = 0
+    correct1 = correct5 = 0.0
     for start in range(0, test.shape[0], chunk):
         sims = test[start:start + chunk] @ train.T  # [n, N]
         top_sims, top_idx = sims.topk(k, dim=1)

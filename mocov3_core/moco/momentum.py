@@ -15,8 +15,8 @@ from torch import nn
 class MomentumUpdater:
     def __init__(self, online: nn.Module, target: nn.Module) -> None:
         pairs = [(p, t) for p, t in zip(online.parameters(), target.parameters(), strict=True) if p.requires_grad]
-        self.online = [p for p, _ in pairs]
-        self.target = [t for _, t in pairs]
+        self.online: list[torch.Tensor] = [p for p, _ in pairs]
+        self.target: list[torch.Tensor] = [t for _, t in pairs]
 
     @torch.no_grad()
     def __call__(self, m: float) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm
 import torch
 from torch import nn
@@ -12,7 +14,7 @@ class MocoResNet(nn.Module):
     def __init__(self, name: str = "resnet50", in_chans: int = 3) -> None:
         super().__init__()
         self.net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, zero_init_last=True)
-        self.num_features: int = self.net.num_features
+        self.num_features: int = self.net.num_features  # type: ignore[assignment]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -24,6 +26,7 @@ class MocoResNet(nn.Module):
         return set()
 
     def layer_groups(self) -> dict[str, list[nn.Parameter]]:
-        stem = [*self.net.conv1.parameters(), *self.net.bn1.parameters()]
-        return {"patch_proj": stem, "first_block": list(self.net.layer1.parameters()),
-                "last_block": list(self.net.layer4.parameters())}
+        net: Any = self.net
+        stem = [*net.conv1.parameters(), *net.bn1.parameters()]
+        return {"patch_proj": stem, "first_block": list(net.layer1.parameters()),
+                "last_block": list(net.layer4.parameters())}

@@ -108,16 +108,16 @@ class MocoViT(VisionTransformer):
         self.pool_kind = pool
         self.conv_stem = conv_stem
         if pool == "gap_no_ln":
-            self.norm = nn.Identity()  # type: ignore[assignment]
+            self.norm = nn.Identity()
         if mlp_norm == "bn":
             for block in self.blocks:
-                block.norm2 = TokenBatchNorm(embed_dim)  # type: ignore[union-attr]
+                block.norm2 = TokenBatchNorm(embed_dim)
         if pos_embed == "sincos":
             self._set_sincos_pos_embed()
         if not conv_stem:
             self._init_patch_proj()
             if stop_grad_patch_proj:
-                for p in self.patch_embed.proj.parameters():  # type: ignore[union-attr]
+                for p in self.patch_embed.proj.parameters():
                     p.requires_grad = False
         self.stop_grad_patch_proj = stop_grad_patch_proj and not conv_stem
 

@@ -265,7 +265,8 @@ class Pretrainer:
         return step
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, step: int) -> torch.Tensor:
+    def train_step(self, step: int) -> tuple[torch.Tensor, float, float]:
+        """One optimisation step -> (device row of METRIC_KEYS, lr, m); nothing here waits for the device."""
         cfg = self.cfg
         t = step / self.ipe  # fractional epoch
         lr = learning_rate(t, self.peak_lr * self.lr_scale, cfg.optim.warmup_epochs, cfg.optim.epochs)
@@ -308,20 +309,19 @@ class Pretrainer:
         self.model.update_momentum(m)
         if self.knn is not None:
             self.knn.enqueue(feats, labels)
-        return torch.cat([loss.detach().float().reshape(1), norms, nonfinite.float().reshape(1),
-                          torch.tensor([lr, m], device=norms.device)])
+        return torch.cat([loss.detach().float().reshape(1), norms, nonfinite.float().reshape(1)]), lr, m
 
     # ------------------------------------------------------------------ readback and policy
-    def readback(self, pending: list[tuple[int, torch.Tensor]], elapsed: float) -> Alert | None:
+    def readback(self, pending: list[tuple[int, tuple[torch.Tensor, float, float]]], elapsed: float) -> Alert | None:
         """Read the pending steps' metrics in one sync, emit them, run the monitor; -> the alert to act on."""
         if not pending:
             return None
-        rows = all_reduce_mean(torch.stack([r for _, r in pending]), self.dist).cpu().tolist()
+        rows = all_reduce_mean(torch.stack([r for _, (r, _, _) in pending]), self.dist).cpu().tolist()
         imgs_per_s = len(pending) * self.cfg.optim.batch_size / max(elapsed, 1e-9)
         act_on: Alert | None = None
-        for (step, _), row in zip(pending, rows, strict=True):
-            values = dict(zip(METRIC_KEYS, row[: len(METRIC_KEYS)], strict=True))
-            values["lr"], values["momentum"] = row[len(METRIC_KEYS)], row[len(METRIC_KEYS) + 1]
+        for (step, (_, lr, m)), row in zip(pending, rows, strict=True):
+            values = dict(zip(METRIC_KEYS, row, strict=True))
+            values["lr"], values["momentum"] = lr, m
             if step == pending[-1][0]:
                 values["imgs_per_s"] = imgs_per_s
             self.losses[step] = values["loss"]
@@ -361,7 +361,7 @@ class Pretrainer:
         self.emitter.emit("status", state="running", phase="pretrain", step=step, total_steps=self.end_step,
                           message=f"pretraining {cfg.model.arch} on {cfg.data.dataset}")
         self.model.train()
-        pending: list[tuple[int, torch.Tensor]] = []
+        pending: list[tuple[int, tuple[torch.Tensor, float, float]]] = []
         tick = time.perf_counter()
         status, reason = "succeeded", ""
         while step < self.end_step:

@@ -15,7 +15,8 @@ from ..config import OptimConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float, exclude_1d: bool) -> list[dict[str, object]]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if not p.requires_grad:
             continue
