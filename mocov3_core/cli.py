@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,9 @@ def run(argv: list[str] | None = None) -> int:
         summary: dict[str, Any] = {"run_id": result.run_id, "status": result.status, "step": result.step,
                                    "checkpoint": result.checkpoint, "final_loss": result.last_values.get("loss"),
                                    "alerts": len(result.alerts), "reason": result.reason}
-        (out / "result.json").write_text(json.dumps(summary, indent=1))
-        print(json.dumps(summary))
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+            (out / "result.json").write_text(json.dumps(summary, indent=1))
+            print(json.dumps(summary))
         return 0 if result.status == "succeeded" else 3
     # evaluations
     base: dict[str, Any] = {}

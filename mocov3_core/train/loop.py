@@ -140,6 +140,8 @@ class Pretrainer:
         self.dist: DistInfo = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        if not self.dist.is_main:  # one process speaks for the run
+            self.emitter.sinks = []
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.autocast = autocast(self.precision, self.device)
         torch.manual_seed(cfg.train.seed)
@@ -164,8 +166,9 @@ class Pretrainer:
         self.model = model
         self.ddp: nn.Module = model
         if self.dist.enabled:
-            model_sync = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            assert model_sync is model
+            if self.device.type == "cuda":  # SyncBN runs on GPUs only; CPU (gloo) processes keep local BN statistics
+                model_sync = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                assert model_sync is model
             self.ddp = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False)

@@ -1,9 +1,14 @@
 """Keys from the global batch under torch.distributed: two CPU processes (gloo) give the loss and the
 gradients of one process holding the whole batch."""
 
+import json
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -48,3 +53,19 @@ def test_all_gathered_keys_match_the_single_process_global_batch() -> None:
     mp.spawn(_worker, args=(2, _free_port(), q, k, out), nprocs=2, join=True)
     torch.testing.assert_close(out["loss"], full.detach())
     torch.testing.assert_close(out["grad"], full_q.grad)
+
+
+@pytest.mark.fmnist
+def test_torchrun_pretrains_with_two_cpu_processes(tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = subprocess.run(
+        [str(torchrun), "--nproc_per_node=2", "--master_port", str(_free_port()), "-m", "mocov3_core", "pretrain",
+         "--preset", "fmnist_tiny", "--out", str(tmp_path), "--no-progress", "--set", "train.max_steps=4",
+         "--set", "train.device=cpu", "--set", "monitor.knn_every=0", "--set", "data.limit=512"],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "succeeded" and result["checkpoint"]
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    steps = [e["payload"]["step"] for e in events if e["type"] == "metrics"]
+    assert steps == [0, 1, 2, 3]  # one process reports: no duplicates
