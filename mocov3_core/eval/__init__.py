@@ -15,7 +15,8 @@ __all__ = ["evaluate", "finetune", "knn_eval", "linear_probe", "weighted_knn"]
 
 
 def evaluate(cfg: KnnConfig | LinearConfig | FinetuneConfig, sinks: list[EventSink] | None = None,
-             run_id: str | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+             run_id: str | None = None, should_stop: Callable[[], bool] | None = None,
+             first_seq: int = 0) -> dict[str, Any]:
     """Run the evaluation `cfg.kind` names; its result is returned and emitted as an eval_result event."""
     runner = {"knn": knn_eval, "linear": linear_probe, "finetune": finetune}[cfg.kind]
-    return runner(cfg, sinks, run_id, should_stop)
+    return runner(cfg, sinks, run_id, should_stop, first_seq)

@@ -39,7 +39,7 @@ class EvalSetup:
 
 
 def setup(cfg: AnyEval, sinks: list[EventSink] | None, run_id: str | None, drop_path_rate: float = 0.0,
-          need_backbone: bool = True) -> EvalSetup:
+          need_backbone: bool = True, first_seq: int = 0) -> EvalSetup:
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
     autocast = make_autocast(precision, device)
@@ -63,7 +63,7 @@ def setup(cfg: AnyEval, sinks: list[EventSink] | None, run_id: str | None, drop_
         backbone = backbone.to(device)
     else:
         source["features"] = "pixels"
-    emitter = Emitter(run_id or uuid.uuid4().hex[:12], sinks or [])
+    emitter = Emitter(run_id or uuid.uuid4().hex[:12], sinks or [], seq=first_seq)
     return EvalSetup(backbone, data_cfg, load_dataset(data_cfg, train=True), load_dataset(data_cfg, train=False),
                      device, autocast, emitter, source)
 

@@ -36,8 +36,8 @@ class Classifier(nn.Module):
 
 
 def finetune(cfg: FinetuneConfig, sinks: list[EventSink] | None = None, run_id: str | None = None,
-             should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    s = setup(cfg, sinks, run_id, drop_path_rate=cfg.drop_path_rate)
+             should_stop: Callable[[], bool] | None = None, first_seq: int = 0) -> dict[str, Any]:
+    s = setup(cfg, sinks, run_id, drop_path_rate=cfg.drop_path_rate, first_seq=first_seq)
     assert s.backbone is not None
     model = Classifier(s.backbone, s.num_classes).to(s.device)
     model.backbone.requires_grad_(True)

@@ -34,11 +34,11 @@ def weighted_knn(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
 
 
 def knn_eval(cfg: Any, sinks: list[Any] | None = None, run_id: str | None = None,
-             should_stop: Any = None) -> dict[str, Any]:  # noqa: ARG001 (one forward pass: nothing to stop)
+             should_stop: Any = None, first_seq: int = 0) -> dict[str, Any]:  # noqa: ARG001 (nothing to stop)
     """The kNN protocol on frozen features of the whole train and test sets (or on raw pixels)."""
     from .common import extract, setup
 
-    s = setup(cfg, sinks, run_id, need_backbone=cfg.features == "backbone")
+    s = setup(cfg, sinks, run_id, need_backbone=cfg.features == "backbone", first_seq=first_seq)
     total = len(s.train.labels) + len(s.test.labels)
     s.emitter.emit("status", state="running", phase="knn", step=0, total_steps=total,
                    message=f"kNN (k={cfg.k}) on {s.data_cfg.dataset}")

@@ -41,8 +41,8 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
 
 
 def linear_probe(cfg: LinearConfig, sinks: list[EventSink] | None = None, run_id: str | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    s = setup(cfg, sinks, run_id)
+                 should_stop: Callable[[], bool] | None = None, first_seq: int = 0) -> dict[str, Any]:
+    s = setup(cfg, sinks, run_id, first_seq=first_seq)
     assert s.backbone is not None
     s.backbone.requires_grad_(False)
     s.emitter.emit("status", state="running", phase="linear", step=0, total_steps=cfg.epochs,

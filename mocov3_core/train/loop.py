@@ -127,13 +127,13 @@ class KnnMonitor:
 
 class Pretrainer:
     def __init__(self, cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | None = None,
-                 run_id: str | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+                 run_id: str | None = None, should_stop: Callable[[], bool] | None = None, first_seq: int = 0) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.should_stop = should_stop or (lambda: False)
         self.run_id = run_id or uuid.uuid4().hex[:12]
-        self.emitter = Emitter(self.run_id, sinks or [])
+        self.emitter = Emitter(self.run_id, sinks or [], seq=first_seq)
 
         # ---- system
         self.device = resolve_device(cfg.train.device)
@@ -423,9 +423,13 @@ class Pretrainer:
 
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | None = None,
              run_id: str | None = None, resume: str | Path | None = "auto",
-             should_stop: Callable[[], bool] | None = None) -> PretrainResult:
-    """Pretrain with MoCo v3; events go to `sinks`, checkpoints to out_dir/checkpoints."""
-    trainer = Pretrainer(cfg, out_dir, sinks, run_id, should_stop)
+             should_stop: Callable[[], bool] | None = None, first_seq: int = 0) -> PretrainResult:
+    """Pretrain with MoCo v3; events go to `sinks`, checkpoints to out_dir/checkpoints.
+
+    first_seq: where event numbering starts; a resumed run continues from max(first_seq, the checkpoint's
+    seq), so a worker that knows the last seq it delivered never reuses a number.
+    """
+    trainer = Pretrainer(cfg, out_dir, sinks, run_id, should_stop, first_seq)
     try:
         return trainer.run(resume)
     except Exception as exc:

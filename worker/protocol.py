@@ -1,0 +1,56 @@
+"""The contract between the workers and the server over Redis: key names and message shapes.
+
+Pure constants and small helpers, no Celery and no torch, so the server imports it too.
+
+Events. Workers append the engine's events to ONE Redis Stream, ``EVENTS_STREAM``, in batches: each
+stream entry has one field ``b`` holding a JSON list of events ``{run_id, seq, time, type, payload}``
+(the schema of ``mocov3_core.events.Event``). The server's ingest loop reads it with the consumer group
+``INGEST_GROUP``, writes the events to SQL idempotently on (run_id, seq), then XACKs. The stream is
+trimmed approximately to ``EVENTS_MAXLEN`` entries.
+
+Runs. The server sends one Celery task per run, named ``TASK_RUN``, with JSON arguments
+``(run_id: str, kind: str, spec: dict, attempt: int)`` to the queue the run names (default
+``DEFAULT_QUEUE``). The run's directory is ``<storage root>/runs/<run_id>/`` (checkpoints/ inside);
+the worker resumes from its latest checkpoint when the run starts again.
+
+Per-run keys:
+- ``lock_key(run_id)``: SET NX PX by the worker running it (value: worker id), refreshed with the
+  heartbeat; a redelivered task finding it held by a live worker exits without running.
+- ``cancel_key(run_id)``: set by the server to ask for a cooperative cancel, checked every step.
+
+Workers:
+- ``worker_key(worker_id)``: a hash with the worker's latest heartbeat JSON (field ``hb``), with a TTL
+  of ``HEARTBEAT_TTL_S``; it expires when the worker stops heart-beating.
+- heartbeats are also events on ``EVENTS_STREAM`` with type ``heartbeat`` and run_id
+  ``worker_run_id(worker_id)``, so the server keeps worker history in SQL like any event.
+"""
+
+from __future__ import annotations
+
+PREFIX = "mocolab"
+EVENTS_STREAM = f"{PREFIX}:events"
+INGEST_GROUP = "ingest"
+EVENTS_MAXLEN = 1_000_000
+TASK_RUN = "mocolab.run.execute"
+DEFAULT_QUEUE = "gpu"
+HEARTBEAT_INTERVAL_S = 5.0
+HEARTBEAT_TTL_S = 30.0
+LOCK_TTL_S = 60.0
+# A run's Celery message must never be redelivered while it still runs: longer than any run.
+VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
+
+
+def lock_key(run_id: str) -> str:
+    return f"{PREFIX}:lock:{run_id}"
+
+
+def cancel_key(run_id: str) -> str:
+    return f"{PREFIX}:cancel:{run_id}"
+
+
+def worker_key(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+def worker_run_id(worker_id: str) -> str:
+    return f"worker:{worker_id}"
