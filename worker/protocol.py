@@ -13,10 +13,20 @@ Runs. The server sends one Celery task per run, named ``TASK_RUN``, with JSON ar
 ``DEFAULT_QUEUE``). The run's directory is ``<storage root>/runs/<run_id>/`` (checkpoints/ inside);
 the worker resumes from its latest checkpoint when the run starts again.
 
+Run outcome. The engine emits its own ``status`` events (running, succeeded, stopped, failed); the worker
+adds its own, in the same seq numbering, with ``worker_id`` and ``attempt`` in the payload: ``running``
+(``final: false``) when it takes the run, and one ``final: true`` event at the end whose ``state`` is
+succeeded, failed, cancelled, or queued (stopped at a checkpoint because the worker is shutting down or
+Celery cancelled the task on a broker connection loss; the message goes back to the queue and the run
+resumes on its next delivery, same attempt). A redelivery of an attempt that already ended is skipped.
+
 Per-run keys:
 - ``lock_key(run_id)``: SET NX PX by the worker running it (value: worker id), refreshed with the
   heartbeat; a redelivered task finding it held by a live worker exits without running.
 - ``cancel_key(run_id)``: set by the server to ask for a cooperative cancel, checked every step.
+- ``seq_key(run_id)``: the highest seq of the run's events delivered to ``EVENTS_STREAM`` (set by the worker's
+  sink in the same Lua call as the XADD), so a restarted run continues numbering and a replayed spool
+  never appends an event twice.
 
 Workers:
 - ``worker_key(worker_id)``: a hash with the worker's latest heartbeat JSON (field ``hb``), with a TTL
@@ -32,6 +42,8 @@ EVENTS_STREAM = f"{PREFIX}:events"
 INGEST_GROUP = "ingest"
 EVENTS_MAXLEN = 1_000_000
 TASK_RUN = "mocolab.run.execute"
+# Run ids name folders on the workers' storage: a worker refuses any other (a uuid4 hex is fine).
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 DEFAULT_QUEUE = "gpu"
 HEARTBEAT_INTERVAL_S = 5.0
 HEARTBEAT_TTL_S = 30.0
@@ -46,6 +58,10 @@ def lock_key(run_id: str) -> str:
 
 def cancel_key(run_id: str) -> str:
     return f"{PREFIX}:cancel:{run_id}"
+
+
+def seq_key(run_id: str) -> str:
+    return f"{PREFIX}:seq:{run_id}"
 
 
 def worker_key(worker_id: str) -> str:

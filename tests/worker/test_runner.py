@@ -1,0 +1,196 @@
+"""execute_run end to end on a real Redis and the real engine (fmnist_tiny, a few steps on the CPU): events in
+seq order without a gap, cancel, resume with continuing seq, the run lock, bad specs and engine errors."""
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from worker_helpers import metrics_event, stream_events, wait_for
+
+from mocov3_core import build_spec
+from worker import RunLock, Settings, execute_run, last_seq, protocol
+from worker._redis import Redis
+
+
+def tiny_spec(**overrides: Any) -> dict[str, Any]:
+    base = {"train.max_steps": 4, "data.limit": 256, "monitor.knn_every": 0}
+    return build_spec("pretrain", "fmnist_tiny", {**base, **overrides}).model_dump()
+
+
+def worker_status(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The worker's own status events (they carry worker_id), payloads only."""
+    return [e["payload"] for e in events if e["type"] == "status" and "worker_id" in e["payload"]]
+
+
+def assert_gapless(events: list[dict[str, Any]], start: int = 0) -> None:
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(start, start + len(seqs))), f"seqs out of order, repeated or missing: {seqs}"
+
+
+@pytest.mark.fmnist
+def test_pretrain_run_succeeds_with_every_event_in_seq_order(settings: Settings, r: Redis, run_id: str) -> None:
+    assert execute_run(run_id, "pretrain", tiny_spec(), 1, settings) == "succeeded"
+    events = stream_events(r, run_id)
+    assert_gapless(events)
+    statuses = worker_status(events)
+    assert statuses[0]["state"] == "running" and not statuses[0]["final"]
+    final = events[-1]
+    assert final["type"] == "status" and final["payload"]["final"] is True
+    assert {k: final["payload"][k] for k in ("state", "worker_id", "attempt", "message", "step")} == {
+        "state": "succeeded", "worker_id": settings.worker_id, "attempt": 1, "message": "finished at step 4", "step": 4}
+    assert [e["payload"]["step"] for e in events if e["type"] == "metrics"] == [0, 1, 2, 3]
+    assert Path(final["payload"]["checkpoint"]).is_file()
+    assert last_seq(r, run_id) == final["seq"]
+    assert RunLock(r, run_id, settings.worker_id).holder() is None  # released
+
+
+@pytest.mark.fmnist
+def test_cancel_stops_at_a_checkpoint_and_a_restart_resumes_with_seq_continuing(settings: Settings, r: Redis,
+                                                                               run_id: str) -> None:
+    spec = tiny_spec(**{"train.max_steps": 200, "optim.epochs": 100})  # far more than it runs before the cancel
+    outcome: list[str] = []
+    thread = threading.Thread(target=lambda: outcome.append(execute_run(run_id, "pretrain", spec, 1, settings)))
+    thread.start()
+    assert wait_for(lambda: any(e["type"] == "metrics" for e in stream_events(r, run_id)), timeout=120)
+    r.set(protocol.cancel_key(run_id), "1")
+    thread.join(120)
+    assert outcome == ["cancelled"]
+    first = stream_events(r, run_id)
+    final = worker_status(first)[-1]
+    assert final["state"] == "cancelled" and "checkpoint at step" in final["message"]
+    stopped_at = final["step"]
+    assert 0 < stopped_at < 200 and Path(final["checkpoint"]).is_file()
+    assert r.exists(protocol.cancel_key(run_id)) == 0  # cleared for a later resume
+
+    spec = tiny_spec(**{"train.max_steps": stopped_at + 2, "optim.epochs": 100})
+    assert execute_run(run_id, "pretrain", spec, 2, settings) == "succeeded"
+    events = stream_events(r, run_id)
+    assert_gapless(events)  # the restart continued the numbering: nothing reused, nothing skipped
+    second = events[len(first):]
+    assert second[0]["seq"] == first[-1]["seq"] + 1
+    assert any(e["type"] == "log" and f"at step {stopped_at}" in e["payload"]["message"] for e in second)
+    assert [e["payload"]["step"] for e in second if e["type"] == "metrics"] == [stopped_at, stopped_at + 1]
+    assert worker_status(second)[-1]["attempt"] == 2
+
+
+@pytest.mark.fmnist
+def test_knn_evaluation_writes_its_result(settings: Settings, r: Redis, run_id: str) -> None:
+    spec = {"features": "pixels", "k": 20, "data": {"dataset": "fashion_mnist", "crop_size": 28, "limit": 256}}
+    assert execute_run(run_id, "knn", spec, 1, settings) == "succeeded"
+    events = stream_events(r, run_id)
+    assert_gapless(events)
+    result = json.loads((settings.run_dir(run_id) / "result.json").read_text())
+    assert result["protocol"] == "knn" and 10 < result["top1"] <= 100
+    assert [e["payload"]["top1"] for e in events if e["type"] == "eval_result"] == [result["top1"]]
+    assert worker_status(events)[-1]["state"] == "succeeded"
+
+
+def test_a_run_whose_lock_is_held_by_a_live_worker_is_a_duplicate(settings: Settings, r: Redis, run_id: str) -> None:
+    other = RunLock(r, run_id, "other-worker")
+    assert other.acquire()
+    r.hset(protocol.worker_key("other-worker"), "hb", "{}")  # it heart-beats
+    r.pexpire(other.key, 10_000)  # even with a lock close to expiry
+    assert execute_run(run_id, "pretrain", tiny_spec(), 1, settings) == "duplicate"
+    assert stream_events(r, run_id) == [] and last_seq(r, run_id) is None
+    assert other.holder() == "other-worker"  # untouched
+    r.delete(protocol.worker_key("other-worker"))
+
+
+def test_the_lock_of_a_worker_that_stopped_beating_is_taken(settings: Settings, r: Redis, run_id: str) -> None:
+    dead = RunLock(r, run_id, "dead-worker")
+    assert dead.acquire()
+    r.pexpire(dead.key, int(protocol.LOCK_TTL_S * 1000 / 3))  # no heartbeat key, no refresh for a while
+    assert execute_run(run_id, "pretrain", {"bad": 1}, 1, settings) == "failed"  # it ran
+    assert stream_events(r, run_id)[-1]["payload"]["worker_id"] == settings.worker_id
+
+
+def test_invalid_spec_fails_with_the_field_path(settings: Settings, r: Redis, run_id: str) -> None:
+    assert execute_run(run_id, "pretrain", {"optim": {"batch_size": -1}}, 1, settings) == "failed"
+    (event,) = stream_events(r, run_id)
+    assert event["seq"] == 0 and event["type"] == "status"
+    assert event["payload"]["state"] == "failed" and event["payload"]["field"] == "optim.batch_size"
+    assert event["payload"]["message"].startswith("invalid spec: optim.batch_size")
+    assert execute_run(run_id, "bogus", {}, 2, settings) == "failed"
+    assert stream_events(r, run_id)[-1]["payload"]["field"] == "kind"
+
+
+def test_a_finished_attempt_redelivered_is_not_run_again(settings: Settings, r: Redis, run_id: str) -> None:
+    assert execute_run(run_id, "pretrain", {"bad": 1}, 1, settings) == "failed"
+    assert execute_run(run_id, "pretrain", {"bad": 1}, 1, settings) == "duplicate"
+    assert len(stream_events(r, run_id)) == 1
+    assert execute_run(run_id, "pretrain", {"bad": 1}, 2, settings) == "failed"  # a new attempt runs
+    assert_gapless(stream_events(r, run_id))
+
+
+def test_a_cancel_before_the_start_ends_cancelled_without_running(settings: Settings, r: Redis, run_id: str) -> None:
+    r.set(protocol.cancel_key(run_id), "1")
+    assert execute_run(run_id, "pretrain", tiny_spec(), 1, settings) == "cancelled"
+    (event,) = stream_events(r, run_id)
+    assert event["payload"]["state"] == "cancelled" and not settings.run_dir(run_id).joinpath("checkpoints").exists()
+    assert r.exists(protocol.cancel_key(run_id)) == 0
+
+
+def test_our_own_stale_lock_is_taken_over(settings: Settings, r: Redis, run_id: str) -> None:
+    """A pool process of this worker died holding the lock: the redelivered run must not wait for expiry."""
+    assert RunLock(r, run_id, settings.worker_id).acquire()
+    assert execute_run(run_id, "pretrain", {"bad": 1}, 1, settings) == "failed"
+    assert RunLock(r, run_id, settings.worker_id).holder() is None
+
+
+def test_spooled_events_of_a_dead_process_go_first_and_numbering_continues(settings: Settings, r: Redis,
+                                                                           run_id: str) -> None:
+    settings.spool_dir.mkdir(parents=True)
+    spool = settings.spool_dir / "00000000000000000001-4242-deadbeef.jsonl"  # unlocked: its sink is gone
+    spool.write_text("".join(metrics_event(run_id, i).to_json() + "\n" for i in range(5)))
+    assert execute_run(run_id, "pretrain", {"bad": 1}, 1, settings) == "failed"
+    events = stream_events(r, run_id)
+    assert_gapless(events)
+    assert [e["type"] for e in events] == ["metrics"] * 5 + ["status"]
+    assert not spool.exists()
+
+
+def test_an_engine_error_fails_the_run_with_its_traceback_logged(settings: Settings, r: Redis, run_id: str,
+                                                                 tmp_path: Path) -> None:
+    spec = tiny_spec(**{"data.root": str(tmp_path / "no-such-dataset")})
+    assert execute_run(run_id, "pretrain", spec, 1, settings) == "failed"
+    events = stream_events(r, run_id)
+    assert_gapless(events)
+    log = [e["payload"] for e in events if e["type"] == "log"]
+    assert log and "Traceback" in log[-1]["traceback"] and log[-1]["level"] == "error"
+    final = events[-1]["payload"]
+    assert final["state"] == "failed" and final["final"] and "\n" not in final["message"]
+
+
+SIGTERM_SCRIPT = """
+import sys
+from worker import Settings, execute_run
+import json
+settings = Settings(**json.loads(sys.argv[1]))
+print("STATE", execute_run(sys.argv[2], "pretrain", json.loads(sys.argv[3]), 1, settings), flush=True)
+"""
+
+
+@pytest.mark.fmnist
+def test_sigterm_stops_at_a_checkpoint_and_sends_the_run_back_to_the_queue(settings: Settings, r: Redis,
+                                                                           run_id: str) -> None:
+    """A SIGTERM with no cancel key (a worker shutdown, or Celery cancelling on a broker connection loss)."""
+    spec = tiny_spec(**{"train.max_steps": 200, "optim.epochs": 100})
+    conf = {"redis_url": settings.redis_url, "storage": str(settings.storage), "worker_id": settings.worker_id,
+            "spool_dir": str(settings.spool_dir)}
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, json.dumps(conf), run_id, json.dumps(spec)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any(e["type"] == "metrics" for e in stream_events(r, run_id)), timeout=120)
+        proc.terminate()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert "STATE queued" in out
+    events = stream_events(r, run_id)
+    assert_gapless(events)
+    final = worker_status(events)[-1]
+    assert final["state"] == "queued" and Path(final["checkpoint"]).is_file()

@@ -1,0 +1,65 @@
+"""The worker's settings, read from the environment. Workers need Redis and the storage, never the database.
+
+REDIS_URL            broker, events stream, locks, cancel flags, heartbeats (default redis://127.0.0.1:6379/0)
+MOCOLAB_STORAGE      storage root: runs/<run_id>/ (checkpoints, result.json) below it (default ./.mocolab/storage)
+MOCOLAB_QUEUE        the Celery queue this worker consumes (default protocol.DEFAULT_QUEUE)
+MOCOLAB_GPU          the GPU index this worker owns; empty = none given (the engine picks CUDA if visible, else CPU)
+MOCOLAB_WORKER_ID    the worker's name in heartbeats and locks (default <host>-<pid>); `python -m worker` exports it
+                     so that its pool processes share it
+MOCOLAB_SPOOL_DIR    local folder for events held while Redis is unreachable, and the files the worker's processes
+                     share (default ./.mocolab/spool; keep it on a local disk, one per host)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import protocol
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    storage: Path = Path(".mocolab/storage")
+    queue: str = protocol.DEFAULT_QUEUE
+    gpu: int | None = None
+    worker_id: str = ""
+    spool_dir: Path = Path(".mocolab/spool")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "storage", Path(self.storage))  # accept strings from callers and tests
+        object.__setattr__(self, "spool_dir", Path(self.spool_dir))
+        if not self.worker_id:
+            object.__setattr__(self, "worker_id", default_worker_id())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str:
+            return env.get(name, "").strip()
+
+        gpu = get("MOCOLAB_GPU")
+        if gpu and not gpu.isdigit():
+            raise ValueError(f"MOCOLAB_GPU: expected a GPU index such as 0, got {gpu!r}")
+        return cls(redis_url=get("REDIS_URL") or cls.redis_url,
+                   storage=Path(get("MOCOLAB_STORAGE") or cls.storage).expanduser().absolute(),
+                   queue=get("MOCOLAB_QUEUE") or cls.queue,
+                   gpu=int(gpu) if gpu else None,
+                   worker_id=get("MOCOLAB_WORKER_ID"),
+                   spool_dir=Path(get("MOCOLAB_SPOOL_DIR") or cls.spool_dir).expanduser().absolute())
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.storage / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
