@@ -1,0 +1,165 @@
+"""Event ingest: metric points per second from simulated workers through Redis to SQL, and the delay from
+an event's emission to its arrival at an SSE client, against a naive baseline measured in the same run.
+
+Set-up (all real, all on this machine): an embedded redis-server, a SQLite (WAL) database, the server
+(uvicorn, with its ingest loop and SSE) as a subprocess, W worker processes each emitting `metrics` events
+(K values each) for its own run through the workers' RedisStreamSink, as fast as they can; one SSE client
+on run 0 records now - event.time for every event it receives.
+
+Baseline: the naive ingestion of a tracker that writes each event as it comes: one INSERT per metric
+point and a commit per event, into the same SQLite file, for the same events (in-process, no Redis).
+
+    python bench/ingest.py                  # 4 workers x 2,500 events x 10 values = 100,000 points
+    python bench/ingest.py --database-url postgresql+psycopg://root@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from server.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+
+
+def _values(k: int, step: int) -> dict[str, float]:
+    return {f"m{i}": 1.0 / (1 + step) + i for i in range(k)}
+
+
+def _emit(redis_url: str, run_id: str, events: int, k: int, spool: str) -> None:
+    from mocov3_core.events import Emitter
+    from worker.sink import RedisStreamSink
+
+    sink = RedisStreamSink(redis_url, spool_dir=spool)
+    em = Emitter(run_id, [sink])
+    for step in range(events):
+        em.emit("metrics", step=step, values=_values(k, step))
+    sink.close()
+
+
+def naive_baseline(path: Path, events: int, k: int) -> float:
+    """Points/s of one INSERT per point and a commit per event (SQLite WAL)."""
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE IF NOT EXISTS naive (run TEXT, key TEXT, step INT, value REAL)")
+    t0 = time.perf_counter()
+    for step in range(events):
+        for key, value in _values(k, step).items():
+            con.execute("INSERT INTO naive VALUES (?, ?, ?, ?)", ("r", key, step, value))
+        con.commit()
+    elapsed = time.perf_counter() - t0
+    con.close()
+    return events * k / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--events", type=int, default=2500, help="metrics events per worker")
+    ap.add_argument("--values", type=int, default=10, help="metric values per event")
+    ap.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary folder")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="mocolab-bench-ingest-"))
+    db_url = args.database_url or f"sqlite:///{tmp / 'mocolab.db'}"
+    total_points = args.workers * args.events * args.values
+
+    redis = EmbeddedRedis(tmp / "redis", appendonly=True).start()
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": db_url, "MOCOLAB_STATE": str(tmp),
+           "MOCOLAB_HOST": "127.0.0.1"}
+    from server.admin import admin_session, ensure_local_admin
+    from server.core.config import Settings
+
+    with admin_session(Settings(database_url=db_url, state_dir=tmp)) as session:
+        token = ensure_local_admin(session)
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host",
+                               "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT)
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers={"Authorization": f"Bearer {token}"},
+                       timeout=30)
+    try:
+        for _ in range(300):
+            try:
+                if api.get("/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        runs = [api.post("/runs", json={"kind": "pretrain", "preset": "fmnist_tiny", "queue": "bench-nobody",
+                                        "name": f"bench {i}"}).json()["id"] for i in range(args.workers)]
+        delays: list[float] = []
+        ready = threading.Event()
+
+        def listen() -> None:
+            with httpx.stream("GET", f"http://127.0.0.1:{port}/api/v1/runs/{runs[0]}/stream",
+                              headers={"Authorization": f"Bearer {token}"}, timeout=None) as resp:
+                ready.set()
+                for line in resp.iter_lines():
+                    if line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        if event.get("type") == "metrics":
+                            delays.append(time.time() - float(event["time"]))
+                            if len(delays) >= args.events:
+                                return
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        ready.wait(10)
+        time.sleep(0.5)
+        engine = sa.create_engine(db_url)
+        t0 = time.perf_counter()
+        procs = [mp.get_context("spawn").Process(target=_emit, args=(redis.url, r, args.events, args.values,
+                                                                      str(tmp / f"spool{i}")))
+                 for i, r in enumerate(runs)]
+        for p in procs:
+            p.start()
+        stored = 0
+        deadline = time.monotonic() + 600
+        while stored < total_points and time.monotonic() < deadline:
+            time.sleep(0.1)
+            with engine.connect() as con:
+                stored = con.execute(sa.text("SELECT count(*) FROM metric")).scalar_one()
+        elapsed = time.perf_counter() - t0
+        for p in procs:
+            p.join()
+        listener.join(timeout=10)
+        engine.dispose()
+    finally:
+        server.terminate()
+        server.wait(20)
+        redis.stop()
+    rate = stored / elapsed
+    base = naive_baseline(tmp / "naive.db", min(args.events, 2000), args.values)
+    p50 = statistics.median(delays) if delays else float("nan")
+    p95 = statistics.quantiles(delays, n=20)[-1] if len(delays) >= 20 else float("nan")
+    what = f"{args.workers} workers x {args.events} events x {args.values} values, {db_url.split(':')[0]}"
+    print(f"bench/ingest.py: {what}, {os.cpu_count()} cores")
+    print(f"  stored {stored:,} of {total_points:,} metric points in {elapsed:.2f} s")
+    print(f"  mocolab ingest (Redis stream -> SQL)  : {rate:12,.0f} points/s")
+    print(f"  naive (INSERT per point, commit/event): {base:12,.0f} points/s")
+    print(f"  ratio                                 : {rate / base:12.2f}x   (target: 50,000 points/s)")
+    print(f"  emission -> SSE client, under load    : p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
+          f"over {len(delays)} events (target p95 < 1 s)")
+    if args.json:
+        out: dict[str, Any] = {"setup": what, "points": stored, "seconds": elapsed, "points_per_s": rate,
+                               "naive_points_per_s": base, "sse_p50_s": p50, "sse_p95_s": p95}
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

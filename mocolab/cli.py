@@ -1,0 +1,191 @@
+"""`mocolab`: the one command of the project.
+
+    mocolab up                 embedded Redis + SQLite + server + one worker, on this machine
+    mocolab demo [--exit-when-done]   the same, plus a small real run on Fashion-MNIST and its evaluations
+    mocolab worker --queue Q [--gpu N]
+    mocolab admin ...          users, teams, tokens
+    mocolab submit | runs | show | cancel | logs     the REST API, for scripts
+    mocolab engine ...         the engine's own CLI (python -m mocov3_core)
+
+Bad input is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from .client import Client, ClientError
+
+TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mocolab", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, text in (("up", "run the whole stack on this machine"),
+                       ("demo", "run the stack and a small real MoCo v3 run with its evaluations")):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--host", default="127.0.0.1", help="bind address (loopback: a login URL is printed; "
+                       "any other address: nothing answers without a token)")
+        p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--state", default=".mocolab", help="folder for the database, Redis data, checkpoints")
+        p.add_argument("--no-worker", action="store_true", help="start no local worker")
+        p.add_argument("--gpu", default=None, help="GPU index for the local worker (default: the first, if any)")
+        if name == "demo":
+            p.add_argument("--exit-when-done", action="store_true",
+                           help="wait for the demo's runs, print their results and exit (0 when all succeeded)")
+            p.add_argument("--preset", default="fmnist_small", help="pretraining preset of the demo run")
+            p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p = sub.add_parser("worker", help="start a worker for one queue")
+    p.add_argument("--queue", default=None)
+    p.add_argument("--gpu", default=None)
+    p = sub.add_parser("admin", help="users, teams and tokens")
+    p.add_argument("admin_args", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("submit", help="submit a run")
+    p.add_argument("--kind", default="pretrain", choices=["pretrain", "knn", "linear", "finetune"])
+    p.add_argument("--preset", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--spec", default=None, help="a JSON file with the whole spec")
+    p.add_argument("--project", default=None)
+    p.add_argument("--queue", default=None)
+    p.add_argument("--tag", dest="tags", action="append", default=[])
+    p.add_argument("--name", default=None)
+    p.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    p = sub.add_parser("runs", help="list runs")
+    for flag in ("status", "kind", "project", "tag", "q"):
+        p.add_argument(f"--{flag}", default=None)
+    p = sub.add_parser("show", help="one run, with its evaluations")
+    p.add_argument("run_id")
+    p = sub.add_parser("cancel", help="cancel a run")
+    p.add_argument("run_id")
+    p = sub.add_parser("logs", help="a run's events")
+    p.add_argument("run_id")
+    p.add_argument("--follow", "-f", action="store_true", help="keep streaming live events")
+    p = sub.add_parser("engine", help="the engine's CLI: pretrain, knn, linear, finetune, presets, schema")
+    p.add_argument("engine_args", nargs=argparse.REMAINDER)
+    return ap
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    from mocov3_core.config import ConfigError, parse_value
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(item, "expected key=value, e.g. optim.base_lr=3e-4")
+        key, _, value = item.partition("=")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def _line(run: dict[str, Any]) -> str:
+    best = " ".join(f"{k}={run[k]:.2f}" for k in ("best_knn_top1", "best_linear_top1") if run.get(k) is not None)
+    return (f"{run['id']}  {run['kind']:9s} {run['status']:10s} {run.get('name') or '':24s} "
+            f"step {run.get('step') or 0}/{run.get('total_steps') or '?'} {best}").rstrip()
+
+
+def follow(client: Client, run_id: str, echo: bool = True) -> dict[str, Any]:
+    """Print a run's events until it reaches a terminal state; -> the run."""
+    last = -1
+    while True:
+        for event in client.events(run_id, after_seq=last):
+            last = max(last, int(event["seq"]))
+            if echo:
+                _echo(event)
+        run = client.run(run_id)
+        if run["status"] in TERMINAL:
+            return run
+        time.sleep(1.0)
+
+
+def _echo(event: dict[str, Any]) -> None:
+    p = event.get("payload", {})
+    kind = event["type"]
+    if kind == "metrics":
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in p.get("values", {}).items() if not k.startswith("grad_norm/"))
+        print(f"[{event['seq']:6d}] step {p.get('step')}: {values}")
+    elif kind == "alert":
+        print(f"[{event['seq']:6d}] ALERT {p.get('kind')} at step {p.get('step')}: {p.get('message')}")
+    else:
+        print(f"[{event['seq']:6d}] {kind}: {json.dumps(p)[:200]}")
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "engine":
+        from mocov3_core.cli import run as engine_run
+
+        return engine_run(args.engine_args)
+    if args.command in ("up", "demo"):
+        from .stack import run_stack
+
+        return run_stack(args)
+    if args.command == "worker":
+        from worker.cli import main as worker_main
+
+        return int(worker_main([*(["--queue", args.queue] if args.queue else []),
+                                *(["--gpu", args.gpu] if args.gpu else [])]) or 0)
+    if args.command == "admin":
+        from server.admin import main as admin_main
+
+        return int(admin_main(args.admin_args) or 0)
+    client = Client()
+    if args.command == "submit":
+        body: dict[str, Any] = {"kind": args.kind, "tags": args.tags}
+        if args.spec:
+            with open(args.spec) as fh:
+                body["spec"] = json.load(fh)
+        if args.preset:
+            body["preset"] = args.preset
+        if args.overrides:
+            body["overrides"] = _overrides(args.overrides)
+        for key in ("project", "queue", "name"):
+            if getattr(args, key):
+                body[key] = getattr(args, key)
+        created = client.submit(body)
+        print(created["id"])
+        if args.wait:
+            final = follow(client, created["id"])
+            print(_line(final))
+            return 0 if final["status"] == "succeeded" else 1
+        return 0
+    if args.command == "runs":
+        page = client.runs(status=args.status, kind=args.kind, project=args.project, tag=args.tag, q=args.q)
+        for item in page["data"]:
+            print(_line(item))
+        print(f"({page['count']} runs)")
+        return 0
+    if args.command == "show":
+        print(json.dumps({**client.run(args.run_id), "evals": client.evals(args.run_id)}, indent=1, default=str))
+        return 0
+    if args.command == "cancel":
+        print(_line(client.cancel(args.run_id)))
+        return 0
+    if args.command == "logs":
+        if args.follow:
+            follow(client, args.run_id)
+        else:
+            for event in client.events(args.run_id):
+                _echo(event)
+        return 0
+    return 2
+
+
+def main(argv: list[str] | None = None) -> None:
+    from mocov3_core.config import ConfigError
+
+    try:
+        code = run(argv)
+    except (ClientError, ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

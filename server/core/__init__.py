@@ -1,0 +1,1 @@
+"""Settings, database and errors: what every domain of the server shares."""

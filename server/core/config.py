@@ -1,0 +1,101 @@
+"""Server settings: one pydantic-settings class read from the environment (and `.env`).
+
+DATABASE_URL and REDIS_URL keep their conventional names; everything else is MOCOLAB_*. Derived values
+(the SQLite default under the state folder, whether the bind is loopback) are properties.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore", populate_by_name=True)
+
+    state_dir: Path = Field(Path(".mocolab"), validation_alias=AliasChoices("MOCOLAB_STATE", "state_dir"),
+                            description="Local state: the SQLite file, the embedded Redis, the default storage.")
+    database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+                                     description="SQLAlchemy URL; None = sqlite:///<state>/mocolab.db.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "redis_url"))
+    storage: Path | None = Field(None, validation_alias=AliasChoices("MOCOLAB_STORAGE", "storage"),
+                                 description="Root of run directories and checkpoints; None = <state>/storage.")
+    dataset_roots: str = Field(
+        "", validation_alias=AliasChoices("MOCOLAB_DATASET_ROOTS", "dataset_roots"),
+        description="Folders a spec's data.root may point into, separated by ':' or ','; empty = the storage's "
+        "datasets/ folder and /usr/share/datasets.")
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("MOCOLAB_HOST", "host"),
+                      description="Bind address. Loopback allows the local login link; any other address "
+                      "answers nothing without a token.")
+    port: int = Field(8000, validation_alias=AliasChoices("MOCOLAB_PORT", "port"))
+    web_dist: Path = Field(REPO_ROOT / "web" / "dist", validation_alias=AliasChoices("MOCOLAB_WEB_DIST", "web_dist"))
+    background: bool = Field(True, validation_alias=AliasChoices("MOCOLAB_BACKGROUND", "background"),
+                             description="Run the ingest loop and the watchdog inside the app.")
+    ingest_consumer: str = Field(default_factory=socket.gethostname,
+                                 validation_alias=AliasChoices("MOCOLAB_INGEST_CONSUMER", "ingest_consumer"),
+                                 description="Consumer name in the ingest group; stable across restarts so "
+                                 "a restarted server re-reads its own unacknowledged entries first.")
+    ingest_batch: int = Field(200, ge=1, description="Stream entries read per batch (each holds many events).")
+    ingest_block_ms: int = Field(500, ge=1, description="Longest wait of one XREADGROUP.")
+    ingest_claim_idle_ms: int = Field(30_000, ge=1, description="Pending entries idle this long are claimed "
+                                      "from a consumer that died.")
+    lost_after_s: float = Field(60.0, gt=0, description="A running run with no event, heartbeat or lock for this "
+                                "long is lost (two heartbeat TTLs).")
+    max_attempts: int = Field(3, ge=1, description="Attempts of a run before a lost run is failed.")
+    cancel_grace_s: float = Field(30.0, ge=0, description="Cooperative cancel time before the task is revoked.")
+    resend_after_s: float = Field(10.0, ge=0, description="A queued run whose task was not sent is re-sent after.")
+    watchdog_every_s: float = Field(5.0, gt=0)
+    sse_lifetime_s: float = Field(600.0, gt=0, description="An SSE connection is closed after this, with a retry.")
+    sse_queue: int = Field(10_000, ge=1, description="Events buffered per SSE subscriber; one that falls further "
+                           "behind re-reads SQL instead.")
+    session_days: int = Field(30, ge=1, description="Lifetime of a browser session cookie.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str | None) -> str | None:
+        """postgres:// and postgresql:// mean psycopg 3 (the driver installed)."""
+        if value is None:
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix):]
+        return value
+
+    @property
+    def database(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.state_dir / 'mocolab.db').resolve()}"
+
+    @property
+    def storage_root(self) -> Path:
+        return (self.storage or self.state_dir / "storage").resolve()
+
+    @property
+    def allowed_dataset_roots(self) -> list[Path]:
+        parts = [p for chunk in self.dataset_roots.split(",") for p in chunk.split(os.pathsep)]
+        roots = [Path(p).expanduser().resolve() for p in parts if p.strip()]
+        return roots or [self.storage_root / "datasets", Path("/usr/share/datasets")]
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's single settings instance, read from the environment once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Events from workers: the ingest loop (Redis Stream -> SQL), the in-process bus, and the SSE streams."""

@@ -1,0 +1,129 @@
+"""The FastAPI app: `create_app(settings)` assembles routers, error handlers, the UI and the background
+loops (ingest and watchdog) that run while the app runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import BaseModel
+
+import mocov3_core
+from server.auth import router as auth_router
+from server.auth.guard import RequireToken
+from server.core import error_handlers
+from server.core.config import Settings, get_settings
+from server.core.db import make_engine, migrate, wait_for_db
+from server.core.errors import ERROR_RESPONSES
+from server.deps import get_caller
+from server.events import router as events_router
+from server.events.bus import EventBus
+from server.events.ingest import Ingestor, run_ingest
+from server.runs import router as runs_router
+from server.runs.dispatch import Dispatcher
+from server.runs.watchdog import Watchdog, run_watchdog
+from server.web import mount_ui
+from server.workers import router as workers_router
+
+log = logging.getLogger("mocolab.server")
+API = "/api/v1"
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class ServerStatus(BaseModel):
+    ingest: dict[str, Any] | None
+    streams: dict[str, int]
+    subscribers: int
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="mocolab", version=mocov3_core.__version__, lifespan=_lifespan,
+                  description="MoCo v3 pretraining and evaluation runs, live metrics and stability alerts.")
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.database)
+    app.state.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    app.state.bus = EventBus(maxsize=settings.sse_queue)
+    app.state.dispatcher = Dispatcher(settings.redis_url)
+    app.state.ingestor = None
+    error_handlers.install(app)
+
+    public = APIRouter(prefix=API, tags=["health"])
+
+    @public.get("/health", response_model=Health)
+    def health() -> Health:
+        return Health(status="ok", version=mocov3_core.__version__)
+
+    api = APIRouter(prefix=API, dependencies=[Depends(get_caller)], responses=ERROR_RESPONSES)
+    for module in (runs_router, events_router, workers_router, auth_router):
+        api.include_router(module.router)
+
+    @api.get("/status", response_model=ServerStatus, tags=["health"])
+    def server_status(request: Request) -> ServerStatus:
+        ingestor: Ingestor | None = request.app.state.ingestor
+        return ServerStatus(ingest=ingestor.stats.__dict__ if ingestor else None,
+                            streams=events_router.open_streams(), subscribers=request.app.state.bus.subscriber_count)
+
+    app.include_router(public)
+    app.include_router(api)
+    app.include_router(auth_router.login_router)
+    mount_ui(app, settings.web_dist)
+    if not settings.loopback:
+        app.add_middleware(RequireToken, open_paths=(f"{API}/health", "/login"))
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = app.state.engine
+    await asyncio.to_thread(wait_for_db, engine)
+    await asyncio.to_thread(migrate, engine)
+    bus: EventBus = app.state.bus
+    bus.bind(asyncio.get_running_loop())
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[Any]] = []
+    ingest_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    if settings.background:
+        ingestor = Ingestor(engine, ingest_redis, consumer=settings.ingest_consumer, batch=settings.ingest_batch,
+                            block_ms=settings.ingest_block_ms, claim_idle_ms=settings.ingest_claim_idle_ms)
+        app.state.ingestor = ingestor
+        watchdog = Watchdog(engine, app.state.redis, app.state.dispatcher, settings, bus)
+        tasks = [asyncio.create_task(run_ingest(ingestor=ingestor, bus=bus, stop=stop), name="ingest"),
+                 asyncio.create_task(run_watchdog(watchdog, stop, settings.watchdog_every_s), name="watchdog")]
+    log.info("mocolab server: database %s, redis %s, %s", engine.url.render_as_string(hide_password=True),
+             settings.redis_url, "loopback (login link allowed)" if settings.loopback else "tokens required")
+    try:
+        yield
+    finally:
+        stop.set()
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=10)
+            for task in pending:
+                task.cancel()
+        app.state.dispatcher.close()
+        ingest_redis.close()
+        app.state.redis.close()
+        engine.dispose()
+
+
+def make_server(settings: Settings | None = None, **uvicorn_options: Any) -> uvicorn.Server:
+    """A uvicorn server for the app, bound to settings.host:port; `server.run()` blocks, Ctrl-C stops it."""
+    settings = settings or get_settings()
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_level=uvicorn_options.pop("log_level", "info"), **uvicorn_options)
+    return uvicorn.Server(config)
+
+
+def serve(settings: Settings | None = None) -> None:
+    make_server(settings).run()

@@ -1,0 +1,194 @@
+"""The SQL tables (SQLModel). Public response schemas live beside each domain's router (`*/schemas.py`);
+rows that hold secrets (ApiToken.token_hash) are never returned.
+
+Events, metrics, alerts, checkpoints and evaluation results are keyed by the engine's (run_id, seq) or
+(run_id, key, step), which is what makes ingest idempotent. They carry no foreign key to `runs`: an event
+for a run this database does not know (a run started from the engine's CLI) is still stored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from server.core.db import UTCDateTime, utcnow
+
+RUN_KINDS = ("pretrain", "knn", "linear", "finetune")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+# ---------------------------------------------------------------- people
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True, index=True)
+    email: str | None = Field(default=None, max_length=255)
+    is_admin: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Team(SQLModel, table=True):
+    __tablename__ = "teams"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Membership(SQLModel, table=True):
+    __tablename__ = "memberships"
+    user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
+    team_id: int = Field(foreign_key="teams.id", primary_key=True, ondelete="CASCADE", index=True)
+    role: str = Field(default="member", max_length=16)
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_projects_team_name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: int = Field(foreign_key="teams.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token: only its sha256 is stored; `prefix` identifies it in listings."""
+
+    __tablename__ = "api_tokens"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=64)
+    prefix: str = Field(max_length=16)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    kind: str = Field(default="api", max_length=16)  # api | session
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked: bool = False
+
+
+# ---------------------------------------------------------------- runs
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_team_created", "team_id", "created_at"),)
+    id: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(max_length=16, index=True)
+    name: str | None = Field(default=None, max_length=200)
+    spec: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    status: str = Field(default="queued", max_length=16, index=True)
+    team_id: int = Field(foreign_key="teams.id", index=True)
+    project_id: int = Field(foreign_key="projects.id", index=True)
+    owner_id: int = Field(foreign_key="users.id", index=True)
+    notes: str = Field(default="")
+    queue: str = Field(max_length=64)
+    parent_run_id: str | None = Field(default=None, foreign_key="runs.id", max_length=32, index=True)
+    checkpoint: str | None = Field(default=None, description="The pretraining checkpoint an evaluation reads.")
+    attempt: int = 1
+    task_id: str | None = Field(default=None, max_length=64)
+    worker_id: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    queued_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    dispatched_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_heartbeat: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    cancel_requested: bool = False
+    cancel_requested_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    error: str | None = None
+    message: str | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    last_seq: int = Field(default=-1, sa_type=BigInteger)
+    best_knn_top1: float | None = None
+    best_linear_top1: float | None = None
+    best_finetune_top1: float | None = None
+
+
+class RunTag(SQLModel, table=True):
+    __tablename__ = "run_tags"
+    run_id: str = Field(foreign_key="runs.id", primary_key=True, max_length=32, ondelete="CASCADE")
+    tag: str = Field(primary_key=True, max_length=64, index=True)
+
+
+# ---------------------------------------------------------------- what runs emit
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+    run_id: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(primary_key=True, sa_type=BigInteger)
+    time: float
+    type: str = Field(max_length=16)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class Metric(SQLModel, table=True):
+    """One value per (run, key, step); a step run again after a resume replaces it."""
+
+    __tablename__ = "metrics"
+    run_id: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=64)
+    step: int = Field(primary_key=True, sa_type=BigInteger)
+    value: float | None = Field(default=None, description="NULL = NaN; +-inf are stored as such.")
+
+
+class Alert(SQLModel, table=True):
+    __tablename__ = "alerts"
+    run_id: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(primary_key=True, sa_type=BigInteger)
+    time: float
+    step: int | None = None
+    kind: str = Field(default="", max_length=64)
+    severity: str = Field(default="", max_length=16)
+    metric: str | None = Field(default=None, max_length=64)
+    message: str = ""
+    remedy: str = ""
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class Checkpoint(SQLModel, table=True):
+    """The latest checkpoint written at each step (a rollback and a resume overwrite the same steps)."""
+
+    __tablename__ = "checkpoints"
+    run_id: str = Field(primary_key=True, max_length=64)
+    step: int = Field(primary_key=True, sa_type=BigInteger)
+    seq: int = Field(sa_type=BigInteger)
+    time: float
+    path: str
+    healthy: bool = True
+
+
+class EvalResult(SQLModel, table=True):
+    __tablename__ = "eval_results"
+    run_id: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(primary_key=True, sa_type=BigInteger)
+    time: float
+    protocol: str = Field(max_length=16)
+    top1: float | None = None
+    top5: float | None = None
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+# ---------------------------------------------------------------- workers
+class Worker(SQLModel, table=True):
+    __tablename__ = "workers"
+    id: str = Field(primary_key=True, max_length=128)
+    host: str | None = Field(default=None, max_length=255)
+    queue: str | None = Field(default=None, max_length=64)
+    version: str | None = Field(default=None, max_length=64)
+    current_run_id: str | None = Field(default=None, max_length=64)
+    first_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    telemetry: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class WorkerHeartbeat(SQLModel, table=True):
+    """Worker history. (time, seq) is unique per worker even when a restarted worker counts seq from 0."""
+
+    __tablename__ = "worker_heartbeats"
+    worker_id: str = Field(primary_key=True, max_length=128)
+    time: float = Field(primary_key=True)
+    seq: int = Field(primary_key=True, sa_type=BigInteger)
+    telemetry: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)

@@ -1,0 +1,1 @@
+"""GPU workers as the server sees them: latest telemetry and history, from their heartbeat events."""

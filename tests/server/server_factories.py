@@ -1,0 +1,121 @@
+"""Factories and helpers for the server tests: members with tokens, a worker's view of the events stream,
+Celery messages in a queue, and a live uvicorn server (SSE needs real streaming)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from server import admin
+from server.core.config import Settings
+from server.core.db import writer
+from server.core.errors import NotFound
+from server.embedded_redis import free_port
+from server.events.ingest import Ingestor, IngestResult
+from server.main import create_app
+from worker import protocol
+
+
+@dataclass
+class Member:
+    name: str
+    team: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def make_member(engine: Engine, name: str, team: str) -> Member:
+    with Session(writer(engine), expire_on_commit=False) as s:
+        user = admin.create_user(s, name=name)
+        try:
+            t = admin.get_team(s, name=team)
+        except NotFound:
+            t = admin.create_team(s, name=team)
+        admin.add_member(s, user=user, team=t)
+        return Member(name, team, admin.create_token(s, user=user, name="tests"))
+
+
+# ---------------------------------------------------------------- feeding the stream like a worker
+def ev(run_id: str, seq: int, type: str, /, **payload: Any) -> dict[str, Any]:
+    return {"run_id": run_id, "seq": seq, "time": time.time(), "type": type, "payload": payload}
+
+
+def metrics_ev(run_id: str, seq: int, step: int, **values: Any) -> dict[str, Any]:
+    return ev(run_id, seq, "metrics", step=step, epoch=step / 10, values=values)
+
+
+def push(client: redis.Redis, events: list[dict[str, Any]]) -> str:
+    entry_id = client.xadd(protocol.EVENTS_STREAM, {"b": json.dumps(events)})
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def drain(ingestor: Ingestor) -> IngestResult:
+    """Step until the stream has nothing more for this consumer."""
+    total = IngestResult()
+    while True:
+        result = ingestor.step(block_ms=10)
+        if not result.entries:
+            return total
+        total.add(result)
+
+
+def submit(client: TestClient, member: Member, **body: Any) -> dict[str, Any]:
+    body = {"kind": "pretrain", "preset": "fmnist_tiny", "queue": "testq", **body}
+    response = client.post("/api/v1/runs", json=body, headers=member.headers)
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def queue_messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
+    """The Celery messages waiting in a queue (kombu's Redis transport: one list per queue)."""
+    out = []
+    for raw in client.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        out.append({"task": message["headers"]["task"], "id": message["headers"]["id"], "args": body[0]})
+    return out
+
+
+# ---------------------------------------------------------------- a live server (SSE needs real streaming)
+@dataclass
+class LiveServer:
+    url: str
+    app: FastAPI
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+def start_live(settings: Settings) -> LiveServer:
+    settings = settings.model_copy(update={"port": free_port(), "background": True})
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the live server did not start")
+        time.sleep(0.05)
+    return LiveServer(f"http://127.0.0.1:{settings.port}", app, server, thread)
+
+

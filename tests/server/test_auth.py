@@ -1,0 +1,185 @@
+"""Credentials, team scoping, the login cookie, the non-loopback guard and the admin functions."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from server_factories import Member, make_member, submit
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from server import admin
+from server.core.config import Settings
+from server.core.db import writer
+from server.main import create_app
+from server.models import ApiToken
+
+RUN_ROUTES = [("GET", "/api/v1/runs/{id}"), ("PATCH", "/api/v1/runs/{id}"), ("POST", "/api/v1/runs/{id}/cancel"),
+              ("POST", "/api/v1/runs/{id}/resume"), ("POST", "/api/v1/runs/{id}/evaluate"),
+              ("GET", "/api/v1/runs/{id}/metrics"), ("GET", "/api/v1/runs/{id}/alerts"),
+              ("GET", "/api/v1/runs/{id}/checkpoints"), ("GET", "/api/v1/runs/{id}/evals"),
+              ("GET", "/api/v1/runs/{id}/events"), ("GET", "/api/v1/runs/{id}/export.csv"),
+              ("GET", "/api/v1/runs/{id}/export.json"), ("GET", "/api/v1/runs/{id}/stream")]
+
+
+class TestCredentials:
+    def test_every_api_route_answers_401_without_credentials(self, client: TestClient) -> None:
+        paths = client.get("/openapi.json").json()["paths"]
+        checked = 0
+        for path, operations in paths.items():
+            if path == "/api/v1/health":
+                continue
+            for method in operations:
+                response = client.request(method.upper(), path.replace("{run_id}", "x").replace("{kind}", "knn")
+                                          .replace("{worker_id}", "w").replace("{token_id}", "1"))
+                assert response.status_code == 401, (method, path, response.status_code)
+                assert response.headers["www-authenticate"] == "Bearer"
+                checked += 1
+        assert checked >= 20
+
+    def test_unknown_token_is_401(self, client: TestClient) -> None:
+        response = client.get("/api/v1/runs", headers={"Authorization": "Bearer mcl_nope"})
+        assert response.status_code == 401
+        assert response.json()["detail"] == "invalid, revoked or expired token"
+
+    def test_health_needs_no_token(self, client: TestClient) -> None:
+        assert client.get("/api/v1/health").json()["status"] == "ok"
+
+    def test_revoked_token_is_401(self, client: TestClient, engine: Engine, alice: Member) -> None:
+        assert client.get("/api/v1/me", headers=alice.headers).status_code == 200
+        with Session(writer(engine)) as s:
+            assert admin.revoke_token(s, prefix=alice.token[:10]) == 1
+        assert client.get("/api/v1/me", headers=alice.headers).status_code == 401
+
+
+class TestTeamIsolation:
+    def test_a_run_of_another_team_is_404_everywhere(self, client: TestClient, alice: Member, bob: Member) -> None:
+        run = submit(client, alice)
+        assert client.get(f"/api/v1/runs/{run['id']}", headers=alice.headers).status_code == 200
+        for method, path in RUN_ROUTES:
+            body = {"kind": "knn"} if path.endswith("evaluate") else {} if method in ("POST", "PATCH") else None
+            response = client.request(method, path.format(id=run["id"]), headers=bob.headers, json=body)
+            assert response.status_code == 404, (method, path, response.text)
+            assert response.json()["detail"] == f"run {run['id']} not found"
+
+    def test_lists_show_only_your_teams(self, client: TestClient, alice: Member, bob: Member) -> None:
+        mine = submit(client, alice)
+        theirs = submit(client, bob)
+        listed = client.get("/api/v1/runs", headers=alice.headers).json()
+        assert [r["id"] for r in listed["data"]] == [mine["id"]] and listed["count"] == 1
+        assert theirs["team"] == "team-b" and mine["team"] == "team-a"
+        assert [p["team"] for p in client.get("/api/v1/projects", headers=bob.headers).json()] == ["team-b"]
+
+    def test_a_second_member_of_the_team_sees_the_run(self, client: TestClient, engine: Engine,
+                                                       alice: Member) -> None:
+        carol = make_member(engine, "carol", "team-a")
+        run = submit(client, alice)
+        assert client.get(f"/api/v1/runs/{run['id']}", headers=carol.headers).json()["owner"] == "alice"
+
+    def test_submitting_to_a_team_you_are_not_in_is_404(self, client: TestClient, alice: Member, bob: Member) -> None:
+        response = client.post("/api/v1/runs", json={"preset": "fmnist_tiny", "team": "team-b"}, headers=alice.headers)
+        assert response.status_code == 404
+        assert response.json()["detail"] == "team 'team-b' not found among yours"
+
+
+class TestTokens:
+    def test_token_is_shown_once_and_stored_as_its_hash(self, client: TestClient, engine: Engine,
+                                                        alice: Member) -> None:
+        created = client.post("/api/v1/tokens", json={"name": "ci"}, headers=alice.headers).json()
+        listed = client.get("/api/v1/tokens", headers=alice.headers).json()
+        assert all("token" not in t and "token_hash" not in t for t in listed)
+        with Session(engine) as s:
+            row = s.exec(select(ApiToken).where(ApiToken.id == created["id"])).one()
+        assert row.token_hash == hashlib.sha256(created["token"].encode()).hexdigest()
+        assert created["token"].startswith(row.prefix)
+        assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {created['token']}"}).status_code == 200
+        assert client.delete(f"/api/v1/tokens/{created['id']}", headers=alice.headers).status_code == 204
+        assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {created['token']}"}).status_code == 401
+
+
+class TestLogin:
+    def test_login_link_sets_an_httponly_session_cookie(self, client: TestClient, engine: Engine) -> None:
+        with Session(writer(engine)) as s:
+            token = admin.ensure_local_admin(s)
+        response = client.get(f"/login?token={token}", follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/"
+        cookie = response.headers["set-cookie"]
+        assert "mocolab_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert token not in cookie  # a session token of its own, not the login token
+        me = client.get("/api/v1/me")  # the client keeps the cookie
+        assert me.status_code == 200 and me.json()["user"]["name"] == "admin"
+        assert [t["name"] for t in me.json()["teams"]] == ["default"]
+
+    def test_login_with_a_bad_token_is_401(self, client: TestClient) -> None:
+        assert client.get("/login?token=mcl_wrong", follow_redirects=False).status_code == 401
+
+
+class TestNonLoopbackBind:
+    @pytest.fixture
+    def public_client(self, settings: Settings, tmp_path: Path) -> TestClient:
+        dist = tmp_path / "dist"
+        dist.mkdir()
+        (dist / "index.html").write_text("<!doctype html><title>ui</title>")
+        app = create_app(settings.model_copy(update={"host": "0.0.0.0", "web_dist": dist}))
+        return TestClient(app)
+
+    def test_nothing_answers_without_a_token(self, public_client: TestClient) -> None:
+        with public_client as c:
+            for path in ("/", "/docs", "/openapi.json", "/runs/abc", "/index.html", "/api/v1/runs", "/api/v1/workers"):
+                assert c.get(path).status_code == 401, path
+            assert c.get("/api/v1/health").status_code == 200
+            engine = c.app.state.engine  # type: ignore[attr-defined]
+            member = make_member(engine, "dave", "team-d")
+            assert c.get("/", headers=member.headers).text.startswith("<!doctype html>")
+            assert c.get("/runs/abc", headers=member.headers).status_code == 200  # the SPA fallback
+            assert c.get("/openapi.json", headers=member.headers).status_code == 200
+
+    def test_loopback_serves_the_ui_openly(self, settings: Settings, tmp_path: Path) -> None:
+        dist = tmp_path / "dist2"
+        dist.mkdir()
+        (dist / "index.html").write_text("<!doctype html><title>ui</title>")
+        with TestClient(create_app(settings.model_copy(update={"web_dist": dist}))) as c:
+            assert c.get("/").status_code == 200
+            assert c.get("/some/deep/link").text.startswith("<!doctype html>")
+            assert c.get("/api/v1/runs").status_code == 401
+
+
+class TestAdmin:
+    def test_admin_functions(self, engine: Engine) -> None:
+        with Session(writer(engine), expire_on_commit=False) as s:
+            user = admin.create_user(s, name="erin", email="erin@example.org")
+            team = admin.create_team(s, name="vision")
+            admin.add_member(s, user=user, team=team, role="admin")
+            admin.create_project(s, team=team, name="vit-ablations")
+            token = admin.create_token(s, user=user, name="laptop")
+            with pytest.raises(admin.Conflict):
+                admin.create_user(s, name="erin")
+            users = dict((u.name, teams) for u, teams in admin.list_users(s))
+            assert users["erin"] == ["vision"]
+            assert [t.name for t in admin.list_tokens(s)] == ["laptop"]
+            assert all(not hasattr(t, "token_hash") for t in admin.list_tokens(s))
+        assert token.startswith("mcl_")
+
+
+class TestAdminCli:
+    def test_create_user_team_and_token_then_use_it(self, settings: Settings, client: TestClient,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+        assert admin.main(["create-user", "frank", "--team", "robots", "--token", "laptop"], settings) == 0
+        out = capsys.readouterr().out
+        token = out.split("token: ")[1].strip()
+        me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).json()
+        assert me["user"]["name"] == "frank" and [t["name"] for t in me["teams"]] == ["robots"]
+        assert admin.main(["list-tokens"], settings) == 0
+        assert token[:10] in capsys.readouterr().out and token not in out.replace(f"token: {token}", "")
+        assert admin.main(["create-user", "frank"], settings) == 1
+        assert "user 'frank' already exists" in capsys.readouterr().err
+        assert admin.main(["add-member", "frank", "nowhere"], settings) == 1
+        assert capsys.readouterr().err == "mocolab admin: team 'nowhere' not found\n"
+        assert admin.main(["revoke-token", token[:10]], settings) == 0
+        assert capsys.readouterr().out == "1 token(s) revoked\n"
+        assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+        assert admin.main(["login-link"], settings) == 0
+        assert capsys.readouterr().out.startswith("http://127.0.0.1:8000/login?token=mcl_")
