@@ -10,12 +10,13 @@ import pytest
 import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from server_factories import LiveServer, Member, make_member, start_live
 from sqlalchemy import Engine, create_engine
 
 from server.core.config import Settings
 from server.events.ingest import Ingestor
 from server.main import create_app
+
+from server_factories import LiveServer, Member, make_member, start_live
 
 
 @pytest.fixture

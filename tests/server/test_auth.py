@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from server_factories import Member, make_member, submit
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
@@ -16,6 +15,8 @@ from server.core.config import Settings
 from server.core.db import writer
 from server.main import create_app
 from server.models import ApiToken
+
+from server_factories import Member, make_member, submit
 
 RUN_ROUTES = [("GET", "/api/v1/runs/{id}"), ("PATCH", "/api/v1/runs/{id}"), ("POST", "/api/v1/runs/{id}/cancel"),
               ("POST", "/api/v1/runs/{id}/resume"), ("POST", "/api/v1/runs/{id}/evaluate"),

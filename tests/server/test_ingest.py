@@ -11,13 +11,14 @@ import time
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from server_factories import Member, drain, ev, metrics_ev, push, submit
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from server.events.ingest import Ingestor
 from server.models import Alert, Checkpoint, EvalResult, Event, Metric, Run, Worker, WorkerHeartbeat
 from worker import protocol
+
+from server_factories import Member, drain, ev, metrics_ev, push, submit
 
 
 def count(engine: Engine, model: type, run_id: str | None = None) -> int:

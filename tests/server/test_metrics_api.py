@@ -7,9 +7,10 @@ import io
 
 import redis
 from fastapi.testclient import TestClient
-from server_factories import Member, drain, metrics_ev, push, submit
 
 from server.events.ingest import Ingestor
+
+from server_factories import Member, drain, metrics_ev, push, submit
 
 STEPS = 5000
 SPIKE = 3217

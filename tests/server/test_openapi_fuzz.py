@@ -16,9 +16,10 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from server_factories import Member, drain, ev, metrics_ev, push, submit
 
 from server.events.ingest import Ingestor
+
+from server_factories import Member, drain, ev, metrics_ev, push, submit
 
 MAX_EXAMPLES = 30
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

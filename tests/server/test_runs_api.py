@@ -8,7 +8,6 @@ from typing import Any
 import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from server_factories import Member, drain, ev, push, queue_messages, submit
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -18,6 +17,8 @@ from server.models import Run
 from server.runs.dispatch import Dispatcher
 from server.runs.watchdog import Watchdog
 from worker import protocol
+
+from server_factories import Member, drain, ev, push, queue_messages, submit
 
 
 class TestSubmit:

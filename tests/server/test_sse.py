@@ -12,11 +12,12 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from server_factories import LiveServer, Member, ev, make_member, metrics_ev, push, start_live
 from sqlalchemy import Engine
 
 from server.core.config import Settings
 from server.core.db import make_engine
+
+from server_factories import LiveServer, Member, ev, make_member, metrics_ev, push, start_live
 
 
 @pytest.fixture

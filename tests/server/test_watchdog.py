@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import redis
 from fastapi.testclient import TestClient
-from server_factories import Member, drain, ev, push, queue_messages, submit
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -18,6 +17,8 @@ from server.models import Run
 from server.runs.dispatch import Dispatcher
 from server.runs.watchdog import Watchdog
 from worker import protocol
+
+from server_factories import Member, drain, ev, push, queue_messages, submit
 
 
 def start(redis_client: redis.Redis, ingestor: Ingestor, run_id: str, seq: int) -> None:

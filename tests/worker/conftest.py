@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_helpers import stream_events
 
 from server.embedded_redis import EmbeddedRedis
 from worker import Settings, protocol
 from worker._redis import Redis, connect
+
+from worker_helpers import stream_events
 
 EventsReader = Callable[..., list[dict[str, Any]]]
 

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from worker_helpers import stream_events, wait_for
 
 from mocov3_core import build_spec
 from worker import protocol
 from worker._redis import Redis, connect
 from worker.celery_app import make_app
+
+from worker_helpers import stream_events, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.fmnist

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from worker_helpers import stream_events, wait_for
 
 import mocov3_core
 from server.embedded_redis import EmbeddedRedis
 from worker import Heartbeat, RunLock, Settings, Telemetry, WorkerDir, protocol
 from worker._redis import Redis, connect
+
+from worker_helpers import stream_events, wait_for
 
 
 @pytest.fixture

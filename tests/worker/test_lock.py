@@ -2,10 +2,10 @@
 
 import time
 
-from worker_helpers import wait_for
-
 from worker import RunLock, protocol
 from worker._redis import Redis
+
+from worker_helpers import wait_for
 
 
 def test_second_acquire_fails_while_held(r: Redis, run_id: str) -> None:

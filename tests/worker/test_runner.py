@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_helpers import metrics_event, stream_events, wait_for
 
 from mocov3_core import build_spec
 from worker import RunLock, Settings, execute_run, last_seq, protocol
 from worker._redis import Redis
+
+from worker_helpers import metrics_event, stream_events, wait_for
 
 
 def tiny_spec(**overrides: Any) -> dict[str, Any]:

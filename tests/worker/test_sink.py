@@ -6,13 +6,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from worker_helpers import metrics_event as ev
-from worker_helpers import stream_events, wait_for
-
 from mocov3_core.events import Emitter
 from server.embedded_redis import EmbeddedRedis
 from worker import RedisStreamSink, last_seq, protocol
 from worker._redis import Redis, connect
+
+from worker_helpers import metrics_event as ev
+from worker_helpers import stream_events, wait_for
 
 
 def test_batches_hold_at_most_batch_max_events_in_order(tmp_path: Path, r: Redis, redis_url: str,
