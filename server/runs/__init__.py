@@ -1,0 +1,1 @@
+"""Runs: submit, list, control (cancel, resume, evaluate), metrics and exports, and the watchdog."""

@@ -1,0 +1,164 @@
+"""Request and response schemas of the runs API (the table is `server.models.Run`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from worker import protocol
+
+RunKind = Literal["pretrain", "knn", "linear", "finetune"]
+EvalKind = Literal["knn", "linear", "finetune"]
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "lost"]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^,\x00-\x1f]+$")]
+Queue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+# A metric value: a number, or 'nan' / 'inf' / '-inf' (JSON has no non-finite numbers).
+Value = float | str
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunCreate(_Body):
+    kind: RunKind = "pretrain"
+    preset: str | None = Field(None, max_length=64, description="A pretraining preset (GET /presets).")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted keys on top of preset and spec, "
+                                      "e.g. {\"optim.base_lr\": 3e-4}.")
+    spec: dict[str, Any] | None = Field(None, description="A (partial) spec tree, layered after the preset.")
+    name: str | None = Field(None, max_length=200)
+    project: Name = "default"
+    team: Name | None = Field(None, description="One of your teams; default: your first.")
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+    notes: str = Field("", max_length=10_000)
+    queue: Queue = protocol.DEFAULT_QUEUE
+
+
+class RunUpdate(_Body):
+    name: str | None = Field(None, max_length=200)
+    tags: list[Tag] | None = Field(None, max_length=32)
+    notes: str | None = Field(None, max_length=10_000)
+
+
+class EvaluateRequest(_Body):
+    kind: EvalKind
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    checkpoint_step: int | None = Field(None, ge=0, description="Default: the latest checkpoint.")
+    name: str | None = Field(None, max_length=200)
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+    queue: Queue | None = Field(None, description="Default: the pretraining run's queue.")
+
+
+class RunPublic(BaseModel):
+    id: str
+    kind: str
+    name: str | None
+    status: str
+    project: str
+    team: str
+    owner: str
+    tags: list[str]
+    notes: str
+    queue: str
+    parent_run_id: str | None
+    checkpoint: str | None
+    attempt: int
+    worker_id: str | None
+    created_at: datetime
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_heartbeat: datetime | None
+    cancel_requested: bool
+    error: str | None
+    message: str | None
+    step: int | None
+    total_steps: int | None
+    last_seq: int
+    best_knn_top1: float | None
+    best_linear_top1: float | None
+    best_finetune_top1: float | None
+
+
+class RunDetail(RunPublic):
+    spec: dict[str, Any]
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int
+
+
+class PresetPublic(BaseModel):
+    name: str
+    kind: str
+    overrides: dict[str, Any]
+
+
+class MetricSeries(BaseModel):
+    """Columnar points. Downsampled: `step` and `value` are each bucket's last point; min, max, count its range."""
+
+    key: str
+    step: list[int]
+    value: list[Value]
+    min: list[Value] | None = None
+    max: list[Value] | None = None
+    count: list[int] | None = None
+
+
+class RunMetrics(BaseModel):
+    run_id: str
+    buckets: int | None
+    bucket_width: int | None
+    start: int | None
+    end: int | None
+    truncated: bool = False
+    series: list[MetricSeries]
+
+
+class EventPublic(BaseModel):
+    run_id: str
+    seq: int
+    time: float
+    type: str
+    payload: dict[str, Any]
+
+
+class EventsPublic(BaseModel):
+    data: list[EventPublic]
+    last_seq: int | None = Field(None, description="Pass as after_seq to read on.")
+
+
+class AlertPublic(BaseModel):
+    run_id: str
+    seq: int
+    time: float
+    step: int | None
+    kind: str
+    severity: str
+    metric: str | None
+    message: str
+    remedy: str
+    payload: dict[str, Any]
+
+
+class CheckpointPublic(BaseModel):
+    run_id: str
+    step: int
+    seq: int
+    time: float
+    path: str
+    healthy: bool
+
+
+class EvalResultPublic(BaseModel):
+    run_id: str
+    seq: int
+    time: float
+    protocol: str
+    top1: float | None
+    top5: float | None
+    payload: dict[str, Any]

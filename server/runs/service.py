@@ -1,0 +1,203 @@
+"""What can be done to runs. The Run row is committed before its task is sent (a failed request sends
+nothing); a send that fails leaves the run queued for the watchdog to re-send."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from mocov3_core.config import ConfigError
+from mocov3_core.presets import build_spec
+from sqlmodel import Session
+
+from server.auth.service import Caller, get_or_create_project
+from server.core.config import Settings
+from server.core.db import utcnow
+from server.core.errors import Conflict, RunNotFound, SpecInvalid
+from server.events.bus import EventBus
+from server.models import TERMINAL, Run
+from server.runs import repository
+from server.runs.dispatch import Dispatcher
+from server.runs.schemas import EvaluateRequest, RunCreate, RunDetail, RunUpdate
+from worker import protocol
+
+log = logging.getLogger(__name__)
+CANCEL_FLAG_TTL = timedelta(days=7)
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(6)
+
+
+def resolve_spec(settings: Settings, kind: str, preset: str | None, overrides: dict[str, Any],
+                 base: dict[str, Any] | None) -> dict[str, Any]:
+    """defaults -> preset -> base -> overrides, validated by the engine; SpecInvalid names the field."""
+    try:
+        cfg = build_spec(kind, preset, overrides, base=base)
+    except ConfigError as exc:
+        root = ("body",) if exc.path in ("kind", "preset") else ("body", "spec")
+        raise SpecInvalid(exc.path, exc.message, root=root) from None
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # shapes the engine did not expect
+        raise SpecInvalid("", f"invalid spec: {exc}") from None
+    spec = cfg.model_dump(mode="json")
+    data_root = (spec.get("data") or {}).get("root")
+    if data_root and not _inside(data_root, settings.allowed_dataset_roots):
+        roots = ", ".join(str(r) for r in settings.allowed_dataset_roots)
+        raise SpecInvalid("data.root", f"must be inside one of the allowed dataset roots: {roots}")
+    checkpoint = spec.get("checkpoint")
+    if checkpoint and not _inside(str(settings.storage_root / checkpoint), [settings.storage_root]):
+        raise SpecInvalid("checkpoint", f"must be inside the storage root {settings.storage_root} (absolute, or "
+                          "relative to it)")
+    return spec
+
+
+def storage_relative(path: str, run_id: str) -> str:
+    """A checkpoint path as the worker reported it, made relative to the storage root ('runs/<id>/...'), so
+    that a worker with the storage mounted elsewhere finds it (it resolves relative paths itself)."""
+    marker = f"/runs/{run_id}/"
+    at = path.rfind(marker)
+    return path[at + 1:] if at >= 0 else path
+
+
+def _inside(path: str, roots: list[Path]) -> bool:
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return any(resolved == root or root in resolved.parents for root in roots)
+
+
+def submit(session: Session, *, settings: Settings, caller: Caller, dispatcher: Dispatcher, bus: EventBus | None,
+           body: RunCreate) -> RunDetail:
+    spec = resolve_spec(settings, body.kind, body.preset, body.overrides, body.spec)
+    team_id = caller.team_id_for(body.team)
+    project = get_or_create_project(session, team_id=team_id, name=body.project)
+    assert project.id is not None and caller.user.id is not None
+    run = Run(id=new_run_id(), kind=body.kind, name=body.name or spec.get("name"), spec=spec, status="queued",
+              team_id=team_id, project_id=project.id, owner_id=caller.user.id, notes=body.notes, queue=body.queue,
+              checkpoint=spec.get("checkpoint"))
+    session.add(run)
+    session.flush()
+    repository.set_tags(session, run_id=run.id, tags=body.tags)
+    session.commit()
+    dispatch(session, dispatcher, run)
+    publish_run(session, bus, run)
+    return repository.to_detail(session, run)
+
+
+def evaluate(session: Session, *, settings: Settings, caller: Caller, dispatcher: Dispatcher, bus: EventBus | None,
+             run_id: str, body: EvaluateRequest) -> RunDetail:
+    parent = get(session, caller=caller, run_id=run_id)
+    if parent.kind != "pretrain":
+        raise Conflict(f"run {run_id} is a {parent.kind} run; only pretraining runs are evaluated")
+    ckpt = repository.checkpoint_at(session, run_id=run_id, step=body.checkpoint_step)
+    if ckpt is None:
+        which = f"at step {body.checkpoint_step}" if body.checkpoint_step is not None else "yet"
+        raise Conflict(f"run {run_id} has no checkpoint {which}")
+    spec = resolve_spec(settings, body.kind, None, body.overrides, {"checkpoint": storage_relative(ckpt.path, run_id)})
+    assert caller.user.id is not None
+    run = Run(id=new_run_id(), kind=body.kind, name=body.name or f"{body.kind} of {parent.name or parent.id}",
+              spec=spec, status="queued", team_id=parent.team_id, project_id=parent.project_id,
+              owner_id=caller.user.id, queue=body.queue or parent.queue, parent_run_id=parent.id,
+              checkpoint=spec["checkpoint"])
+    session.add(run)
+    session.flush()
+    repository.set_tags(session, run_id=run.id, tags=body.tags)
+    session.commit()
+    dispatch(session, dispatcher, run)
+    publish_run(session, bus, run)
+    return repository.to_detail(session, run)
+
+
+def dispatch(session: Session, dispatcher: Dispatcher, run: Run) -> bool:
+    """Send the committed run's task; record it. False (run left queued, unsent) when the broker is down."""
+    try:
+        tid = dispatcher.send(run.id, run.kind, run.spec, run.attempt, run.queue)
+    except Exception as exc:
+        log.warning("run %s: sending attempt %d failed (%s); the watchdog will re-send", run.id, run.attempt, exc)
+        return False
+    run.task_id, run.dispatched_at = tid, utcnow()
+    session.add(run)
+    session.commit()
+    return True
+
+
+def get(session: Session, *, caller: Caller, run_id: str) -> Run:
+    run = repository.get_run(session, run_id=run_id, team_ids=caller.team_ids)
+    if run is None:
+        raise RunNotFound(f"run {run_id} not found")
+    return run
+
+
+def update(session: Session, *, caller: Caller, bus: EventBus | None, run_id: str, body: RunUpdate) -> RunDetail:
+    run = get(session, caller=caller, run_id=run_id)
+    if body.name is not None:
+        run.name = body.name
+    if body.notes is not None:
+        run.notes = body.notes
+    if body.tags is not None:
+        repository.set_tags(session, run_id=run.id, tags=body.tags)
+    session.add(run)
+    session.commit()
+    publish_run(session, bus, run)
+    return repository.to_detail(session, run)
+
+
+def cancel(session: Session, *, caller: Caller, redis_client: redis.Redis, dispatcher: Dispatcher,
+           bus: EventBus | None, run_id: str) -> RunDetail:
+    """Cooperative: the worker sees the flag at its next step. A run not started yet is cancelled at once."""
+    run = get(session, caller=caller, run_id=run_id)
+    if run.status in TERMINAL:
+        if run.status == "cancelled":
+            return repository.to_detail(session, run)
+        raise Conflict(f"run {run_id} already {run.status}")
+    redis_client.set(protocol.cancel_key(run.id), "1", ex=CANCEL_FLAG_TTL)
+    now = utcnow()
+    run.cancel_requested, run.cancel_requested_at = True, now
+    if run.status in ("queued", "lost"):
+        run.status, run.finished_at, run.message = "cancelled", now, "cancelled before it started"
+    session.add(run)
+    session.commit()
+    if run.status == "cancelled" and run.task_id:
+        try:
+            dispatcher.revoke(run.task_id)
+        except Exception as exc:  # the flag already stops it; revoke only saves a worker the start
+            log.warning("run %s: revoke failed: %s", run.id, exc)
+    publish_run(session, bus, run)
+    return repository.to_detail(session, run)
+
+
+def resume(session: Session, *, caller: Caller, redis_client: redis.Redis, dispatcher: Dispatcher,
+           bus: EventBus | None, run_id: str) -> RunDetail:
+    """Queue a finished-but-unsuccessful run again: same id, next attempt, from its latest checkpoint."""
+    run = get(session, caller=caller, run_id=run_id)
+    if run.status not in ("failed", "cancelled", "lost"):
+        raise Conflict(f"run {run_id} is {run.status}; only failed, cancelled or lost runs resume")
+    redis_client.delete(protocol.cancel_key(run.id))
+    requeue(run, message="resumed")
+    session.add(run)
+    session.commit()
+    dispatch(session, dispatcher, run)
+    publish_run(session, bus, run)
+    return repository.to_detail(session, run)
+
+
+def requeue(run: Run, message: str) -> None:
+    run.status, run.attempt, run.message = "queued", run.attempt + 1, message
+    run.queued_at, run.dispatched_at, run.task_id = utcnow(), None, None
+    run.finished_at, run.cancel_requested, run.cancel_requested_at, run.revoked_at = None, False, None, None
+    run.worker_id = None
+
+
+def publish_run(session: Session, bus: EventBus | None, run: Run) -> None:
+    """A run's new state to the team stream and the run's own stream (no seq: it is not a worker event)."""
+    if bus is None:
+        return
+    public = repository.to_public(session, [run])[0].model_dump(mode="json")
+    bus.publish_team("run", run.team_id, public)
+    bus.publish_events([{"run_id": run.id, "seq": None, "time": utcnow().timestamp(), "type": "run",
+                         "payload": public}])

@@ -1,0 +1,128 @@
+"""The periodic checks that keep runs moving when something died.
+
+- lost: a running run with no event or heartbeat for `lost_after_s` and no live lock in Redis is re-queued
+  (same run id, attempt + 1, resumed by the worker from its latest checkpoint) up to `max_attempts`, then
+  failed with the reason. A run whose cancel was requested is cancelled instead.
+- revoke: a cooperative cancel that has not ended the run within `cancel_grace_s` is revoked (terminated).
+- re-send: a queued run whose task never reached the broker (Redis was down) is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from server.core.config import Settings
+from server.core.db import utcnow, writer
+from server.events.bus import EventBus
+from server.models import Run
+from server.runs.dispatch import Dispatcher
+from server.runs.service import dispatch, publish_run, requeue
+from worker import protocol
+
+log = logging.getLogger("mocolab.watchdog")
+
+
+@dataclass
+class WatchdogResult:
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+
+
+class Watchdog:
+    def __init__(self, engine: Engine, redis_client: redis.Redis, dispatcher: Dispatcher, settings: Settings,
+                 bus: EventBus | None = None) -> None:
+        self.engine = writer(engine)
+        self.redis = redis_client
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.bus = bus
+
+    def check(self, now: datetime | None = None) -> WatchdogResult:
+        now = now or utcnow()
+        result = WatchdogResult()
+        with Session(self.engine, expire_on_commit=False) as session:
+            self._lost(session, now, result)
+            self._revoke(session, now, result)
+            self._resend(session, now, result)
+        return result
+
+    def _lost(self, session: Session, now: datetime, result: WatchdogResult) -> None:
+        cutoff = now - timedelta(seconds=self.settings.lost_after_s)
+        for run in session.exec(select(Run).where(Run.status == "running")).all():
+            seen = max(t for t in (run.last_heartbeat, run.started_at, run.dispatched_at, run.queued_at) if t)
+            if seen >= cutoff or self.redis.exists(protocol.lock_key(run.id)):
+                continue
+            silent = int((now - seen).total_seconds())
+            reason = f"lost: no heartbeat for {silent} s" + (f" from worker {run.worker_id}" if run.worker_id else "")
+            if run.cancel_requested:
+                run.status, run.finished_at, run.message = "cancelled", now, f"cancelled ({reason})"
+                result.cancelled.append(run.id)
+                self._commit(session, run)
+                continue
+            run.status, run.message = "lost", reason
+            self._commit(session, run)
+            if run.attempt < self.settings.max_attempts:
+                log.warning("run %s %s; re-queued as attempt %d", run.id, reason, run.attempt + 1)
+                requeue(run, message=f"{reason}; re-queued as attempt {run.attempt + 1}")
+                self._commit(session, run)
+                dispatch(session, self.dispatcher, run)
+                result.requeued.append(run.id)
+            else:
+                log.error("run %s %s; failed after %d attempts", run.id, reason, run.attempt)
+                run.status, run.finished_at = "failed", now
+                run.error = f"{reason}; gave up after {run.attempt} attempts"
+                self._commit(session, run)
+                result.failed.append(run.id)
+
+    def _revoke(self, session: Session, now: datetime, result: WatchdogResult) -> None:
+        cutoff = now - timedelta(seconds=self.settings.cancel_grace_s)
+        query = select(Run).where(Run.status == "running", col(Run.cancel_requested).is_(True),
+                                  col(Run.revoked_at).is_(None), col(Run.cancel_requested_at) < cutoff)
+        for run in session.exec(query).all():
+            if run.task_id:
+                try:
+                    self.dispatcher.revoke(run.task_id)
+                except Exception as exc:
+                    log.warning("run %s: revoke failed (%s); retrying next pass", run.id, exc)
+                    continue
+            log.warning("run %s did not stop within %.0f s of its cancel; revoked", run.id,
+                        self.settings.cancel_grace_s)
+            run.revoked_at = now
+            self._commit(session, run, publish=False)
+            result.revoked.append(run.id)
+
+    def _resend(self, session: Session, now: datetime, result: WatchdogResult) -> None:
+        cutoff = now - timedelta(seconds=self.settings.resend_after_s)
+        query = select(Run).where(Run.status == "queued", col(Run.dispatched_at).is_(None), col(Run.queued_at) < cutoff)
+        for run in session.exec(query.order_by(col(Run.queued_at)).limit(100)).all():
+            if not dispatch(session, self.dispatcher, run):
+                return  # the broker is still down; try again next pass
+            result.resent.append(run.id)
+
+    def _commit(self, session: Session, run: Run, publish: bool = True) -> None:
+        session.add(run)
+        session.commit()
+        if publish:
+            publish_run(session, self.bus, run)
+
+
+async def run_watchdog(watchdog: Watchdog, stop: asyncio.Event, every_s: float) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(watchdog.check)
+        except (SQLAlchemyError, redis.RedisError) as exc:
+            log.warning("watchdog pass failed (%s: %s)", type(exc).__name__, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
