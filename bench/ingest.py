@@ -133,7 +133,7 @@ def main() -> None:
         while stored < total_points and time.monotonic() < deadline:
             time.sleep(0.1)
             with engine.connect() as con:
-                stored = con.execute(sa.text("SELECT count(*) FROM metric")).scalar_one()
+                stored = con.execute(sa.text("SELECT count(*) FROM metrics")).scalar_one()
         elapsed = time.perf_counter() - t0
         for p in procs:
             p.join()
