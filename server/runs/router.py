@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
-from mocov3_core.config import json_schema
-from mocov3_core.presets import PRETRAIN_PRESETS, list_presets
 from pydantic import BaseModel
 from sqlmodel import Session
 
+from mocov3_core.config import json_schema
+from mocov3_core.presets import PRETRAIN_PRESETS, list_presets
 from server.core.errors import ERROR_RESPONSES
 from server.deps import BusDep, CallerDep, DispatcherDep, RedisDep, SessionDep, SettingsDep
 from server.runs import metrics, repository, service
@@ -105,7 +105,8 @@ def evaluate_run(run_id: RunId, body: EvaluateRequest, session: SessionDep, sett
 
 @router.get("/runs/{run_id}/metrics", response_model=RunMetrics)
 def read_metrics(run_id: RunId, session: SessionDep, caller: CallerDep,
-                 keys: Annotated[str | None, Query(max_length=2000, description="Comma-separated; default all.")] = None,
+                 keys: Annotated[str | None, Query(max_length=2000,
+                                                   description="Comma-separated; default all.")] = None,
                  start: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None,
                  end: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None,
                  buckets: Annotated[int | None, Query(ge=1, le=20_000, description="Downsample to N buckets "
@@ -169,7 +170,8 @@ def export_json(run_id: RunId, session: SessionDep, caller: CallerDep) -> RunExp
     run = service.get(session, caller=caller, run_id=run_id)
     return RunExport(
         run=repository.to_detail(session, run), metrics=metrics.json_series(session, run_id=run_id),
-        alerts=[AlertPublic.model_validate(a, from_attributes=True) for a in repository.alerts_of(session, run_id=run_id)],
+        alerts=[AlertPublic.model_validate(a, from_attributes=True)
+                for a in repository.alerts_of(session, run_id=run_id)],
         checkpoints=[CheckpointPublic.model_validate(c, from_attributes=True)
                      for c in repository.checkpoints_of(session, run_id=run_id)],
         evals=[EvalResultPublic.model_validate(e, from_attributes=True)

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from mocov3_core.config import ConfigError
-from mocov3_core.presets import build_spec
 from sqlmodel import Session
 
+from mocov3_core.config import ConfigError
+from mocov3_core.presets import build_spec
 from server.auth.service import Caller, get_or_create_project
 from server.core.config import Settings
 from server.core.db import utcnow
