@@ -127,13 +127,17 @@ class KnnMonitor:
 
 class Pretrainer:
     def __init__(self, cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | None = None,
-                 run_id: str | None = None, should_stop: Callable[[], bool] | None = None, first_seq: int = 0) -> None:
+                 run_id: str | None = None, should_stop: Callable[[], bool] | None = None,
+                 first_seq: int | None = None) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.should_stop = should_stop or (lambda: False)
         self.run_id = run_id or uuid.uuid4().hex[:12]
-        self.emitter = Emitter(self.run_id, sinks or [], seq=first_seq)
+        self.emitter = Emitter(self.run_id, sinks or [], seq=first_seq or 0)
+        # a caller that knows the last seq it delivered numbers on from there (the worker); the checkpoint's
+        # seq may be ahead of what was delivered when the process died, and using it would leave a gap
+        self.seq_from_checkpoint = first_seq is None
 
         # ---- system
         self.device = resolve_device(cfg.train.device)
@@ -247,7 +251,8 @@ class Pretrainer:
             self.rollbacks = ckpt.get("rollbacks", 0)
             self.run_id = ckpt["run_id"]
             self.emitter.run_id = ckpt["run_id"]
-            self.emitter.seq = max(self.emitter.seq, ckpt["seq"])
+            if self.seq_from_checkpoint:
+                self.emitter.seq = max(self.emitter.seq, ckpt["seq"])
         if self.knn and ckpt.get("knn"):
             self.knn.load_state_dict(ckpt["knn"])
         return int(ckpt["step"])
@@ -423,11 +428,11 @@ class Pretrainer:
 
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | None = None,
              run_id: str | None = None, resume: str | Path | None = "auto",
-             should_stop: Callable[[], bool] | None = None, first_seq: int = 0) -> PretrainResult:
+             should_stop: Callable[[], bool] | None = None, first_seq: int | None = None) -> PretrainResult:
     """Pretrain with MoCo v3; events go to `sinks`, checkpoints to out_dir/checkpoints.
 
-    first_seq: where event numbering starts; a resumed run continues from max(first_seq, the checkpoint's
-    seq), so a worker that knows the last seq it delivered never reuses a number.
+    first_seq: where event numbering starts, for a caller that knows the last seq it delivered (the worker:
+    no reused number, no gap); None = 0, or on resume the checkpoint's seq (the CLI and its JSONL log).
     """
     trainer = Pretrainer(cfg, out_dir, sinks, run_id, should_stop, first_seq)
     try:

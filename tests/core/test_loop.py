@@ -105,3 +105,20 @@ def test_rollback_policy_restores_last_healthy_checkpoint_with_lower_lr(tmp_path
     steps = [e.payload["step"] for e in sink.of_type("metrics")]
     assert steps.count(8) == 2 and steps.count(9) == 2  # steps 8, 9 were trained again after the rollback
     assert load_checkpoint(result.checkpoint)["lr_scale"] == 0.5
+
+
+def test_resume_numbers_events_from_the_callers_first_seq(tmp_path: Path) -> None:
+    """A worker that delivered events up to seq 4 before dying continues at 5, even though the checkpoint
+    was written later (its own seq is ahead): no gap in what the server receives."""
+    calls = {"n": 0}
+
+    def stop_after_6() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 6
+
+    pretrain(spec("train.max_steps=10"), tmp_path, resume=None, should_stop=stop_after_6)
+    assert load_checkpoint(tmp_path)["seq"] > 5
+    sink = ListSink()
+    pretrain(spec("train.max_steps=10"), tmp_path, sinks=[sink], resume="auto", first_seq=5)
+    seqs = [e.seq for e in sink.events]
+    assert seqs == list(range(5, 5 + len(seqs)))
