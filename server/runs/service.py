@@ -80,13 +80,7 @@ def submit(session: Session, *, settings: Settings, caller: Caller, dispatcher: 
     run = Run(id=new_run_id(), kind=body.kind, name=body.name or spec.get("name"), spec=spec, status="queued",
               team_id=team_id, project_id=project.id, owner_id=caller.user.id, notes=body.notes, queue=body.queue,
               checkpoint=spec.get("checkpoint"))
-    session.add(run)
-    session.flush()
-    repository.set_tags(session, run_id=run.id, tags=body.tags)
-    session.commit()
-    dispatch(session, dispatcher, run)
-    publish_run(session, bus, run)
-    return repository.to_detail(session, run)
+    return _enqueue(session, dispatcher, bus, run, body.tags)
 
 
 def evaluate(session: Session, *, settings: Settings, caller: Caller, dispatcher: Dispatcher, bus: EventBus | None,
@@ -104,13 +98,7 @@ def evaluate(session: Session, *, settings: Settings, caller: Caller, dispatcher
               spec=spec, status="queued", team_id=parent.team_id, project_id=parent.project_id,
               owner_id=caller.user.id, queue=body.queue or parent.queue, parent_run_id=parent.id,
               checkpoint=spec["checkpoint"])
-    session.add(run)
-    session.flush()
-    repository.set_tags(session, run_id=run.id, tags=body.tags)
-    session.commit()
-    dispatch(session, dispatcher, run)
-    publish_run(session, bus, run)
-    return repository.to_detail(session, run)
+    return _enqueue(session, dispatcher, bus, run, body.tags)
 
 
 def dispatch(session: Session, dispatcher: Dispatcher, run: Run) -> bool:
@@ -201,3 +189,14 @@ def publish_run(session: Session, bus: EventBus | None, run: Run) -> None:
     bus.publish_team("run", run.team_id, public)
     bus.publish_events([{"run_id": run.id, "seq": None, "time": utcnow().timestamp(), "type": "run",
                          "payload": public}])
+
+
+def _enqueue(session: Session, dispatcher: Dispatcher, bus: EventBus | None, run: Run, tags: list[str]) -> RunDetail:
+    """Commit the queued run with its tags first, and only then send its task and announce it."""
+    session.add(run)
+    session.flush()
+    repository.set_tags(session, run_id=run.id, tags=tags)
+    session.commit()
+    dispatch(session, dispatcher, run)
+    publish_run(session, bus, run)
+    return repository.to_detail(session, run)
