@@ -9,7 +9,7 @@ on run 0 records now - event.time for every event it receives.
 Baseline: the naive ingestion of a tracker that writes each event as it comes: one INSERT per metric
 point and a commit per event, into the same SQLite file, for the same events (in-process, no Redis).
 
-    python bench/ingest.py                  # 4 workers x 2,500 events x 10 values = 100,000 points
+    python bench/ingest.py                  # 4 workers x 10,000 events x 10 values = 400,000 points
     python bench/ingest.py --database-url postgresql+psycopg://root@127.0.0.1:5432/test
 """
 
@@ -75,7 +75,7 @@ def naive_baseline(path: Path, events: int, k: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--events", type=int, default=2500, help="metrics events per worker")
+    ap.add_argument("--events", type=int, default=10_000, help="metrics events per worker")
     ap.add_argument("--values", type=int, default=10, help="metric values per event")
     ap.add_argument("--paced-rate", type=float, default=10_000, help="points/s of the latency phase (all workers)")
     ap.add_argument("--paced-seconds", type=float, default=10.0)

@@ -1,18 +1,21 @@
 """Idempotent batch writes for SQLite and PostgreSQL: insert-if-new (returning what was new) and upsert.
 
-SQLite: one cached INSERT .. ON CONFLICT statement executed for all rows (SQLAlchemy batches them into
-multi-row statements). PostgreSQL: the rows are COPYed into a temporary staging table, then moved with one
-INSERT .. SELECT .. ON CONFLICT, which is several times faster than any multi-row INSERT from Python.
+SQLite: the driver's own cursor, under the transaction SQLAlchemy began (BEGIN IMMEDIATE for the ingest, so
+nothing else writes between a check and an insert): one `executemany` for an upsert, and for insert-if-new
+one `execute` per row whose rowcount says whether it was new. Both skip SQLAlchemy's per-row parameter
+processing, which cost more than SQLite itself (docs/benchmarks.md). PostgreSQL: the rows are COPYed into
+a temporary staging table, then moved with one INSERT .. SELECT .. ON CONFLICT, which is several times
+faster than any multi-row INSERT from Python.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Table
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
@@ -28,8 +31,22 @@ def insert_new(session: Session, table: Table, rows: Sequence[dict[str, Any]],
             f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {staged} ON CONFLICT ({', '.join(keys)}) "
             f"DO NOTHING RETURNING {', '.join(keys)}")
         return {tuple(r) for r in result}
-    stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=keys).returning(*(table.c[k] for k in keys))
-    return {tuple(r) for r in session.connection().execute(stmt, list(rows))}
+    names, params = _sqlite_params(table, rows)
+    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+           f"ON CONFLICT ({', '.join(keys)}) DO NOTHING")
+    at = [names.index(k) for k in keys]
+    inserted: set[tuple[Any, ...]] = set()
+    cur = _sqlite_cursor(session)
+    try:
+        for row in params:
+            cur.execute(sql, row)
+            if cur.rowcount == 1:
+                inserted.add(tuple(row[i] for i in at))
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+    finally:
+        cur.close()
+    return inserted
 
 
 def upsert(session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str],
@@ -45,9 +62,16 @@ def upsert(session: Session, table: Table, rows: Sequence[dict[str, Any]], keys:
             f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {staged} ON CONFLICT ({', '.join(keys)}) "
             f"DO UPDATE SET {sets}")
         return
-    stmt = sqlite.insert(table)
-    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in update})
-    session.connection().execute(stmt, list(rows))
+    names, params = _sqlite_params(table, rows)
+    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+           f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in update)}")
+    cur = _sqlite_cursor(session)
+    try:
+        cur.executemany(sql, params)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+    finally:
+        cur.close()
 
 
 def _dialect(session: Session) -> str:
@@ -55,6 +79,22 @@ def _dialect(session: Session) -> str:
     if name not in ("sqlite", "postgresql"):
         raise NotImplementedError(f"ingest supports SQLite and PostgreSQL, not {name}")
     return name
+
+
+def _sqlite_cursor(session: Session) -> sqlite3.Cursor:
+    conn = session.connection()  # begins the session's transaction if it has not yet
+    driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+    return driver.cursor()
+
+
+def _sqlite_params(table: Table, rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and plain row tuples (JSON columns as text, as SQLAlchemy's JSON type stores them)."""
+    names = list(rows[0])
+    as_json = [isinstance(table.c[n].type, JSON) for n in names]
+    if not any(as_json):
+        return names, [tuple(row[n] for n in names) for row in rows]
+    return names, [tuple(json.dumps(row[n]) if j else row[n] for n, j in zip(names, as_json, strict=True))
+                   for row in rows]
 
 
 def _stage(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
