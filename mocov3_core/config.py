@@ -15,6 +15,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Framework = Literal["mocov3", "simclr", "byol", "swav"]
+# BN in an MLP head: after every Linear (the last one without affine, MoCo v3's heads), after the hidden
+# Linears only (BYOL's heads), or nowhere (the paper's SwAV on ViT, App. A)
+HeadBN = Literal["all", "hidden", "none"]
 Device = Literal["auto", "cpu", "cuda"]
 DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder", "idx", "npz"]
 
@@ -47,8 +51,9 @@ class ModelConfig(_Strict):
 class MocoConfig(_Strict):
     """MoCo v3 heads, loss and momentum encoder (paper §3, §5; reference §1)."""
 
-    dim: int = Field(256, ge=8, description="Output dimension of projector and predictor.")
-    mlp_dim: int = Field(4096, ge=8, description="Hidden width of the MLP heads.")
+    dim: int = Field(256, ge=8, description="Output dimension of projector and predictor (also the other frameworks' "
+                     "heads unless their section sets dim).")
+    mlp_dim: int = Field(4096, ge=8, description="Hidden width of the MLP heads (likewise shared).")
     proj_layers: int | None = Field(None, ge=1, le=4, description="Projector depth; None = 3 for ViT, 2 for ResNet.")
     pred_layers: int = Field(2, ge=1, le=4, description="Predictor depth.")
     head_bn: bool = Field(True, description="BN in the MLP heads (without: 74.4 vs 76.5).")
@@ -57,6 +62,59 @@ class MocoConfig(_Strict):
     momentum: float = Field(0.99, ge=0.0, le=1.0,
                             description="m0 of the momentum encoder (0.99; ablation 0/0.9/0.999).")
     momentum_cosine: bool = Field(True, description="Half-cosine schedule of m from m0 to 1 per iteration.")
+
+
+_HEAD_DIM = "Output width of the projector; None = moco.dim (every framework gets the same heads, as in the paper's "\
+    "comparison, so a preset's head size applies to all)."
+_HEAD_MLP = "Hidden width of the MLP heads; None = moco.mlp_dim."
+_HEAD_LAYERS = "Projector depth; None = moco.proj_layers (3 for ViT, 2 for ResNet)."
+
+
+class SimclrConfig(_Strict):
+    """SimCLR (Chen et al. 2020) on the same backbone: NT-Xent over the 2N crops of the batch, every other crop a
+    negative, gathered with gradient across GPUs; no predictor, no momentum encoder (paper §6.1, Table 4)."""
+
+    dim: int | None = Field(None, ge=8, description=_HEAD_DIM)
+    mlp_dim: int | None = Field(None, ge=8, description=_HEAD_MLP)
+    proj_layers: int | None = Field(None, ge=1, le=4, description=_HEAD_LAYERS)
+    head_bn: HeadBN = Field("all", description="BN in the projector: 'all' = MoCo v3's head (whose final BN "
+                            "is SimCLR's, gamma removed), 'hidden', 'none'.")
+    temperature: float = Field(0.2, gt=0.0, description="τ of NT-Xent; 0.2 = the paper's ViT value for MoCo v3 "
+                               "(SimCLR's own ImageNet value is 0.1).")
+
+
+class ByolConfig(_Strict):
+    """BYOL (Grill et al. 2020): online encoder + predictor regress the momentum target's projection with the
+    normalised MSE 2 - 2cos, symmetrised; no negatives. BN in the hidden layers of the heads only (paper App. A)."""
+
+    dim: int | None = Field(None, ge=8, description=_HEAD_DIM)
+    mlp_dim: int | None = Field(None, ge=8, description=_HEAD_MLP)
+    proj_layers: int | None = Field(None, ge=1, le=4, description=_HEAD_LAYERS)
+    pred_layers: int = Field(2, ge=1, le=4, description="Predictor depth (BYOL: 2).")
+    head_bn: HeadBN = Field("hidden", description="BN in projector and predictor: 'hidden' = BYOL's heads (the "
+                            "paper's BYOL on ViT), 'all', 'none'.")
+    momentum: float = Field(0.99, ge=0.0, le=1.0, description="m0 of the target encoder (BYOL: 0.99 for 300 "
+                            "epochs, 0.996 for 1000), raised to 1 by the same half-cosine as MoCo v3's.")
+    momentum_cosine: bool = Field(True, description="Half-cosine schedule of m from m0 to 1 per iteration.")
+
+
+class SwavConfig(_Strict):
+    """SwAV (Caron et al. 2020) with two crops (no multi-crop, as the paper compared): l2-normalised projections
+    scored against normalised prototypes, codes from 3 Sinkhorn-Knopp iterations on the batch, swapped prediction.
+    No BN in the heads, as the paper ran SwAV on ViT (App. A); no queue (the paper's batch is 4096)."""
+
+    dim: int | None = Field(None, ge=8, description=_HEAD_DIM)
+    mlp_dim: int | None = Field(None, ge=8, description=_HEAD_MLP)
+    proj_layers: int | None = Field(None, ge=1, le=4, description=_HEAD_LAYERS)
+    head_bn: HeadBN = Field("none", description="BN in the projector: 'none' = the paper's SwAV on ViT.")
+    num_prototypes: int = Field(3000, ge=2, description="Number of prototypes K (SwAV on ImageNet: 3000).")
+    temperature: float = Field(0.1, gt=0.0, description="τ of the softmax over prototype scores (SwAV: 0.1).")
+    epsilon: float = Field(0.05, gt=0.0, description="Entropy regularisation of Sinkhorn-Knopp (SwAV: 0.05; "
+                           "smaller is sharper and less stable).")
+    sinkhorn_iters: int = Field(3, ge=1, description="Sinkhorn-Knopp iterations (SwAV: 3).")
+    freeze_prototypes_epochs: float = Field(1.0, ge=0.0, description="Prototypes get no update during the first "
+                                            "epochs (SwAV: 313 iterations, one epoch at batch 4096); 0 = never "
+                                            "frozen.")
 
 
 class DataConfig(_Strict):
@@ -143,18 +201,49 @@ class FaultConfig(_Strict):
     spike_scale: float = Field(1000.0, gt=1.0)
 
 
+# lr and wd the paper used for the other frameworks on ViT (Fig. 6: ViT-B, batch 4096; lr and wd were searched per
+# framework, §6.1). Applied when the spec leaves optim.base_lr / optim.weight_decay unset. SwAV's were not published:
+# it keeps MoCo v3's. Source: reference §6 (values via a secondary summary of Fig. 6, marked uncertain there).
+FRAMEWORK_OPTIM: dict[str, dict[str, float]] = {
+    "simclr": {"base_lr": 2e-4, "weight_decay": 0.1},
+    "byol": {"base_lr": 1e-4, "weight_decay": 0.03},
+}
+
+
 class PretrainConfig(_Strict):
     kind: Literal["pretrain"] = "pretrain"
-    framework: Literal["mocov3"] = "mocov3"
+    framework: Framework = Field(
+        "mocov3", description="Self-supervised method: mocov3, simclr, byol or swav (paper §6.1, Table 4), each on the "
+        "same backbone, data, augmentation and monitor; its settings are in the section of the same name (moco for "
+        "mocov3). optim.base_lr and optim.weight_decay, when unset, take the framework's paper values "
+        "(simclr 2e-4 / 0.1, byol 1e-4 / 0.03, otherwise 1.5e-4 / 0.1).")
     name: str | None = Field(None, description="Human-readable run name.")
     model: ModelConfig = Field(default_factory=ModelConfig)
     moco: MocoConfig = Field(default_factory=MocoConfig)
+    simclr: SimclrConfig = Field(default_factory=SimclrConfig)
+    byol: ByolConfig = Field(default_factory=ByolConfig)
+    swav: SwavConfig = Field(default_factory=SwavConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     faults: FaultConfig = Field(default_factory=FaultConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _framework_optim_defaults(cls, data: Any) -> Any:
+        """optim.base_lr / optim.weight_decay left unset take the chosen framework's paper values."""
+        if not isinstance(data, dict) or data.get("framework") not in FRAMEWORK_OPTIM:
+            return data
+        paper = FRAMEWORK_OPTIM[data["framework"]]
+        optim = data.get("optim")
+        if optim is None or isinstance(optim, dict):
+            return {**data, "optim": {**paper, **(optim or {})}}
+        if isinstance(optim, OptimConfig):
+            unset = {k: v for k, v in paper.items() if k not in optim.model_fields_set}
+            return {**data, "optim": OptimConfig(**{**optim.model_dump(include=optim.model_fields_set), **unset})}
+        return data  # not a section: the field validation reports it with its path
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:

@@ -65,6 +65,19 @@ PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
 PRETRAIN_PRESETS["fmnist_tiny_nan"] = merge(PRETRAIN_PRESETS["fmnist_tiny"], {
     "faults": {"nan_grad_at_step": 12}, "monitor": {"policy": "stop"}})
 
+# The paper's comparison (§6.1, Table 4) at CPU size: each framework on the same backbone, data, heads (the moco
+# section's sizes) and schedule as fmnist_small / fmnist_tiny. Only the framework's own settings differ: SwAV gets
+# fewer prototypes than its 3000 (10 classes, batches of 64-256) and a shorter prototype freeze than its one epoch.
+_FMNIST_FRAMEWORKS: dict[str, dict[str, Any]] = {
+    "simclr": {"framework": "simclr"},
+    "byol": {"framework": "byol"},
+    "swav": {"framework": "swav", "swav": {"num_prototypes": 100, "freeze_prototypes_epochs": 0.25}},
+}
+for _fw, _over in _FMNIST_FRAMEWORKS.items():
+    PRETRAIN_PRESETS[f"fmnist_small_{_fw}"] = merge(PRETRAIN_PRESETS["fmnist_small"], copy.deepcopy(_over))
+    PRETRAIN_PRESETS[f"fmnist_tiny_{_fw}"] = merge(PRETRAIN_PRESETS["fmnist_tiny"], copy.deepcopy(_over))
+PRETRAIN_PRESETS["fmnist_tiny_swav"] = merge(PRETRAIN_PRESETS["fmnist_tiny_swav"], {"swav": {"num_prototypes": 30}})
+
 
 def list_presets() -> list[str]:
     return sorted(PRETRAIN_PRESETS)

@@ -12,24 +12,16 @@ import torch
 from torch import nn
 
 from ..config import MocoConfig, ModelConfig
+from ..frameworks._base import Encoder, Framework
 from ..models import bn_views, build_backbone, wrap_batchnorms
 from .heads import build_mlp
 from .loss import symmetric_loss
 from .momentum import MomentumUpdater
 
-
-class Encoder(nn.Module):
-    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projector = projector
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.backbone.features(x)  # type: ignore[operator]
-        return feats, self.projector(feats)
+__all__ = ["Encoder", "MoCo"]
 
 
-class MoCo(nn.Module):
+class MoCo(Framework):
     def __init__(self, model_cfg: ModelConfig, cfg: MocoConfig, img_size: int, in_chans: int = 3) -> None:
         super().__init__()
         self.cfg = cfg
@@ -46,17 +38,20 @@ class MoCo(nn.Module):
         for p in self.momentum.parameters():
             p.requires_grad = False
         wrap_batchnorms(self)
-        self.update_momentum = MomentumUpdater(self.base, self.momentum)
+        self.ema = MomentumUpdater(self.base, self.momentum)
+        self.target_momentum = (cfg.momentum, cfg.momentum_cosine)
 
-    @property
-    def backbone(self) -> nn.Module:
-        return self.base.backbone
+    def head_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"projector": list(self.base.projector.parameters()), "predictor": list(self.predictor.parameters())}
+
+    def update_momentum(self, m: float) -> None:
+        self.ema(m)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Symmetrised loss of the two views [B, C, H, W] each -> (loss, detached backbone features of x1)."""
         b = x1.shape[0]
         x = torch.cat([x1, x2])  # [2B, C, H, W]: view 1 rows then view 2 rows
-        with bn_views(2):
+        with bn_views(self.bn_views):
             feats, z = self.base(x)
             q = self.predictor(z)
             with torch.no_grad():

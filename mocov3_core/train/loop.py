@@ -1,11 +1,13 @@
-"""MoCo v3 pretraining: setup in labelled stages, then one loop over global steps.
+"""Self-supervised pretraining (MoCo v3, SimCLR, BYOL or SwAV): setup in labelled stages, then one loop over
+global steps.
 
-Per step (reference §1.2 pseudocode): look up lr and m; build both views on the device; one forward of
-the 2B crops through each encoder (per-view BN); the symmetrised 2τ-scaled loss; backward; per-layer
-gradient norms and a non-finite flag computed on the device; the optimizer step, skipped on the device
-when a gradient is non-finite; the momentum update. Metrics stay on the device and are read back every
-`train.log_every` steps (one host sync per interval); the stability monitor then looks at each step in
-order and the run's policy acts on its alerts.
+Per step (reference §1.2 pseudocode): look up lr and, for frameworks with a momentum encoder, m; build both
+views on the device; the framework's forward of the 2B crops and its loss (`frameworks/_base.py` is the
+interface: MoCo v3's symmetrised 2τ-scaled contrastive loss by default); backward; the framework's
+after-backward hook; per-layer gradient norms and a non-finite flag computed on the device; the optimizer
+step, skipped on the device when a gradient is non-finite; the momentum update. Metrics stay on the device
+and are read back every `train.log_every` steps (one host sync per interval); the stability monitor then
+looks at each step in order and the run's policy acts on its alerts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..config import PretrainConfig
 from ..data import TrainStream, TwoViewAugment, eval_batches, load_dataset
 from ..eval.knn import weighted_knn
 from ..events import Emitter, EventSink
-from ..moco import MoCo
+from ..frameworks import Framework, build_framework
 from ..monitor import Alert, StabilityMonitor
 from ..system import autocast, resolve_device, resolve_precision
 from .checkpoint import (
@@ -64,20 +66,23 @@ def step_seed(seed: int, step: int) -> int:
 class GradNorms:
     """Per-group gradient L2 norms on the device, for the monitor (paper Fig. 4): no host sync."""
 
-    def __init__(self, model: MoCo) -> None:
-        groups = {**model.backbone.layer_groups(), "projector": list(model.base.projector.parameters()),  # type: ignore[operator]
-                  "predictor": list(model.predictor.parameters())}
+    def __init__(self, model: Framework) -> None:
+        groups = {**model.backbone.layer_groups(), **model.head_groups()}  # type: ignore[operator]
         slot = {id(p): GROUPS.index(name) for name, params in groups.items() for p in params}
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.slots = [slot.get(id(p), len(GROUPS)) for p in self.params]
         self._index: torch.Tensor | None = None
+        self._present: tuple[bool, ...] = ()
 
     def __call__(self) -> torch.Tensor:
         """-> [1 + len(GROUPS)] tensor: global norm, then each group's norm (0 for frozen groups)."""
+        present = tuple(p.grad is not None for p in self.params)
         grads = [p.grad for p in self.params if p.grad is not None]
-        if self._index is None:
-            self._index = torch.tensor([s for p, s in zip(self.params, self.slots, strict=True) if p.grad is not None],
+        if present != self._present:  # built once, again only when a hook drops a grad (SwAV's frozen prototypes)
+            self._present = present
+            self._index = torch.tensor([s for s, has in zip(self.slots, present, strict=True) if has],
                                        device=grads[0].device)
+        assert self._index is not None
         sq = torch.stack(torch._foreach_norm(grads)).float() ** 2
         per_group = torch.zeros(len(GROUPS) + 1, device=sq.device).index_add_(0, self._index, sq)
         return torch.cat([sq.sum().reshape(1), per_group[: len(GROUPS)]]).sqrt()
@@ -165,8 +170,8 @@ class Pretrainer:
         self.total_steps = cfg.optim.epochs * self.ipe
         self.end_step = min(self.total_steps, cfg.train.max_steps or self.total_steps)
 
-        # ---- encoders
-        model = MoCo(cfg.model, cfg.moco, cfg.data.crop_size).to(self.device)
+        # ---- encoders (cfg.framework's: the online encoder, its heads and any momentum target)
+        model = build_framework(cfg).to(self.device)
         self.model = model
         self.ddp: nn.Module = model
         if self.dist.enabled:
@@ -273,12 +278,14 @@ class Pretrainer:
         return step
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, step: int) -> tuple[torch.Tensor, float, float]:
-        """One optimisation step -> (device row of METRIC_KEYS, lr, m); nothing here waits for the device."""
+    def train_step(self, step: int) -> tuple[torch.Tensor, float, float | None]:
+        """One optimisation step -> (device row of METRIC_KEYS, lr, m or None without a momentum encoder); nothing
+        here waits for the device."""
         cfg = self.cfg
         t = step / self.ipe  # fractional epoch
         lr = learning_rate(t, self.peak_lr * self.lr_scale, cfg.optim.warmup_epochs, cfg.optim.epochs)
-        m = momentum(t, cfg.moco.momentum, cfg.optim.epochs, cfg.moco.momentum_cosine)
+        ema = self.model.target_momentum
+        m = momentum(t, ema[0], cfg.optim.epochs, ema[1]) if ema else None
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -300,6 +307,7 @@ class Pretrainer:
             self.scaler.unscale_(self.optimizer)
         else:
             loss_for_grad.backward()
+        self.model.after_backward(t)
         if cfg.faults.nan_grad_at_step == step and "nan" not in self.faults_fired:
             self.faults_fired.add("nan")
             next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(float("nan"))  # type: ignore[union-attr]
@@ -314,13 +322,15 @@ class Pretrainer:
             self.optimizer.step()  # skipped on the device when found_inf is 1
         elif not bool(nonfinite):  # LARS / LAMB: one host sync to skip a bad step
             self.optimizer.step()
-        self.model.update_momentum(m)
+        if m is not None:
+            self.model.update_momentum(m)
         if self.knn is not None:
             self.knn.enqueue(feats, labels)
         return torch.cat([loss.detach().float().reshape(1), norms, nonfinite.float().reshape(1)]), lr, m
 
     # ------------------------------------------------------------------ readback and policy
-    def readback(self, pending: list[tuple[int, tuple[torch.Tensor, float, float]]], elapsed: float) -> Alert | None:
+    def readback(self, pending: list[tuple[int, tuple[torch.Tensor, float, float | None]]],
+                 elapsed: float) -> Alert | None:
         """Read the pending steps' metrics in one sync, emit them, run the monitor; -> the alert to act on."""
         if not pending:
             return None
@@ -329,7 +339,9 @@ class Pretrainer:
         act_on: Alert | None = None
         for (step, (_, lr, m)), row in zip(pending, rows, strict=True):
             values = dict(zip(METRIC_KEYS, row, strict=True))
-            values["lr"], values["momentum"] = lr, m
+            values["lr"] = lr
+            if m is not None:
+                values["momentum"] = m
             if step == pending[-1][0]:
                 values["imgs_per_s"] = imgs_per_s
             self.losses[step] = values["loss"]
@@ -367,9 +379,9 @@ class Pretrainer:
         self.emitter.emit("config", spec=cfg.model_dump(), device=str(self.device), precision=self.precision,
                           world_size=self.dist.world_size, iters_per_epoch=self.ipe, peak_lr=self.peak_lr)
         self.emitter.emit("status", state="running", phase="pretrain", step=step, total_steps=self.end_step,
-                          message=f"pretraining {cfg.model.arch} on {cfg.data.dataset}")
+                          message=f"pretraining {cfg.model.arch} with {cfg.framework} on {cfg.data.dataset}")
         self.model.train()
-        pending: list[tuple[int, tuple[torch.Tensor, float, float]]] = []
+        pending: list[tuple[int, tuple[torch.Tensor, float, float | None]]] = []
         tick = time.perf_counter()
         status, reason = "succeeded", ""
         while step < self.end_step:
@@ -429,7 +441,7 @@ class Pretrainer:
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | None = None,
              run_id: str | None = None, resume: str | Path | None = "auto",
              should_stop: Callable[[], bool] | None = None, first_seq: int | None = None) -> PretrainResult:
-    """Pretrain with MoCo v3; events go to `sinks`, checkpoints to out_dir/checkpoints.
+    """Pretrain with cfg.framework (MoCo v3 by default); events go to `sinks`, checkpoints to out_dir/checkpoints.
 
     first_seq: where event numbering starts, for a caller that knows the last seq it delivered (the worker:
     no reused number, no gap); None = 0, or on resume the checkpoint's seq (the CLI and its JSONL log).
