@@ -1,0 +1,104 @@
+// The one place that talks to /api/v1: base URL, credentials and the handling of 401 live here.
+import type {
+  AlertPublic, CheckpointPublic, EvalKind, EvalResultPublic, EventsPublic, Me, PresetPublic, RunDetail,
+  RunMetrics, RunsPublic, ValidationItem, WorkersPublic,
+} from "./types";
+
+export const API = "/api/v1";
+
+export class ApiError extends Error {
+  constructor(public status: number, public detail: unknown) {
+    super(ApiError.describe(status, detail));
+  }
+
+  /** FastAPI's validation list ({loc, msg}) when the server sent one. */
+  get validation(): ValidationItem[] {
+    return Array.isArray(this.detail) ? (this.detail as ValidationItem[]) : [];
+  }
+
+  static describe(status: number, detail: unknown): string {
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) return detail.map((d: ValidationItem) => `${(d.loc ?? []).join(".")}: ${d.msg}`).join("; ");
+    return `HTTP ${status}`;
+  }
+}
+
+type Unauthorized = () => void;
+let onUnauthorized: Unauthorized = () => {};
+/** Called on every 401 (the app shows the login page). */
+export function setUnauthorizedHandler(fn: Unauthorized): void {
+  onUnauthorized = fn;
+}
+
+export async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  let res: Response;
+  try {
+    res = await fetch(API + path, {
+      method,
+      credentials: "same-origin",
+      headers: body === undefined ? { Accept: "application/json" } : { "Content-Type": "application/json", Accept: "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+    });
+  } catch (err) {
+    if ((err as Error).name === "AbortError") throw err;
+    throw new ApiError(0, "the server cannot be reached");
+  }
+  if (res.status === 204) return undefined as T;
+  const text = await res.text();
+  let data: unknown = undefined;
+  try {
+    data = text ? JSON.parse(text) : undefined;
+  } catch {
+    data = text;
+  }
+  if (!res.ok) {
+    if (res.status === 401) onUnauthorized();
+    const detail = data && typeof data === "object" && "detail" in data ? (data as { detail: unknown }).detail : data;
+    throw new ApiError(res.status, detail ?? res.statusText);
+  }
+  return data as T;
+}
+
+export function qs(params: Record<string, string | number | boolean | null | undefined>): string {
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(params)) {
+    if (v === undefined || v === null || v === "") continue;
+    parts.push(`${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`);
+  }
+  return parts.length ? `?${parts.join("&")}` : "";
+}
+
+export interface RunQuery {
+  status?: string; kind?: string; project?: string; owner?: string; tag?: string; q?: string;
+  parent_run_id?: string; skip?: number; limit?: number;
+}
+
+export interface MetricQuery { keys: string[]; buckets?: number; start?: number; end?: number }
+
+const enc = encodeURIComponent;
+
+export const api = {
+  me: (signal?: AbortSignal) => request<Me>("GET", "/me", undefined, signal),
+  runs: (q: RunQuery, signal?: AbortSignal) => request<RunsPublic>("GET", `/runs${qs({ ...q })}`, undefined, signal),
+  run: (id: string, signal?: AbortSignal) => request<RunDetail>("GET", `/runs/${enc(id)}`, undefined, signal),
+  presets: () => request<PresetPublic[]>("GET", "/presets"),
+  schema: (kind: string) => request<Record<string, unknown>>("GET", `/schema/${enc(kind)}`),
+  submit: (body: Record<string, unknown>) => request<RunDetail>("POST", "/runs", body),
+  cancel: (id: string) => request<RunDetail>("POST", `/runs/${enc(id)}/cancel`),
+  resume: (id: string) => request<RunDetail>("POST", `/runs/${enc(id)}/resume`),
+  evaluate: (id: string, kind: EvalKind, checkpoint_step?: number) =>
+    request<RunDetail>("POST", `/runs/${enc(id)}/evaluate`, checkpoint_step === undefined ? { kind } : { kind, checkpoint_step }),
+  metricKeys: (id: string, signal?: AbortSignal) => request<string[]>("GET", `/runs/${enc(id)}/metric-keys`, undefined, signal),
+  metrics: (id: string, q: MetricQuery, signal?: AbortSignal) =>
+    request<RunMetrics>("GET", `/runs/${enc(id)}/metrics${qs({ keys: q.keys.join(","), buckets: q.buckets, start: q.start, end: q.end })}`,
+      undefined, signal),
+  alerts: (id: string, signal?: AbortSignal) => request<AlertPublic[]>("GET", `/runs/${enc(id)}/alerts`, undefined, signal),
+  checkpoints: (id: string, signal?: AbortSignal) =>
+    request<CheckpointPublic[]>("GET", `/runs/${enc(id)}/checkpoints`, undefined, signal),
+  evals: (id: string, signal?: AbortSignal) => request<EvalResultPublic[]>("GET", `/runs/${enc(id)}/evals`, undefined, signal),
+  events: (id: string, afterSeq: number, limit: number, types?: string[], signal?: AbortSignal) =>
+    request<EventsPublic>("GET", `/runs/${enc(id)}/events${qs({ after_seq: afterSeq, limit, types: types?.join(",") })}`,
+      undefined, signal),
+  workers: (signal?: AbortSignal) => request<WorkersPublic>("GET", "/workers", undefined, signal),
+};

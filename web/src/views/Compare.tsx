@@ -1,0 +1,127 @@
+// Compare runs: curves overlaid per metric, and a table like the paper's: one row per run, the settings
+// that differ between them, and the accuracies.
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { api } from "../api/client";
+import type { RunDetail } from "../api/types";
+import { LineChart, PALETTE, type ChartLine } from "../charts/LineChart";
+import { groupKeys } from "../charts/groups";
+import { fromResponse, type Series } from "../charts/series";
+import { flatten } from "../form/schema";
+import { navigate } from "../router";
+import { Empty, ErrorBox, Link, Loading, StatusBadge, fmtAcc } from "../ui/common";
+
+/** Dotted keys whose values differ between the specs (a key missing in one spec counts as differing). */
+export function diffKeys(specs: Record<string, unknown>[]): string[] {
+  const flats = specs.map((s) => flatten(s));
+  const keys = new Set<string>();
+  flats.forEach((f) => Object.keys(f).forEach((k) => keys.add(k)));
+  return Array.from(keys).filter((k) => {
+    const vals = flats.map((f) => JSON.stringify(f[k] ?? null));
+    return vals.some((v) => v !== vals[0]);
+  }).filter((k) => k !== "name").sort();
+}
+
+const label = (r: RunDetail) => r.name || r.id;
+
+export function ComparePage({ ids }: { ids: string[] }) {
+  const [runs, setRuns] = useState<RunDetail[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [series, setSeries] = useState<Map<string, Map<string, Series>> | null>(null); // run -> key -> series
+  const [keys, setKeys] = useState<string[]>([]);
+  const [input, setInput] = useState(ids.join(", "));
+
+  useEffect(() => {
+    if (ids.length === 0) return;
+    setRuns(null);
+    setSeries(null);
+    const ctrl = new AbortController();
+    (async () => {
+      const rs = await Promise.all(ids.map((id) => api.run(id, ctrl.signal)));
+      setRuns(rs);
+      const keyLists = await Promise.all(ids.map((id) => api.metricKeys(id, ctrl.signal)));
+      const all = Array.from(new Set(keyLists.flat())).sort();
+      setKeys(all);
+      const out = new Map<string, Map<string, Series>>();
+      await Promise.all(ids.map(async (id, i) => {
+        if (!keyLists[i].length) return;
+        const res = await api.metrics(id, { keys: keyLists[i], buckets: 500 }, ctrl.signal);
+        out.set(id, fromResponse(res).series);
+      }));
+      setSeries(out);
+    })().catch((e) => {
+      if ((e as Error).name !== "AbortError") setError(e);
+    });
+    return () => ctrl.abort();
+  }, [ids.join(",")]);
+
+  const diff = useMemo(() => (runs ? diffKeys(runs.map((r) => r.spec)) : []), [runs]);
+
+  const picker = (
+    <form class="filters" onSubmit={(e) => {
+      e.preventDefault();
+      navigate(`/compare?ids=${input.split(/[\s,]+/).filter(Boolean).map(encodeURIComponent).join(",")}`);
+    }}>
+      <label>Run ids <input value={input} size={60} data-testid="compare-ids" onInput={(e) => setInput((e.target as HTMLInputElement).value)} /></label>
+      <button type="submit" class="btn small">Compare</button>
+    </form>
+  );
+
+  if (ids.length === 0) {
+    return (
+      <main class="page">
+        <h1>Compare</h1>
+        {picker}
+        <Empty>Select two or more runs on the <Link href="/">runs page</Link> and press Compare, or paste their ids above.</Empty>
+      </main>
+    );
+  }
+  if (error) return <main class="page"><h1>Compare</h1>{picker}<ErrorBox error={error} /></main>;
+  if (!runs) return <main class="page"><h1>Compare</h1><Loading what="runs" /></main>;
+
+  const color = (i: number) => PALETTE[i % PALETTE.length];
+  const groups = groupKeys(keys);
+  const flats = runs.map((r) => flatten(r.spec));
+  return (
+    <main class="page">
+      <div class="page-head"><h1>Compare {runs.length} runs</h1></div>
+      {picker}
+      <div class="table-wrap">
+        <table class="simple compare" data-testid="compare-table">
+          <thead>
+            <tr>
+              <th scope="col">Run</th><th scope="col">Status</th>
+              {diff.map((k) => <th scope="col" key={k} class="mono small">{k}</th>)}
+              <th scope="col">kNN top-1</th><th scope="col">Linear top-1</th><th scope="col">Fine-tune top-1</th>
+            </tr>
+          </thead>
+          <tbody>
+            {runs.map((r, i) => (
+              <tr key={r.id} data-testid="compare-row" data-run-id={r.id}>
+                <td><span class="swatch" style={{ background: color(i) }} /> <Link href={`/runs/${encodeURIComponent(r.id)}`}>{label(r)}</Link></td>
+                <td><StatusBadge status={r.status} /></td>
+                {diff.map((k) => <td key={k} class="mono small">{JSON.stringify(flats[i][k] ?? null)}</td>)}
+                <td class="num"><b>{fmtAcc(r.best_knn_top1)}</b></td>
+                <td class="num"><b>{fmtAcc(r.best_linear_top1)}</b></td>
+                <td class="num"><b>{fmtAcc(r.best_finetune_top1)}</b></td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {diff.length === 0 && <p class="muted small">These runs have identical configs.</p>}
+      <h2>Curves</h2>
+      {!series ? <Loading what="curves" /> : keys.length === 0 ? <Empty>None of these runs logged metrics.</Empty> : (
+        <div class="chart-grid">
+          {groups.flatMap((g) => g.keys).map((k) => {
+            const lines: ChartLine[] = runs.flatMap((r, i) => {
+              const s = series.get(r.id)?.get(k);
+              return s ? [{ label: label(r), series: s, color: color(i) }] : [];
+            });
+            const g = groups.find((x) => x.keys.includes(k))!;
+            return <LineChart key={k} id={k} title={k} lines={lines} yRange={g.yRange} syncKey="compare" />;
+          })}
+        </div>
+      )}
+    </main>
+  );
+}
