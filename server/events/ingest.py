@@ -35,6 +35,7 @@ from server.core.db import make_engine, migrate, utcnow, wait_for_db, writer
 from server.events import repository as repo
 from server.events.bus import EventBus
 from server.models import TERMINAL, Alert, Checkpoint, EvalResult, Event, Metric, Run, Worker, WorkerHeartbeat
+from server.runs.metrics import refresh_rollups
 from server.runs.repository import to_public
 from worker import protocol
 
@@ -297,6 +298,11 @@ class Ingestor:
             repo.upsert(session, Metric.__table__, [  # type: ignore[attr-defined]
                 {"run_id": r, "key": k, "step": s, "value": v} for (r, k, s), v in metrics.items()],
                 ["run_id", "key", "step"], ["value"])
+            spans: dict[tuple[str, str], tuple[int, int]] = {}
+            for r, k, s in metrics:
+                lo, hi = spans.get((r, k), (s, s))
+                spans[(r, k)] = (min(lo, s), max(hi, s))
+            refresh_rollups(session, spans)
         if alerts:
             repo.insert_new(session, Alert.__table__, alerts, ["run_id", "seq"])  # type: ignore[attr-defined]
         if checkpoints:

@@ -35,23 +35,25 @@ class TestMetrics:
         url = f"/api/v1/runs/{run['id']}/metrics"
         down = client.get(url, params={"keys": "loss", "buckets": 50}, headers=alice.headers).json()
         [loss] = down["series"]
-        assert down["bucket_width"] == 100 and len(loss["step"]) == 50
+        # buckets of at least ROLLUP steps come from the rollups: width rounded up to a multiple of 64
+        assert down["bucket_width"] == 128 and len(loss["step"]) == 40 and down["start"] == 0
         assert sum(loss["count"]) == STEPS
         assert loss["max"].count(100.0) == 1  # the spike survives in exactly its bucket
-        assert loss["step"][loss["max"].index(100.0)] // 100 == SPIKE // 100
+        assert loss["step"][loss["max"].index(100.0)] // 128 == SPIKE // 128
         assert max(loss["value"]) < 100.0  # while the bucket's last point alone would have hidden it
         assert min(loss["min"]) == 1.0
-        assert loss["step"] == [b * 100 + 99 for b in range(50)]  # the last step of each bucket
+        assert loss["step"] == [min(b * 128 + 127, STEPS - 1) for b in range(40)]  # each bucket's last step
 
         full = client.get(url, params={"keys": "loss,lr"}, headers=alice.headers).json()
         assert [s["key"] for s in full["series"]] == ["loss", "lr"]
         assert len(full["series"][0]["step"]) == STEPS and full["series"][0]["value"][SPIKE] == 100.0
         assert full["series"][0]["min"] is None and not full["truncated"]
 
-        window = client.get(url, params={"keys": "loss", "start": 3000, "end": 3499, "buckets": 5},
-                            headers=alice.headers).json()
-        assert window["series"][0]["step"] == [3099, 3199, 3299, 3399, 3499]
-        assert window["series"][0]["max"][2] == 100.0 and window["series"][0]["count"] == [100] * 5
+        window = client.get(url, params={"keys": "loss", "start": 3000, "end": 3499, "buckets": 10},
+                            headers=alice.headers).json()  # 50 steps a bucket: read from the points themselves
+        assert window["bucket_width"] == 50 and window["start"] == 3000
+        assert window["series"][0]["step"] == [3049 + 50 * i for i in range(10)]
+        assert window["series"][0]["max"][4] == 100.0 and window["series"][0]["count"] == [50] * 10
 
         clipped = client.get(url, params={"keys": "lr", "limit": 10}, headers=alice.headers).json()
         assert clipped["truncated"] and len(clipped["series"][0]["step"]) == 10
@@ -111,3 +113,71 @@ class TestExport:
         assert body["run"]["id"] == run["id"] and body["run"]["spec"]["kind"] == "pretrain"
         assert body["metrics"] == {"loss": {"step": [0, 1], "value": [4.0, 3.0]}}
         assert body["alerts"] == [] and body["evals"] == []
+
+
+Bucket = tuple[int, object, object, object, int]
+
+
+def reference_buckets(points: dict[int, float | None], lo: int, width: int) -> list[Bucket]:
+    """(last step, last value, min, max, count) per bucket, straight from the points, NaN left out of min/max."""
+    out: dict[int, list[tuple[int, float | None]]] = {}
+    for step in sorted(points):
+        out.setdefault((step - lo) // width, []).append((step, points[step]))
+
+    def enc(v: float | None) -> object:
+        return "nan" if v is None or v != v else ("inf" if v == float("inf") else v)
+
+    rows = []
+    for _, pts in sorted(out.items()):
+        finite = [v for _, v in pts if v is not None and v == v]
+        rows.append((pts[-1][0], enc(pts[-1][1]), enc(min(finite)) if finite else "nan",
+                     enc(max(finite)) if finite else "nan", len(pts)))
+    return rows
+
+
+class TestRollups:
+    def test_rollups_answer_wide_buckets_exactly_after_steps_are_stored_again(
+            self, client: TestClient, redis_client: redis.Redis, ingestor: Ingestor, alice: Member) -> None:
+        run = submit(client, alice)
+        rid = run["id"]
+        points: dict[int, float | None] = {}
+        seq = 0
+        # a first attempt to step 1500, in several batches whose edges cut rollup buckets
+        for lo, hi in ((0, 700), (701, 701), (702, 1500)):
+            batch = []
+            for step in range(lo, hi + 1):
+                value: float | None = 1.0 + (step % 13) / 10
+                if step == 640:
+                    value = 500.0  # a spike
+                if step == 1200:
+                    value = float("nan")
+                if step == 1201:
+                    value = float("inf")
+                points[step] = value
+                batch.append(metrics_ev(rid, seq, step, loss="nan" if value != value else
+                                        ("inf" if value == float("inf") else value)))
+                seq += 1
+            push(redis_client, batch)
+            drain(ingestor)
+        # a resume from step 600 stores steps 600..1100 again, lower: the spike at 640 is gone
+        batch = []
+        for step in range(600, 1101):
+            points[step] = 0.5 - step / 10_000
+            batch.append(metrics_ev(rid, seq, step, loss=points[step]))
+            seq += 1
+        push(redis_client, batch)
+        drain(ingestor)
+
+        url = f"/api/v1/runs/{rid}/metrics"
+        for params in ({"buckets": 20}, {"buckets": 7}, {"buckets": 3, "start": 130, "end": 1400}):
+            got = client.get(url, params={"keys": "loss", **params}, headers=alice.headers).json()
+            width, lo = got["bucket_width"], got["start"]
+            assert width % 64 == 0 and lo % 64 == 0
+            hi = got["end"]
+            want = reference_buckets({s: v for s, v in points.items() if lo <= s <= hi}, lo, width)
+            [series] = got["series"]
+            assert list(zip(series["step"], series["value"], series["min"], series["max"], series["count"],
+                            strict=True)) == [tuple(r) for r in want], params
+        everything = client.get(url, params={"keys": "loss", "buckets": 4}, headers=alice.headers).json()
+        assert 500.0 not in everything["series"][0]["max"]  # the re-stored steps replaced the spike
+        assert "inf" in everything["series"][0]["max"]  # a non-finite value is never hidden

@@ -1,0 +1,39 @@
+"""Metric rollups: min, max, count and last point per key and 64 steps, for fast downsampled reads.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-26
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table("metric_rollups",
+                    sa.Column("run_id", sa.String(length=64), nullable=False),
+                    sa.Column("key", sa.String(length=64), nullable=False),
+                    sa.Column("bucket", sa.BigInteger(), nullable=False),
+                    sa.Column("vmin", sa.Float(), nullable=True),
+                    sa.Column("vmax", sa.Float(), nullable=True),
+                    sa.Column("n", sa.Integer(), nullable=False),
+                    sa.Column("last_step", sa.BigInteger(), nullable=False),
+                    sa.Column("last_value", sa.Float(), nullable=True),
+                    sa.PrimaryKeyConstraint("run_id", "key", "bucket"))
+    # a database that already holds metrics gets its rollups now (the ingest keeps them from here on)
+    op.execute("INSERT INTO metric_rollups (run_id, key, bucket, vmin, vmax, n, last_step, last_value) "
+               "SELECT g.run_id, g.key, g.bucket, g.vmin, g.vmax, g.n, g.last_step, m.value FROM "
+               "(SELECT run_id, key, step / 64 AS bucket, min(value) AS vmin, max(value) AS vmax, count(*) AS n, "
+               "max(step) AS last_step FROM metrics GROUP BY run_id, key, step / 64) g "
+               "JOIN metrics m ON m.run_id = g.run_id AND m.key = g.key AND m.step = g.last_step")
+
+
+def downgrade() -> None:
+    op.drop_table("metric_rollups")
