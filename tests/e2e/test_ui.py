@@ -1,0 +1,228 @@
+"""The web UI in a real headless Chromium against the real embedded stack (issue 4, "What it must show"):
+log in (link and form), submit a tiny run from the form and watch its loss chart grow live, see the alert of
+a run that gets a non-finite gradient, start a kNN evaluation and see its accuracy, cancel a running run,
+compare two runs, see the worker. Each page is screenshotted into docs/screenshots/ for the README.
+
+One CPU worker runs the runs one after another, so the tests share runs (RUNS) and keep them tiny. Every
+wait is Playwright's auto-waiting `expect` or `wait_for_function` with a generous timeout: the CI machine is
+small and busy.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from mocolab.client import Client
+from mocolab.stack import Stack
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
+TRAIN_S = 180_000  # ms: queue wait + worker start-up + a tiny run on a busy 2-core machine
+FORM_STEPS = 40
+# fmnist_tiny stopped at 40 steps: 16 tokens, 2 blocks, batch 64; a checkpoint at 16 and 32 and the last step
+TINY = {"train.max_steps": FORM_STEPS}
+NAN = {"kind": "pretrain", "preset": "fmnist_tiny_nan", "name": "e2e: non-finite gradient at step 12",
+       "overrides": {"train.max_steps": 30}, "tags": ["e2e"]}
+RUNS: dict[str, str] = {}  # "form" / "nan" -> run id, shared by the tests (one worker, runs in sequence)
+
+Shot = Callable[["Page", str], None]
+
+
+def _expect() -> Any:
+    from playwright.sync_api import expect
+
+    return expect
+
+
+def wait_for_run(api: Client, run_id: str, timeout: float = 300.0) -> dict[str, Any]:
+    """The run once it has ended (for fixtures that need a finished run; tests watch the page instead)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.run(run_id)
+        if run["status"] in TERMINAL:
+            return run
+        time.sleep(1.0)
+    raise AssertionError(f"run {run_id} did not end within {timeout:.0f} s")
+
+
+@pytest.fixture
+def form_run(api: Client) -> str:
+    """The finished run submitted from the form (or, when that test did not run, the same run via the API)."""
+    if "form" not in RUNS:
+        RUNS["form"] = api.submit({"kind": "pretrain", "preset": "fmnist_tiny", "name": "e2e: from the API",
+                                   "overrides": TINY, "tags": ["e2e"]})["id"]
+    run = wait_for_run(api, RUNS["form"])
+    assert run["status"] == "succeeded", run
+    return run["id"]
+
+
+@pytest.fixture
+def nan_run(api: Client) -> str:
+    if "nan" not in RUNS:
+        RUNS["nan"] = api.submit(NAN)["id"]
+    return RUNS["nan"]
+
+
+def points(page: Page, chart: str) -> int:
+    return int(page.get_by_test_id(f"chart-{chart}").get_attribute("data-points") or 0)
+
+
+def wait_points_above(page: Page, chart: str, n: int, timeout: float) -> int:
+    page.wait_for_function(
+        "([id, n]) => Number(document.querySelector(`[data-testid='chart-${id}']`)?.dataset.points ?? 0) > n",
+        arg=[chart, n], timeout=timeout)
+    return points(page, chart)
+
+
+# ---------------------------------------------------------------------------------------------- login
+def test_login_form_exchanges_a_token_for_a_session(anon_page: Page, stack: Stack, shot: Shot) -> None:
+    expect = _expect()
+    anon_page.goto("/")
+    token = anon_page.get_by_test_id("login-token")
+    expect(token).to_be_visible()
+    expect(anon_page.get_by_test_id("login-submit")).to_be_disabled()
+    shot(anon_page, "login")
+    token.fill(stack.token or "")
+    anon_page.get_by_test_id("login-submit").click()
+    expect(anon_page.get_by_test_id("whoami")).to_contain_text("admin")
+    expect(anon_page).to_have_url(re.compile(r"/$"))
+
+
+def test_login_url_opens_a_session(anon_page: Page, stack: Stack) -> None:
+    expect = _expect()
+    anon_page.goto(f"/login?token={stack.token}&next=/workers")
+    expect(anon_page).to_have_url(re.compile(r"/workers$"))
+    expect(anon_page.get_by_test_id("whoami")).to_contain_text("admin")
+    cookies = anon_page.context.cookies()
+    assert any(c.get("httpOnly") for c in cookies), cookies
+
+
+def test_a_wrong_token_is_refused(anon_page: Page) -> None:
+    expect = _expect()
+    anon_page.goto("/login?token=not-a-token")
+    expect(anon_page.get_by_test_id("whoami")).to_have_count(0)
+    anon_page.goto("/")
+    expect(anon_page.get_by_test_id("login-token")).to_be_visible()
+
+
+# ---------------------------------------------------------------------------------------------- runs
+@pytest.mark.fmnist
+def test_new_run_form_submits_and_the_loss_chart_grows_live(page: Page, shot: Shot) -> None:
+    expect = _expect()
+    page.goto("/new")
+    page.get_by_test_id("field-preset").select_option("fmnist_tiny")
+    # the preset's values are in the form (fmnist_tiny trains at batch 64, fmnist_small at 256)
+    expect(page.get_by_test_id("field-optim.batch_size")).to_have_value("64")
+    page.get_by_test_id("field-name").fill("e2e: from the form")
+    page.get_by_test_id("field-filter").fill("max_steps")
+    page.get_by_test_id("field-train.max_steps").fill(str(FORM_STEPS))
+    page.get_by_test_id("field-filter").fill("")
+    page.get_by_test_id("field-tags").fill("e2e, form")
+    expect(page.get_by_test_id("overrides-count")).to_contain_text(f"train.max_steps={FORM_STEPS}")
+    shot(page, "new-run")
+
+    page.get_by_test_id("submit-run").click()
+    expect(page).to_have_url(re.compile(r"/runs/[^/]+$"))
+    run_id = page.url.rsplit("/", 1)[1]
+    RUNS["form"] = run_id
+    expect(page.get_by_test_id("run-status")).to_be_visible()
+    page.evaluate("window.__e2eNoReload = true")  # gone if the page reloads
+
+    first = wait_points_above(page, "loss", 0, TRAIN_S)
+    later = wait_points_above(page, "loss", first, 60_000)
+    assert later > first
+    expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live")
+    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "succeeded", timeout=TRAIN_S)
+    expect(page.get_by_test_id("chart-loss")).to_have_attribute("data-drawn", "1")
+    assert points(page, "loss") >= later
+    assert page.evaluate("window.__e2eNoReload") is True, "the run page reloaded"
+    shot(page, "run")
+
+
+@pytest.mark.fmnist
+def test_nonfinite_gradient_alert_shows_on_the_run_page(page: Page, nan_run: str, shot: Shot) -> None:
+    expect = _expect()
+    page.goto(f"/runs/{nan_run}")
+    tab = page.get_by_test_id("tab-alerts")
+    expect(tab).to_contain_text(re.compile(r"Alerts \([1-9]"), timeout=TRAIN_S)
+    expect(page.get_by_test_id("run-status")).to_have_attribute(
+        "data-status", re.compile("|".join(TERMINAL)), timeout=TRAIN_S)
+    tab.click()
+    alert = page.locator("[data-testid=alert-item][data-kind=non_finite]").first
+    expect(alert).to_be_visible()
+    expect(alert).to_have_attribute("data-step", "12")
+    expect(alert).to_contain_text("Suggested remedy")
+    expect(alert).to_contain_text("Last healthy checkpoint")
+    shot(page, "run-alert")
+
+
+@pytest.mark.fmnist
+def test_knn_evaluation_started_from_the_run_page_shows_its_accuracy(page: Page, form_run: str) -> None:
+    expect = _expect()
+    page.goto(f"/runs/{form_run}")
+    page.get_by_test_id("tab-evals").click()
+    button = page.get_by_test_id("eval-knn")
+    expect(button).to_be_enabled()
+    button.click()
+    expect(page.get_by_test_id("eval-pending-row").or_(page.get_by_test_id("eval-row")).first).to_be_visible()
+    top1 = page.locator("[data-testid=eval-row][data-protocol=knn] [data-testid=eval-top1]").first
+    expect(top1).to_have_text(re.compile(r"^\d{1,3}\.\d\d$"), timeout=240_000)
+    assert 10.0 < float(top1.inner_text()) <= 100.0  # 10 classes: better than chance
+
+
+@pytest.mark.fmnist
+def test_cancel_a_running_run(page: Page, api: Client) -> None:
+    expect = _expect()
+    run = api.submit({"kind": "pretrain", "preset": "fmnist_tiny", "name": "e2e: to be cancelled",
+                      "overrides": {"train.max_steps": 5000, "monitor.knn_every": 0}, "tags": ["e2e"]})
+    page.goto(f"/runs/{run['id']}")
+    status = page.get_by_test_id("run-status")
+    expect(status).to_have_attribute("data-status", "running", timeout=TRAIN_S)
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_test_id("cancel-button").click()
+    expect(status).to_have_attribute("data-status", "cancelled", timeout=90_000)
+    expect(page.get_by_test_id("cancel-button")).to_have_count(0)
+    expect(page.get_by_test_id("resume-button")).to_be_visible()
+
+
+# ---------------------------------------------------------------------------------------------- team pages
+def test_workers_page_shows_the_worker(page: Page, shot: Shot) -> None:
+    expect = _expect()
+    page.goto("/workers")
+    card = page.locator("[data-testid=worker-card][data-online='1']").first
+    expect(card).to_be_visible(timeout=90_000)
+    expect(card.get_by_test_id("no-gpu")).to_be_visible()
+    expect(card.get_by_test_id("worker-heartbeat")).to_contain_text("ago")
+    shot(page, "workers")
+
+
+@pytest.mark.fmnist
+def test_compare_two_runs_lists_both_and_their_differing_config(page: Page, api: Client, form_run: str,
+                                                                nan_run: str, shot: Shot) -> None:
+    expect = _expect()
+    wait_for_run(api, nan_run)
+    page.goto("/")
+    for run_id in (form_run, nan_run):
+        row = page.locator(f"[data-testid=run-row][data-run-id='{run_id}']")
+        expect(row).to_be_visible()
+        row.get_by_test_id("run-select").check()
+    expect(page.locator(f"[data-testid=run-row][data-run-id='{nan_run}'] [data-testid=alert-badge]")).to_be_visible()
+    shot(page, "runs")
+    page.get_by_test_id("compare-button").click()
+    expect(page).to_have_url(re.compile(r"/compare\?ids="))
+    table = page.get_by_test_id("compare-table")
+    expect(table).to_be_visible()
+    for run_id in (form_run, nan_run):
+        expect(table.locator(f"[data-testid=compare-row][data-run-id='{run_id}']")).to_be_visible()
+    header = table.locator("thead")
+    expect(header).to_contain_text("faults.nan_grad_at_step")
+    expect(header).to_contain_text("monitor.policy")
+    expect(page.get_by_test_id("chart-loss")).to_have_attribute("data-drawn", "1")
+    shot(page, "compare")
