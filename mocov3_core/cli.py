@@ -43,8 +43,9 @@ def parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pretrain", help="MoCo v3 pretraining",
-                       description="Pretrain a backbone with MoCo v3. Checkpoints go to OUT/checkpoints; rerunning "
+    p = sub.add_parser("pretrain", help="MoCo v3 (or SimCLR, BYOL, SwAV) pretraining",
+                       description="Pretrain a backbone with MoCo v3, or with --set framework=simclr|byol|swav. "
+                                   "Checkpoints go to OUT/checkpoints; rerunning "
                                    "the same command resumes from the latest one (--resume none starts afresh).")
     p.add_argument("--preset", default=None, choices=list_presets(), metavar="NAME",
                    help=f"start from a named recipe: {', '.join(list_presets())}")

@@ -93,8 +93,8 @@ class ByolConfig(_Strict):
     pred_layers: int = Field(2, ge=1, le=4, description="Predictor depth (BYOL: 2).")
     head_bn: HeadBN = Field("hidden", description="BN in projector and predictor: 'hidden' = BYOL's heads (the "
                             "paper's BYOL on ViT), 'all', 'none'.")
-    momentum: float = Field(0.99, ge=0.0, le=1.0, description="m0 of the target encoder (BYOL: 0.99 for 300 "
-                            "epochs, 0.996 for 1000), raised to 1 by the same half-cosine as MoCo v3's.")
+    momentum: float = Field(0.99, ge=0.0, le=1.0, description="m0 of the target encoder, raised to 1 by MoCo v3's "
+                            "half-cosine: 0.99 as MoCo v3 on ViT (BYOL's own ImageNet value: 0.996).")
     momentum_cosine: bool = Field(True, description="Half-cosine schedule of m from m0 to 1 per iteration.")
 
 

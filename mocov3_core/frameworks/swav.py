@@ -92,7 +92,10 @@ class SwAV(Framework):
         """[M, C, H, W] -> (backbone features [M, D], prototype scores [M, K])."""
         with bn_views(self.bn_views):
             feats, z = self.base(x)
-        return feats, self.prototypes(F.normalize(z, dim=1))
+        # scores in fp32 even under autocast: Sinkhorn takes exp(s / 0.05), where bf16's 3 digits of s would be
+        # an error of several percent in every code (the matmul is [2B, dim] x [dim, K], cheap beside the backbone)
+        with torch.autocast(x.device.type, enabled=False):
+            return feats, F.linear(F.normalize(z.float(), dim=1), self.prototypes.weight.float())
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Swapped prediction of the two views [B, C, H, W] -> (loss, detached backbone features of x1)."""
