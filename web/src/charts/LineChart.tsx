@@ -38,6 +38,14 @@ export interface LineChartProps {
   syncKey?: string;
 }
 
+/** Tick labels with enough digits to tell neighbouring ticks apart (momentum 0.9905 vs 0.991). */
+function tickText(v: number | null): string {
+  if (v === null || v === undefined) return "";
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(1);
+  return String(Number(v.toPrecision(6)));
+}
+
 function withAlpha(hex: string, a: number): string {
   const n = parseInt(hex.slice(1), 16);
   return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${a})`;
@@ -115,6 +123,9 @@ export function LineChart(p: LineChartProps) {
       }
       ctx.restore();
     };
+    const css = getComputedStyle(el);
+    const axisColor = css.getPropertyValue("--fg-muted").trim() || "#5d6675";
+    const gridColor = "rgba(128,128,128,0.18)";
     const opts: uPlot.Options = {
       width: Math.max(200, el.clientWidth),
       height: p.height ?? 190,
@@ -126,9 +137,9 @@ export function LineChart(p: LineChartProps) {
         y: p.logY ? { distr: 3 } : p.yRange ? { range: p.yRange } : {},
       },
       axes: [
-        { stroke: "var(--fg-muted)", grid: { stroke: "rgba(128,128,128,0.15)" }, ticks: { stroke: "rgba(128,128,128,0.3)" } },
-        { stroke: "var(--fg-muted)", grid: { stroke: "rgba(128,128,128,0.15)" }, ticks: { stroke: "rgba(128,128,128,0.3)" }, size: 56,
-          values: (_u, vals) => vals.map((v) => fmtNum(v, 3)) },
+        { stroke: axisColor, grid: { stroke: gridColor }, ticks: { stroke: gridColor } },
+        { stroke: axisColor, grid: { stroke: gridColor }, ticks: { stroke: gridColor }, size: 64,
+          values: (_u, vals) => vals.map(tickText) },
       ],
       cursor: {
         drag: { x: true, y: false, setScale: false },

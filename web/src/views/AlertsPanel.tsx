@@ -25,10 +25,17 @@ function Sparkline({ points, at }: { points: [number, unknown][]; at: number | n
   );
 }
 
+/** Evidence entries that are (step, value) series: "recent", "recent_loss", ... */
+function seriesEvidence(ev: Record<string, unknown>): [string, [number, unknown][]][] {
+  return Object.entries(ev).filter(([, v]) => Array.isArray(v) && v.length > 1 && v.every((x) => Array.isArray(x) && x.length === 2
+    && typeof x[0] === "number")) as [string, [number, unknown][]][];
+}
+
 function scalarEvidence(ev: Record<string, unknown>): [string, string][] {
   const out: [string, string][] = [];
+  const series = new Set(seriesEvidence(ev).map(([k]) => k));
   for (const [k, v] of Object.entries(ev)) {
-    if (k === "recent") continue;
+    if (series.has(k)) continue;
     if (v === null || v === undefined) continue;
     if (typeof v === "number" || typeof v === "string" || typeof v === "boolean") out.push([k, fmtNum(v)]);
     else out.push([k, JSON.stringify(v, (_k, x) => (typeof x === "number" ? Number(x.toPrecision(4)) : x)).slice(0, 400)]);
@@ -44,7 +51,7 @@ export function AlertsPanel({ alerts, checkpoints }: { alerts: AlertPublic[]; ch
         {[...alerts].reverse().map((a) => {
           const p = a.payload ?? {};
           const evidence = (p.evidence ?? {}) as Record<string, unknown>;
-          const recent = Array.isArray(evidence.recent) ? (evidence.recent as [number, unknown][]) : [];
+          const sparks = seriesEvidence(evidence);
           const healthyPath = typeof p.last_healthy_checkpoint === "string" ? p.last_healthy_checkpoint : null;
           const healthy = [...checkpoints].filter((c) => c.healthy && (a.step === null || c.step <= a.step)).pop();
           return (
@@ -64,11 +71,14 @@ export function AlertsPanel({ alerts, checkpoints }: { alerts: AlertPublic[]; ch
               <p class="small"><b>Last healthy checkpoint:</b>{" "}
                 {healthyPath ? <span class="mono">{healthyPath}</span> : healthy ? <span class="mono">step {healthy.step}: {healthy.path}</span> : <span class="muted">none before this step</span>}
               </p>
-              {(recent.length > 1 || scalarEvidence(evidence).length > 0) && (
+              {(sparks.length > 0 || scalarEvidence(evidence).length > 0) && (
                 <details>
                   <summary>Evidence around step {a.step ?? "?"}</summary>
                   <div class="evidence">
-                    {recent.length > 1 && <div><Sparkline points={recent} at={a.step} /><div class="muted small">{a.metric ?? "value"}, steps {recent[0][0]}–{recent[recent.length - 1][0]}</div></div>}
+                    {sparks.map(([k, pts]) => (
+                      <div key={k}><Sparkline points={pts} at={a.step} />
+                        <div class="muted small">{k === "recent" ? (a.metric ?? "value") : k.replace(/^recent_/, "")}, steps {pts[0][0]}–{pts[pts.length - 1][0]}</div></div>
+                    ))}
                     <dl>
                       {scalarEvidence(evidence).map(([k, v]) => <><dt key={`k-${k}`}>{k}</dt><dd key={`v-${k}`} class="mono small">{v}</dd></>)}
                     </dl>

@@ -81,10 +81,20 @@ export function NewRunPage({ query }: { query: URLSearchParams }) {
     });
   };
 
+  /** After the errors render: bring the first one into view and focus its input. */
+  const focusFirstError = () => requestAnimationFrame(() => {
+    const err = document.querySelector<HTMLElement>('[data-testid^="field-error-"], [data-testid="form-error"]');
+    if (!err) return;
+    err.scrollIntoView({ block: "center" });
+    const input = err.closest(".field, label")?.querySelector<HTMLElement>("input, select");
+    input?.focus({ preventScroll: true });
+  });
+
   const submit = async (e: Event) => {
     e.preventDefault();
     if (Object.keys(localErrors).length) {
       setErrors(localErrors);
+      focusFirstError();
       return;
     }
     setSubmitting(true);
@@ -101,6 +111,7 @@ export function NewRunPage({ query }: { query: URLSearchParams }) {
     } catch (err) {
       if (err instanceof ApiError && err.validation.length) {
         setErrors(errorsByField(err.validation, [...fields.map((f) => f.path), ...META]));
+        focusFirstError();
       } else {
         setErrors({ "": err instanceof Error ? err.message : String(err) });
       }

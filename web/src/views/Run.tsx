@@ -88,6 +88,8 @@ export function RunPage({ id }: { id: string }) {
     if (!e || typeof e !== "object") return;
     if (m.event === "metrics") {
       pushRef.current(pointsOfPayload(e.payload ?? {}));
+      const step = e.payload?.step;
+      if (typeof step === "number") setRun((cur) => (cur && (cur.step ?? -1) < step + 1 ? { ...cur, step: step + 1 } : cur));
       return;
     }
     if (e.seq !== undefined && LOG_TYPES.includes(m.event)) setLogs((cur) => (cur ? [...cur, e] : cur));
@@ -146,7 +148,7 @@ export function RunPage({ id }: { id: string }) {
   const canResume = ["failed", "cancelled", "lost"].includes(run.status);
   const isPretrain = run.kind === "pretrain";
   const pct = run.total_steps && run.step !== null ? Math.min(100, (100 * run.step) / run.total_steps) : null;
-  const tabs: [Tab, string][] = [["charts", "Charts"], ["alerts", `Alerts (${alerts.length})`], ["evals", `Evaluations (${evals.length + children.length})`],
+  const tabs: [Tab, string][] = [["charts", "Charts"], ["alerts", `Alerts (${alerts.length})`], ["evals", `Evaluations (${evals.length + children.filter((c) => !evals.some((e) => e.run_id === c.id)).length})`],
     ["config", "Config"], ["logs", "Logs"], ["checkpoints", `Checkpoints (${checkpoints.length})`]];
 
   return (
