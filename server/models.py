@@ -106,6 +106,7 @@ class Run(SQLModel, table=True):
     best_knn_top1: float | None = None
     best_linear_top1: float | None = None
     best_finetune_top1: float | None = None
+    alert_count: int = Field(default=0, description="Stability alerts the run raised.")
 
 
 class RunTag(SQLModel, table=True):

@@ -357,6 +357,7 @@ class Ingestor:
                         if best is None or top1 > best:
                             setattr(target, attr, top1)
             elif e.type == "alert":
+                run.alert_count += 1
                 result.team.append(("alert", run.team_id, {"run_id": run.id, "seq": e.seq, "time": e.time, **p}))
             session.add(run)
         for parent in parents.values():

@@ -81,6 +81,10 @@ class RunPublic(BaseModel):
     best_knn_top1: float | None
     best_linear_top1: float | None
     best_finetune_top1: float | None
+    alert_count: int = Field(0, description="Stability alerts raised.")
+    model: str | None = Field(None, description="The backbone (spec model.arch).")
+    framework: str | None = Field(None, description="Pretraining framework (spec framework).")
+    dataset: str | None = Field(None, description="spec data.dataset.")
 
 
 class RunDetail(RunPublic):

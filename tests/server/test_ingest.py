@@ -156,6 +156,11 @@ class TestDerived:
         assert detail["status"] == "succeeded" and detail["worker_id"] == "w1"
         assert detail["started_at"] and detail["finished_at"] and detail["total_steps"] == 64
         assert detail["best_knn_top1"] == 40.0 and detail["last_seq"] == 8
+        assert detail["alert_count"] == 1 and detail["model"] == "vit_micro_p7" and detail["framework"] == "mocov3"
+        assert detail["dataset"] == "fashion_mnist"
+        push(redis_client, [ev(rid, 4, "alert", kind="grad_spike", step=1)])  # a replay counts nothing
+        drain(ingestor)
+        assert client.get(f"/api/v1/runs/{rid}", headers=alice.headers).json()["alert_count"] == 1
         [alert] = client.get(f"/api/v1/runs/{rid}/alerts", headers=alice.headers).json()
         assert alert["kind"] == "grad_spike" and alert["step"] == 1 and alert["payload"]["evidence"] == {"z": 12.0}
         [ckpt] = client.get(f"/api/v1/runs/{rid}/checkpoints", headers=alice.headers).json()

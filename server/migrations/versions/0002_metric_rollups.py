@@ -1,4 +1,5 @@
-"""Metric rollups: min, max, count and last point per key and 64 steps, for fast downsampled reads.
+"""Metric rollups (min, max, count and last point per key and 64 steps, for fast downsampled reads), and
+each run's count of alerts (for the runs table's badge).
 
 Revision ID: 0002
 Revises: 0001
@@ -27,6 +28,9 @@ def upgrade() -> None:
                     sa.Column("last_step", sa.BigInteger(), nullable=False),
                     sa.Column("last_value", sa.Float(), nullable=True),
                     sa.PrimaryKeyConstraint("run_id", "key", "bucket"))
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("alert_count", sa.Integer(), nullable=False, server_default="0"))
+    op.execute("UPDATE runs SET alert_count = (SELECT count(*) FROM alerts WHERE alerts.run_id = runs.id)")
     # a database that already holds metrics gets its rollups now (the ingest keeps them from here on)
     op.execute("INSERT INTO metric_rollups (run_id, key, bucket, vmin, vmax, n, last_step, last_value) "
                "SELECT g.run_id, g.key, g.bucket, g.vmin, g.vmax, g.n, g.last_step, m.value FROM "
@@ -37,3 +41,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("metric_rollups")
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_column("alert_count")
