@@ -181,15 +181,17 @@ def test_knn_evaluation_started_from_the_run_page_shows_its_accuracy(page: Page,
 def test_cancel_a_running_run(page: Page, api: Client) -> None:
     expect = _expect()
     run = api.submit({"kind": "pretrain", "preset": "fmnist_tiny", "name": "e2e: to be cancelled",
-                      "overrides": {"train.max_steps": 5000, "monitor.knn_every": 0}, "tags": ["e2e"]})
+                      "overrides": {"optim.epochs": 50, "monitor.knn_every": 0}, "tags": ["e2e"]})  # 1600 steps
     page.goto(f"/runs/{run['id']}")
     status = page.get_by_test_id("run-status")
     expect(status).to_have_attribute("data-status", "running", timeout=TRAIN_S)
+    expect(page.get_by_test_id("run-progress")).to_contain_text(re.compile(r"step [1-9]\d*/1600"), timeout=TRAIN_S)
     page.once("dialog", lambda d: d.accept())
     page.get_by_test_id("cancel-button").click()
     expect(status).to_have_attribute("data-status", "cancelled", timeout=90_000)
     expect(page.get_by_test_id("cancel-button")).to_have_count(0)
     expect(page.get_by_test_id("resume-button")).to_be_visible()
+    assert api.run(run["id"])["step"] < 1600
 
 
 # ---------------------------------------------------------------------------------------------- team pages
