@@ -28,6 +28,7 @@ from server.events.ingest import Ingestor, run_ingest
 from server.runs import router as runs_router
 from server.runs.dispatch import Dispatcher
 from server.runs.watchdog import Watchdog, run_watchdog
+from server.studies import router as studies_router
 from server.web import mount_ui
 from server.workers import router as workers_router
 
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Health(status="ok", version=mocov3_core.__version__)
 
     api = APIRouter(prefix=API, dependencies=[Depends(get_caller)], responses=ERROR_RESPONSES)
-    for module in (runs_router, events_router, workers_router, auth_router):
+    for module in (runs_router, events_router, workers_router, auth_router, studies_router):
         api.include_router(module.router)
 
     @api.get("/status", response_model=ServerStatus, tags=["health"])

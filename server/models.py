@@ -107,6 +107,32 @@ class Run(SQLModel, table=True):
     best_linear_top1: float | None = None
     best_finetune_top1: float | None = None
     alert_count: int = Field(default=0, description="Stability alerts the run raised.")
+    study_id: str | None = Field(default=None, foreign_key="studies.id", max_length=32, index=True)
+    study_values: dict[str, Any] = Field(default_factory=dict, sa_type=JSON,
+                                         description="The study's axis name -> this run's value label.")
+    followups: list[str] = Field(default_factory=list, sa_type=JSON,
+                                 description="Evaluations to queue when this pretraining run succeeds.")
+    followups_pending: bool = Field(default=False, index=True)
+
+
+class Study(SQLModel, table=True):
+    """A named set of pretraining runs that vary one or two settings of one base config, each followed by
+    the same evaluations."""
+
+    __tablename__ = "studies"
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=200)
+    template: str | None = Field(default=None, max_length=64)
+    team_id: int = Field(foreign_key="teams.id", index=True)
+    project_id: int = Field(foreign_key="projects.id", index=True)
+    owner_id: int = Field(foreign_key="users.id")
+    preset: str | None = Field(default=None, max_length=64)
+    overrides: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    axes: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    evaluations: list[str] = Field(default_factory=list, sa_type=JSON)
+    eval_overrides: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    notes: str = Field(default="")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class RunTag(SQLModel, table=True):

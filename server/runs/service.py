@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from mocov3_core.config import ConfigError
 from mocov3_core.presets import build_spec
@@ -19,7 +19,7 @@ from server.core.config import Settings
 from server.core.db import utcnow
 from server.core.errors import Conflict, RunNotFound, SpecInvalid
 from server.events.bus import EventBus
-from server.models import TERMINAL, Run
+from server.models import TERMINAL, Run, Study
 from server.runs import repository
 from server.runs.dispatch import Dispatcher
 from server.runs.schemas import EvaluateRequest, RunCreate, RunDetail, RunUpdate
@@ -86,19 +86,66 @@ def submit(session: Session, *, settings: Settings, caller: Caller, dispatcher: 
 def evaluate(session: Session, *, settings: Settings, caller: Caller, dispatcher: Dispatcher, bus: EventBus | None,
              run_id: str, body: EvaluateRequest) -> RunDetail:
     parent = get(session, caller=caller, run_id=run_id)
-    if parent.kind != "pretrain":
-        raise Conflict(f"run {run_id} is a {parent.kind} run; only pretraining runs are evaluated")
-    ckpt = repository.checkpoint_at(session, run_id=run_id, step=body.checkpoint_step)
-    if ckpt is None:
-        which = f"at step {body.checkpoint_step}" if body.checkpoint_step is not None else "yet"
-        raise Conflict(f"run {run_id} has no checkpoint {which}")
-    spec = resolve_spec(settings, body.kind, None, body.overrides, {"checkpoint": storage_relative(ckpt.path, run_id)})
     assert caller.user.id is not None
-    run = Run(id=new_run_id(), kind=body.kind, name=body.name or f"{body.kind} of {parent.name or parent.id}",
+    return new_evaluation(session, settings=settings, dispatcher=dispatcher, bus=bus, parent=parent, kind=body.kind,
+                          overrides=body.overrides, owner_id=caller.user.id, checkpoint_step=body.checkpoint_step,
+                          name=body.name, queue=body.queue, tags=body.tags)
+
+
+def new_evaluation(session: Session, *, settings: Settings, dispatcher: Dispatcher, bus: EventBus | None, parent: Run,
+                   kind: str, overrides: dict[str, Any], owner_id: int, checkpoint_step: int | None = None,
+                   name: str | None = None, queue: str | None = None, tags: list[str] | None = None) -> RunDetail:
+    """An evaluation run of `parent`'s checkpoint (its latest, or the one at `checkpoint_step`), queued."""
+    if parent.kind != "pretrain":
+        raise Conflict(f"run {parent.id} is a {parent.kind} run; only pretraining runs are evaluated")
+    ckpt = repository.checkpoint_at(session, run_id=parent.id, step=checkpoint_step)
+    if ckpt is None:
+        which = f"at step {checkpoint_step}" if checkpoint_step is not None else "yet"
+        raise Conflict(f"run {parent.id} has no checkpoint {which}")
+    spec = resolve_spec(settings, kind, None, overrides, {"checkpoint": storage_relative(ckpt.path, parent.id)})
+    run = Run(id=new_run_id(), kind=kind, name=name or f"{kind} of {parent.name or parent.id}",
               spec=spec, status="queued", team_id=parent.team_id, project_id=parent.project_id,
-              owner_id=caller.user.id, queue=body.queue or parent.queue, parent_run_id=parent.id,
-              checkpoint=spec["checkpoint"])
-    return _enqueue(session, dispatcher, bus, run, body.tags)
+              owner_id=owner_id, queue=queue or parent.queue, parent_run_id=parent.id,
+              checkpoint=spec["checkpoint"], study_id=parent.study_id, study_values=dict(parent.study_values))
+    return _enqueue(session, dispatcher, bus, run, list(tags or []))
+
+
+def queue_followups(session: Session, *, settings: Settings, dispatcher: Dispatcher, bus: EventBus | None,
+                    eval_overrides: dict[str, dict[str, dict[str, Any]]] | None = None) -> list[str]:
+    """Queue the evaluations that succeeded pretraining runs asked for (a study's); -> the new runs' ids.
+    Marked done in the transaction that stores the first of them, so a restarted server never queues twice."""
+    created: list[str] = []
+    runs = session.exec(select(Run).where(col(Run.followups_pending).is_(True), Run.status == "succeeded")
+                        .order_by(col(Run.finished_at)).limit(100)).all()
+    for parent in runs:
+        overrides = _study_eval_overrides(session, parent, eval_overrides)
+        parent.followups_pending = False
+        session.add(parent)
+        for kind in parent.followups:
+            try:
+                run = new_evaluation(session, settings=settings, dispatcher=dispatcher, bus=bus, parent=parent,
+                                     kind=kind, overrides=overrides.get(kind, {}), owner_id=parent.owner_id)
+            except (Conflict, SpecInvalid) as exc:  # e.g. no checkpoint: nothing to evaluate
+                log.warning("run %s: follow-up %s not queued: %s", parent.id, kind, exc)
+                session.add(parent)
+                session.commit()
+                continue
+            created.append(run.id)
+        session.commit()
+    return created
+
+
+def _study_eval_overrides(session: Session, parent: Run, cache: dict[str, dict[str, dict[str, Any]]] | None,
+                          ) -> dict[str, dict[str, Any]]:
+    if not parent.study_id:
+        return {}
+    if cache is not None and parent.study_id in cache:
+        return cache[parent.study_id]
+    study = session.get(Study, parent.study_id)
+    found = dict(study.eval_overrides) if study is not None else {}
+    if cache is not None:
+        cache[parent.study_id] = found
+    return found
 
 
 def dispatch(session: Session, dispatcher: Dispatcher, run: Run) -> bool:

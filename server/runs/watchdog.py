@@ -5,6 +5,7 @@
   failed with the reason. A run whose cancel was requested is cancelled instead.
 - revoke: a cooperative cancel that has not ended the run within `cancel_grace_s` is revoked (terminated).
 - re-send: a queued run whose task never reached the broker (Redis was down) is sent again.
+- follow-ups: a pretraining run that succeeded with evaluations to queue (a study's) gets them queued.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from server.core.db import utcnow, writer
 from server.events.bus import EventBus
 from server.models import Run
 from server.runs.dispatch import Dispatcher
-from server.runs.service import dispatch, publish_run, requeue
+from server.runs.service import dispatch, publish_run, queue_followups, requeue
 from worker import protocol
 
 log = logging.getLogger("mocolab.watchdog")
@@ -38,6 +39,7 @@ class WatchdogResult:
     cancelled: list[str] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
+    followups: list[str] = field(default_factory=list)
 
 
 class Watchdog:
@@ -56,6 +58,8 @@ class Watchdog:
             self._lost(session, now, result)
             self._revoke(session, now, result)
             self._resend(session, now, result)
+            result.followups = queue_followups(session, settings=self.settings, dispatcher=self.dispatcher,
+                                               bus=self.bus)
         return result
 
     def _lost(self, session: Session, now: datetime, result: WatchdogResult) -> None:
