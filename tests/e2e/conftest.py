@@ -134,7 +134,14 @@ def shot() -> Callable[[Page, str], None]:
     """shot(page, name): a full-page screenshot for the README, docs/screenshots/<name>.png."""
 
     def take(page: Page, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        # A viewport as tall as the page for the shot, so that sticky parts (the top bar, the form's submit
+        # bar) sit where they belong instead of where a 768 px viewport would pin them.
+        height = int(page.evaluate("document.documentElement.scrollHeight"))
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], height)})
+        try:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        finally:
+            page.set_viewport_size(VIEWPORT)
 
     return take
