@@ -5,10 +5,14 @@ import type { Me } from "./api/types";
 import { navigate, useRoute } from "./router";
 import { ErrorBox, Link, Loading } from "./ui/common";
 import { ComparePage } from "./views/Compare";
+import { LeaderboardPage } from "./views/Leaderboard";
 import { LoginPage } from "./views/Login";
+import { NewStudyPage } from "./views/NewStudy";
 import { NewRunPage } from "./views/NewRun";
 import { RunPage } from "./views/Run";
 import { RunsPage } from "./views/Runs";
+import { StudiesPage } from "./views/Studies";
+import { StudyPage } from "./views/Study";
 import { WorkersPage } from "./views/Workers";
 
 type Auth = { state: "loading" } | { state: "in"; me: Me } | { state: "out" } | { state: "error"; error: unknown };
@@ -44,6 +48,7 @@ export function App() {
   let page;
   let section = "";
   const runMatch = /^\/runs\/([^/]+)\/?$/.exec(path);
+  const studyMatch = /^\/studies\/([^/]+)\/?$/.exec(path);
   if (path === "/" || path === "/runs") {
     page = <RunsPage />;
     section = "runs";
@@ -56,6 +61,18 @@ export function App() {
   } else if (path === "/compare") {
     page = <ComparePage ids={(route.query.get("ids") ?? "").split(",").map((s) => s.trim()).filter(Boolean)} />;
     section = "compare";
+  } else if (path === "/studies" || path === "/studies/") {
+    page = <StudiesPage />;
+    section = "studies";
+  } else if (path === "/studies/new") {
+    page = <NewStudyPage query={route.query} />;
+    section = "studies";
+  } else if (studyMatch) {
+    page = <StudyPage key={studyMatch[1]} id={decodeURIComponent(studyMatch[1])} />;
+    section = "studies";
+  } else if (path === "/leaderboard") {
+    page = <LeaderboardPage />;
+    section = "leaderboard";
   } else if (path === "/workers") {
     page = <WorkersPage />;
     section = "workers";
@@ -76,6 +93,8 @@ export function App() {
           <Link href="/" aria-current={section === "runs" ? "page" : undefined}>Runs</Link>
           <Link href="/new" aria-current={section === "new" ? "page" : undefined} data-testid="nav-new">New run</Link>
           <Link href="/compare" aria-current={section === "compare" ? "page" : undefined}>Compare</Link>
+          <Link href="/studies" aria-current={section === "studies" ? "page" : undefined} data-testid="nav-studies">Studies</Link>
+          <Link href="/leaderboard" aria-current={section === "leaderboard" ? "page" : undefined} data-testid="nav-leaderboard">Leaderboard</Link>
           <Link href="/workers" aria-current={section === "workers" ? "page" : undefined}>Workers</Link>
         </nav>
         <span class="spacer" />

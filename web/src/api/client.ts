@@ -1,7 +1,7 @@
 // The one place that talks to /api/v1: base URL, credentials and the handling of 401 live here.
 import type {
-  AlertPublic, CheckpointPublic, EvalKind, EvalResultPublic, EventsPublic, Me, PresetPublic, RunDetail,
-  RunMetrics, RunsPublic, ValidationItem, WorkersPublic,
+  AlertPublic, CheckpointPublic, EvalKind, EvalResultPublic, EventsPublic, Leaderboard, Me, PresetPublic, RunDetail,
+  RunMetrics, RunsPublic, StudyCreate, StudyDetail, StudyPublic, TemplatePublic, ValidationItem, WorkersPublic,
 } from "./types";
 
 export const API = "/api/v1";
@@ -101,4 +101,19 @@ export const api = {
     request<EventsPublic>("GET", `/runs/${enc(id)}/events${qs({ after_seq: afterSeq, limit, types: types?.join(",") })}`,
       undefined, signal),
   workers: (signal?: AbortSignal) => request<WorkersPublic>("GET", "/workers", undefined, signal),
+  studyTemplates: (signal?: AbortSignal) => request<TemplatePublic[]>("GET", "/study-templates", undefined, signal),
+  studies: (skip: number, limit: number, signal?: AbortSignal) =>
+    request<StudyPublic[]>("GET", `/studies${qs({ skip, limit })}`, undefined, signal),
+  study: (id: string, signal?: AbortSignal) => request<StudyDetail>("GET", `/studies/${enc(id)}`, undefined, signal),
+  createStudy: (body: StudyCreate) => request<StudyDetail>("POST", "/studies", body),
+  leaderboard: (q: LeaderboardQuery, signal?: AbortSignal) =>
+    request<Leaderboard>("GET", `/leaderboard${qs({ ...q })}`, undefined, signal),
+};
+
+export interface LeaderboardQuery { protocol?: string; dataset?: string; project?: string }
+
+/** Export links (opened by the browser, so the session cookie goes with them). */
+export const exportUrl = {
+  studyMarkdown: (id: string) => `${API}/studies/${enc(id)}/table.md`,
+  leaderboard: (format: "csv" | "md", q: LeaderboardQuery) => `${API}/leaderboard.${format}${qs({ ...q })}`,
 };

@@ -38,6 +38,14 @@ export interface RunPublic {
   best_knn_top1: number | null;
   best_linear_top1: number | null;
   best_finetune_top1: number | null;
+  /** Stability alerts raised (absent on older servers). */
+  alert_count?: number;
+  model?: string | null;
+  framework?: string | null;
+  dataset?: string | null;
+  /** The preset and dotted overrides the run was submitted with (newer servers). */
+  preset?: string | null;
+  overrides?: Record<string, unknown> | null;
 }
 
 export interface RunDetail extends RunPublic {
@@ -62,6 +70,8 @@ export interface MetricSeriesWire {
   min?: WireValue[] | null;
   max?: WireValue[] | null;
   count?: number[] | null;
+  /** NaN points per bucket (newer servers): a NaN inside a bucket whose last value is finite. */
+  nan?: number[] | null;
 }
 
 export interface RunMetrics {
@@ -156,4 +166,111 @@ export interface ValidationItem {
   loc: (string | number)[];
   msg: string;
   type?: string;
+}
+
+// ----------------------------------------------------------------- studies and the leaderboard
+
+export interface AxisPublic {
+  name: string;
+  labels: string[];
+}
+
+export interface PaperPublic {
+  source: string;
+  setting: string;
+  protocol: string;
+  notes: string;
+}
+
+export interface TemplatePublic {
+  name: string;
+  title: string;
+  description: string;
+  axes: AxisPublic[];
+  /** Per axis, each value's overrides. */
+  values: Record<string, unknown>[][];
+  paper: PaperPublic | null;
+  /** One axis: label -> top-1; two axes: "label1 | label2" -> top-1 (ImageNet). */
+  paper_numbers: Record<string, number>;
+}
+
+export interface EvalCell {
+  run_id: string;
+  status: string;
+  top1: number | null;
+}
+
+export interface StudyRow {
+  labels: string[];
+  overrides: Record<string, unknown>;
+  run: RunPublic | null;
+  evals: Record<string, EvalCell>;
+  knn_curve: [number, WireValue][];
+  paper: number | null;
+}
+
+export interface StudyPublic {
+  id: string;
+  name: string;
+  template: string | null;
+  title: string | null;
+  project: string;
+  team: string;
+  owner: string;
+  created_at: string;
+  preset: string | null;
+  overrides: Record<string, unknown>;
+  axes: AxisPublic[];
+  evaluations: string[];
+  notes: string;
+  runs: number;
+  progress: Record<string, number>;
+  evals_done: number;
+  evals_total: number;
+}
+
+export interface StudyDetail extends StudyPublic {
+  rows: StudyRow[];
+  paper: PaperPublic | null;
+}
+
+export interface AxisIn {
+  name?: string;
+  path?: string;
+  values: unknown[];
+}
+
+export interface StudyCreate {
+  name: string;
+  template?: string;
+  preset?: string;
+  overrides: Record<string, unknown>;
+  axes?: AxisIn[];
+  evaluations: EvalKind[];
+  project: string;
+  tags: string[];
+  queue?: string;
+  notes: string;
+}
+
+export interface LeaderboardRow {
+  rank: number;
+  protocol: string;
+  dataset: string | null;
+  top1: number;
+  top5: number | null;
+  eval_run_id: string;
+  pretrain_run_id: string | null;
+  name: string | null;
+  model: string | null;
+  framework: string | null;
+  project: string;
+  owner: string;
+  study_id: string | null;
+  config: Record<string, unknown>;
+  finished_at: string | null;
+}
+
+export interface Leaderboard {
+  data: LeaderboardRow[];
 }

@@ -3,9 +3,7 @@
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { api } from "../api/client";
 import type { RunDetail } from "../api/types";
-import { LineChart, PALETTE, type ChartLine } from "../charts/LineChart";
-import { groupKeys } from "../charts/groups";
-import { fromResponse, type Series } from "../charts/series";
+import { OverlayCharts, runColor } from "../charts/Overlay";
 import { flatten } from "../form/schema";
 import { navigate } from "../router";
 import { Empty, ErrorBox, Link, Loading, StatusBadge, fmtAcc } from "../ui/common";
@@ -26,34 +24,17 @@ const label = (r: RunDetail) => r.name || r.id;
 export function ComparePage({ ids }: { ids: string[] }) {
   const [runs, setRuns] = useState<RunDetail[] | null>(null);
   const [error, setError] = useState<unknown>(null);
-  const [series, setSeries] = useState<Map<string, Map<string, Series>> | null>(null); // run -> key -> series
-  const [keys, setKeys] = useState<string[]>([]);
   const [input, setInput] = useState(ids.join(", "));
 
   useEffect(() => {
     if (ids.length === 0) return;
     setRuns(null);
-    setSeries(null);
     const ctrl = new AbortController();
-    (async () => {
-      const rs = await Promise.all(ids.map((id) => api.run(id, ctrl.signal)));
-      setRuns(rs);
-      const keyLists = await Promise.all(ids.map((id) => api.metricKeys(id, ctrl.signal)));
-      const all = Array.from(new Set(keyLists.flat())).sort();
-      setKeys(all);
-      const out = new Map<string, Map<string, Series>>();
-      await Promise.all(ids.map(async (id, i) => {
-        if (!keyLists[i].length) return;
-        const res = await api.metrics(id, { keys: keyLists[i], buckets: 500 }, ctrl.signal);
-        out.set(id, fromResponse(res).series);
-      }));
-      setSeries(out);
-    })().catch((e) => {
+    Promise.all(ids.map((id) => api.run(id, ctrl.signal))).then(setRuns).catch((e) => {
       if ((e as Error).name !== "AbortError") setError(e);
     });
     return () => ctrl.abort();
   }, [ids.join(",")]);
-
   const diff = useMemo(() => (runs ? diffKeys(runs.map((r) => r.spec)) : []), [runs]);
 
   const picker = (
@@ -78,8 +59,7 @@ export function ComparePage({ ids }: { ids: string[] }) {
   if (error) return <main class="page"><h1>Compare</h1>{picker}<ErrorBox error={error} /></main>;
   if (!runs) return <main class="page"><h1>Compare</h1><Loading what="runs" /></main>;
 
-  const color = (i: number) => PALETTE[i % PALETTE.length];
-  const groups = groupKeys(keys);
+  const color = runColor;
   const flats = runs.map((r) => flatten(r.spec));
   return (
     <main class="page">
@@ -110,18 +90,7 @@ export function ComparePage({ ids }: { ids: string[] }) {
       </div>
       {diff.length === 0 && <p class="muted small">These runs have identical configs.</p>}
       <h2>Curves</h2>
-      {!series ? <Loading what="curves" /> : keys.length === 0 ? <Empty>None of these runs logged metrics.</Empty> : (
-        <div class="chart-grid">
-          {groups.flatMap((g) => g.keys).map((k) => {
-            const lines: ChartLine[] = runs.flatMap((r, i) => {
-              const s = series.get(r.id)?.get(k);
-              return s ? [{ label: label(r), series: s, color: color(i) }] : [];
-            });
-            const g = groups.find((x) => x.keys.includes(k))!;
-            return <LineChart key={k} id={k} title={k} lines={lines} yRange={g.yRange} syncKey="compare" />;
-          })}
-        </div>
-      )}
+      <OverlayCharts runs={runs.map((r, i) => ({ id: r.id, label: label(r), color: color(i) }))} syncKey="compare" />
     </main>
   );
 }

@@ -35,7 +35,10 @@ export function RunPage({ id }: { id: string }) {
   const [checkpoints, setCheckpoints] = useState<CheckpointPublic[]>([]);
   const [logs, setLogs] = useState<RunEvent[] | null>(null);
   const [live, setLive] = useState<LiveState>("connecting");
-  const [tab, setTab] = useState<Tab>("charts");
+  const [tab, setTab] = useState<Tab>(() => {
+    const t = new URLSearchParams(window.location.search).get("tab");
+    return (["charts", "alerts", "evals", "config", "logs", "checkpoints"].includes(t ?? "") ? t : "charts") as Tab;
+  });
   const [busy, setBusy] = useState<string | null>(null);
   const [actionError, setActionError] = useState<string | null>(null);
   const [width, setWidth] = useState(DEFAULT_BUCKETS);
