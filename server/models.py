@@ -107,6 +107,9 @@ class Run(SQLModel, table=True):
     best_linear_top1: float | None = None
     best_finetune_top1: float | None = None
     alert_count: int = Field(default=0, description="Stability alerts the run raised.")
+    preset: str | None = Field(default=None, max_length=64, description="The preset it was submitted with.")
+    overrides: dict[str, Any] = Field(default_factory=dict, sa_type=JSON,
+                                      description="The dotted overrides it was submitted with.")
     study_id: str | None = Field(default=None, foreign_key="studies.id", max_length=32, index=True)
     study_values: dict[str, Any] = Field(default_factory=dict, sa_type=JSON,
                                          description="The study's axis name -> this run's value label.")
@@ -172,6 +175,7 @@ class MetricRollup(SQLModel, table=True):
     vmin: float | None = None
     vmax: float | None = None
     n: int
+    n_nan: int = Field(default=0, description="Points that are NaN (left out of min and max).")
     last_step: int = Field(sa_type=BigInteger)
     last_value: float | None = None
 

@@ -73,9 +73,15 @@ def revoke_token(token_id: Annotated[int, Path(ge=1, le=2**31)], session: Sessio
 @login_router.get("/login")
 def login(request: Request, settings: SettingsDep, token: Annotated[str, Query(max_length=200)],
           next: Annotated[str, Query(max_length=500)] = "/") -> RedirectResponse:
-    """Exchange a token (the link `mocolab up` prints) for an HttpOnly session cookie, then go to the UI."""
+    """Exchange a token (the link `mocolab up` prints) for an HttpOnly session cookie, then go to the UI. A bad
+    token sends a browser to the login page with the reason; other clients get 401."""
     with Session(writer(get_engine(request))) as session:
-        caller = service.resolve(session, token)
+        try:
+            caller = service.resolve(session, token)
+        except Unauthorized:
+            if "text/html" in request.headers.get("accept", ""):
+                return RedirectResponse("/login-page?error=invalid-token", status_code=303)
+            raise
         _row, session_token = service.issue_token(session, user=caller.user, name="browser session", kind="session",
                                                   lifetime=timedelta(days=settings.session_days))
         session.commit()

@@ -122,7 +122,7 @@ class Ingestor:
     """One consumer of the events stream. `step()` does one read-write-ack pass; safe to call repeatedly."""
 
     def __init__(self, engine: Engine, redis_client: redis.Redis, consumer: str = "ingest", batch: int = 200,
-                 block_ms: int = 500, claim_idle_ms: int = 30_000) -> None:
+                 block_ms: int = 500, claim_idle_ms: int = 30_000, progress_every_s: float = 1.0) -> None:
         self.engine = engine
         self.write_engine = writer(engine)
         self.redis = redis_client
@@ -135,6 +135,8 @@ class Ingestor:
         self._last_claim = 0.0
         self._group_ready = False
         self._last_seq: dict[str, int] = {}  # for runs without a Run row
+        self.progress_every_s = progress_every_s
+        self._progress_at: dict[str, float] = {}  # run -> when its progress was last announced
 
     # ------------------------------------------------------------ reading
     def ensure_group(self) -> None:
@@ -256,6 +258,7 @@ class Ingestor:
             self._derived(session, new)
             runs = self._runs(session, {e.run_id for e in new} | _beat_runs(beats))
             changed = self._apply(session, runs, new, result)
+            changed += self._progressed(runs, new, {r.id for r in changed})
             session.flush()
             result.team[:0] = [("run", r.team_id, p.model_dump(mode="json"))  # status before its alerts
                                for r, p in zip(changed, to_public(session, changed), strict=True)]
@@ -264,6 +267,23 @@ class Ingestor:
         result.published = [{"run_id": e.run_id, "seq": e.seq, "time": e.time, "type": e.type, "payload": e.payload}
                             for e in new]
         return result
+
+    def _progressed(self, runs: dict[str, Run], new: list[EngineEvent], changed: set[str]) -> list[Run]:
+        """Runs whose step moved, announced to the team at most every `progress_every_s` (status changes
+        are announced at once, by `_apply`)."""
+        now = time.monotonic()
+        out = []
+        for run_id in dict.fromkeys(e.run_id for e in new if e.type == "metrics"):
+            run = runs.get(run_id)
+            if run is None or run_id in changed or now - self._progress_at.get(run_id, -1e9) < self.progress_every_s:
+                continue
+            self._progress_at[run_id] = now
+            out.append(run)
+        for run_id in changed:
+            self._progress_at[run_id] = now
+        if len(self._progress_at) > 10_000:  # forget runs long quiet
+            self._progress_at = {k: v for k, v in self._progress_at.items() if now - v < 3600}
+        return out
 
     def _derived(self, session: Session, new: list[EngineEvent]) -> None:
         """Metrics (a step stored again replaces the old value), alerts, checkpoints, evaluation results."""

@@ -81,7 +81,7 @@ def refresh_rollups(session: Session, spans: dict[tuple[str, str], tuple[int, in
                                       "hi": (last + 1) * ROLLUP}).all()
         rows += _fold(run_id, key, points)
     repo.upsert(session, MetricRollup.__table__, rows, ["run_id", "key", "bucket"],  # type: ignore[attr-defined]
-                ["vmin", "vmax", "n", "last_step", "last_value"])
+                ["vmin", "vmax", "n", "n_nan", "last_step", "last_value"])
 
 
 def rebuild_rollups(session: Session, *, run_id: str) -> None:
@@ -99,7 +99,7 @@ def _fold(run_id: str, key: str, points: Sequence[tuple[int, float | None]]) -> 
         bucket = step // ROLLUP
         if current is None or current["bucket"] != bucket:
             current = {"run_id": run_id, "key": key, "bucket": bucket, "vmin": None, "vmax": None, "n": 0,
-                       "last_step": step, "last_value": value}
+                       "n_nan": 0, "last_step": step, "last_value": value}
             rows.append(current)
         current["n"] = int(current["n"]) + 1  # type: ignore[call-overload]
         current["last_step"], current["last_value"] = step, value
@@ -108,6 +108,8 @@ def _fold(run_id: str, key: str, points: Sequence[tuple[int, float | None]]) -> 
                 current["vmin"] = value
             if current["vmax"] is None or value > current["vmax"]:  # type: ignore[operator]
                 current["vmax"] = value
+        else:
+            current["n_nan"] = int(current["n_nan"]) + 1  # type: ignore[call-overload]
     return rows
 
 
@@ -132,21 +134,23 @@ def series(session: Session, *, run_id: str, keys: Sequence[str] | None, start: 
         return _from_rollups(session, run_id, keys, lo, hi, width, buckets)
     bucket = (col(Metric.step) - bindparam("lo", lo, type_=Integer)) // bindparam("w", width, type_=Integer)
     agg = (sa_select(col(Metric.key).label("key"), bucket.label("bucket"), func.min(Metric.value).label("vmin"),
-                  func.max(Metric.value).label("vmax"), func.count().label("n"), func.max(Metric.step).label("last"))
+                  func.max(Metric.value).label("vmax"), func.count().label("n"),
+                  (func.count() - func.count(col(Metric.value))).label("n_nan"), func.max(Metric.step).label("last"))
            .where(*where).group_by(col(Metric.key), literal_column("bucket")).subquery())
     last = Metric.__table__.alias("last_point")  # type: ignore[attr-defined]
     rows = session.connection().execute(
-        sa_select(agg.c.key, agg.c.last, last.c.value, agg.c.vmin, agg.c.vmax, agg.c.n)
+        sa_select(agg.c.key, agg.c.last, last.c.value, agg.c.vmin, agg.c.vmax, agg.c.n, agg.c.n_nan)
         .join(last, and_(last.c.run_id == run_id, last.c.key == agg.c.key, last.c.step == agg.c.last))
         .order_by(agg.c.key, agg.c.last)).all()
-    out = {k: MetricSeries(key=k, step=[], value=[], min=[], max=[], count=[]) for k in keys}
-    for key, step, value, vmin, vmax, n in rows:
+    out = {k: MetricSeries(key=k, step=[], value=[], min=[], max=[], count=[], nan=[]) for k in keys}
+    for key, step, value, vmin, vmax, n, n_nan in rows:
         s = out[key]
         s.step.append(int(step))
         s.value.append(encode(value))
         s.min.append(encode(vmin))  # type: ignore[union-attr]
         s.max.append(encode(vmax))  # type: ignore[union-attr]
         s.count.append(int(n))  # type: ignore[union-attr]
+        s.nan.append(int(n_nan))  # type: ignore[union-attr]
     return RunMetrics(run_id=run_id, buckets=buckets, bucket_width=width, start=lo, end=hi, series=list(out.values()))
 
 
@@ -155,17 +159,17 @@ def _from_rollups(session: Session, run_id: str, keys: list[str], lo: int, hi: i
     width = math.ceil(width / ROLLUP) * ROLLUP
     lo = lo // ROLLUP * ROLLUP
     hi = (hi // ROLLUP + 1) * ROLLUP - 1
-    out = {k: MetricSeries(key=k, step=[], value=[], min=[], max=[], count=[]) for k in keys}
+    out = {k: MetricSeries(key=k, step=[], value=[], min=[], max=[], count=[], nan=[]) for k in keys}
     r = MetricRollup.__table__.c  # type: ignore[attr-defined]
     rows = session.connection().execute(
-        sa_select(r.key, r.bucket, r.vmin, r.vmax, r.n, r.last_step, r.last_value)
+        sa_select(r.key, r.bucket, r.vmin, r.vmax, r.n, r.n_nan, r.last_step, r.last_value)
         .where(r.run_id == run_id, r.key.in_(keys), r.bucket >= lo // ROLLUP, r.bucket <= hi // ROLLUP)
         .order_by(r.key, r.bucket)).all()
     current: tuple[str, int] | None = None
     s = out[keys[0]]
     vmin: float | None = None
     vmax: float | None = None
-    for key, bucket, rmin, rmax, n, last_step, last_value in rows:
+    for key, bucket, rmin, rmax, n, n_nan, last_step, last_value in rows:
         index = (bucket * ROLLUP - lo) // width
         if current != (key, index):
             if current is not None:
@@ -175,8 +179,10 @@ def _from_rollups(session: Session, run_id: str, keys: list[str], lo: int, hi: i
             s.step.append(int(last_step))
             s.value.append(encode(last_value))
             s.count.append(0)  # type: ignore[union-attr]
+            s.nan.append(0)  # type: ignore[union-attr]
         s.step[-1], s.value[-1] = int(last_step), encode(last_value)
         s.count[-1] += int(n)  # type: ignore[index]
+        s.nan[-1] += int(n_nan)  # type: ignore[index]
         if rmin is not None and (vmin is None or rmin < vmin):
             vmin = rmin
         if rmax is not None and (vmax is None or rmax > vmax):

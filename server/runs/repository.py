@@ -90,7 +90,7 @@ def to_detail(session: Session, run: Run) -> RunDetail:
 
 def _fields(run: Run) -> dict[str, Any]:
     data = run.model_dump(exclude={"spec", "team_id", "project_id", "owner_id", "task_id", "dispatched_at",
-                                   "cancel_requested_at", "revoked_at"})
+                                   "cancel_requested_at", "revoked_at", "followups", "followups_pending"})
     spec = run.spec if isinstance(run.spec, dict) else {}
     model, data_spec = spec.get("model"), spec.get("data")
     data["model"] = str(model["arch"]) if isinstance(model, dict) and model.get("arch") else None

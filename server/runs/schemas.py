@@ -85,6 +85,10 @@ class RunPublic(BaseModel):
     model: str | None = Field(None, description="The backbone (spec model.arch).")
     framework: str | None = Field(None, description="Pretraining framework (spec framework).")
     dataset: str | None = Field(None, description="spec data.dataset.")
+    preset: str | None = Field(None, description="The preset it was submitted with (for clone and edit).")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="The dotted overrides it was submitted with.")
+    study_id: str | None = None
+    study_values: dict[str, Any] = Field(default_factory=dict, description="Its values in its study, by axis.")
 
 
 class RunDetail(RunPublic):
@@ -103,7 +107,8 @@ class PresetPublic(BaseModel):
 
 
 class MetricSeries(BaseModel):
-    """Columnar points. Downsampled: `step` and `value` are each bucket's last point; min, max, count its range."""
+    """Columnar points. Downsampled: `step` and `value` are each bucket's last point; min, max, count, nan its
+    range."""
 
     key: str
     step: list[int]
@@ -111,6 +116,8 @@ class MetricSeries(BaseModel):
     min: list[Value] | None = None
     max: list[Value] | None = None
     count: list[int] | None = None
+    nan: list[int] | None = Field(None, description="Downsampled: NaN points in each bucket (min and max leave "
+                                  "them out, so a NaN that is not a bucket's last point shows only here).")
 
 
 class RunMetrics(BaseModel):

@@ -79,7 +79,7 @@ def submit(session: Session, *, settings: Settings, caller: Caller, dispatcher: 
     assert project.id is not None and caller.user.id is not None
     run = Run(id=new_run_id(), kind=body.kind, name=body.name or spec.get("name"), spec=spec, status="queued",
               team_id=team_id, project_id=project.id, owner_id=caller.user.id, notes=body.notes, queue=body.queue,
-              checkpoint=spec.get("checkpoint"))
+              checkpoint=spec.get("checkpoint"), preset=body.preset, overrides=body.overrides)
     return _enqueue(session, dispatcher, bus, run, body.tags)
 
 
@@ -106,7 +106,8 @@ def new_evaluation(session: Session, *, settings: Settings, dispatcher: Dispatch
     run = Run(id=new_run_id(), kind=kind, name=name or f"{kind} of {parent.name or parent.id}",
               spec=spec, status="queued", team_id=parent.team_id, project_id=parent.project_id,
               owner_id=owner_id, queue=queue or parent.queue, parent_run_id=parent.id,
-              checkpoint=spec["checkpoint"], study_id=parent.study_id, study_values=dict(parent.study_values))
+              checkpoint=spec["checkpoint"], study_id=parent.study_id, study_values=dict(parent.study_values),
+              overrides=overrides)
     return _enqueue(session, dispatcher, bus, run, list(tags or []))
 
 

@@ -142,11 +142,11 @@ def create(session: Session, *, settings: Any, caller: Caller, dispatcher: Dispa
                   eval_overrides={str(k): v for k, v in body.eval_overrides.items()})
     session.add(study)
     session.flush()
-    for combo, _overrides, spec in specs:
+    for combo, overrides, spec in specs:
         labels = [a["values"][j]["label"] for a, j in zip(axes, combo, strict=True)]
         run = Run(id=new_run_id(), kind="pretrain", name=f"{body.name}: {', '.join(labels)}", spec=spec,
                   status="queued", team_id=team_id, project_id=project.id, owner_id=caller.user.id,
-                  notes=body.notes, queue=body.queue, study_id=study.id,
+                  notes=body.notes, queue=body.queue, study_id=study.id, preset=body.preset, overrides=overrides,
                   study_values={a["name"]: label for a, label in zip(axes, labels, strict=True)},
                   followups=list(body.evaluations), followups_pending=bool(body.evaluations))
         _enqueue(session, dispatcher, bus, run, [*body.tags, f"study:{study.id}"][:32])

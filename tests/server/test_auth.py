@@ -116,6 +116,9 @@ class TestLogin:
 
     def test_login_with_a_bad_token_is_401(self, client: TestClient) -> None:
         assert client.get("/login?token=mcl_wrong", follow_redirects=False).status_code == 401
+        browser = client.get("/login?token=mcl_wrong", headers={"Accept": "text/html,*/*"}, follow_redirects=False)
+        assert browser.status_code == 303 and browser.headers["location"] == "/login-page?error=invalid-token"
+        assert "set-cookie" not in browser.headers
 
 
 class TestNonLoopbackBind:

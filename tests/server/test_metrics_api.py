@@ -76,7 +76,8 @@ class TestMetrics:
         run = submit(client, alice)
         body = client.get(f"/api/v1/runs/{run['id']}/metrics", params={"keys": "loss", "buckets": 10},
                           headers=alice.headers).json()
-        assert body["series"] == [{"key": "loss", "step": [], "value": [], "min": None, "max": None, "count": None}]
+        assert body["series"] == [{"key": "loss", "step": [], "value": [], "min": None, "max": None, "count": None,
+                                   "nan": None}]
 
 
 class TestExport:
@@ -115,7 +116,7 @@ class TestExport:
         assert body["alerts"] == [] and body["evals"] == []
 
 
-Bucket = tuple[int, object, object, object, int]
+Bucket = tuple[int, object, object, object, int, int]
 
 
 def reference_buckets(points: dict[int, float | None], lo: int, width: int) -> list[Bucket]:
@@ -131,7 +132,7 @@ def reference_buckets(points: dict[int, float | None], lo: int, width: int) -> l
     for _, pts in sorted(out.items()):
         finite = [v for _, v in pts if v is not None and v == v]
         rows.append((pts[-1][0], enc(pts[-1][1]), enc(min(finite)) if finite else "nan",
-                     enc(max(finite)) if finite else "nan", len(pts)))
+                     enc(max(finite)) if finite else "nan", len(pts), len(pts) - len(finite)))
     return rows
 
 
@@ -177,7 +178,11 @@ class TestRollups:
             want = reference_buckets({s: v for s, v in points.items() if lo <= s <= hi}, lo, width)
             [series] = got["series"]
             assert list(zip(series["step"], series["value"], series["min"], series["max"], series["count"],
-                            strict=True)) == [tuple(r) for r in want], params
+                            series["nan"], strict=True)) == [tuple(r) for r in want], params
         everything = client.get(url, params={"keys": "loss", "buckets": 4}, headers=alice.headers).json()
         assert 500.0 not in everything["series"][0]["max"]  # the re-stored steps replaced the spike
         assert "inf" in everything["series"][0]["max"]  # a non-finite value is never hidden
+        assert sum(everything["series"][0]["nan"]) == 1  # nor a NaN that is not its bucket's last point
+        fine = client.get(url, params={"keys": "loss", "buckets": 10, "start": 1150, "end": 1249},
+                          headers=alice.headers).json()  # 10 steps a bucket: from the points themselves
+        assert fine["bucket_width"] == 10 and fine["series"][0]["nan"][5] == 1 and sum(fine["series"][0]["nan"]) == 1

@@ -31,6 +31,7 @@ class TestSubmit:
         assert run["status"] == "queued" and run["kind"] == "pretrain" and run["attempt"] == 1
         assert run["spec"]["optim"]["epochs"] == 1 and run["spec"]["model"]["arch"] == "vit_micro_p7"
         assert run["tags"] == ["smoke", "tiny"] and run["owner"] == "alice" and run["project"] == "default"
+        assert run["preset"] == "fmnist_tiny" and run["overrides"] == {"optim.epochs": 1}  # for clone and edit
         [message] = queue_messages(redis_client, "testq")
         assert message["task"] == protocol.TASK_RUN and message["id"] == f"{run['id']}.1"
         assert message["args"] == [run["id"], "pretrain", run["spec"], 1]

@@ -25,6 +25,7 @@ def upgrade() -> None:
                     sa.Column("vmin", sa.Float(), nullable=True),
                     sa.Column("vmax", sa.Float(), nullable=True),
                     sa.Column("n", sa.Integer(), nullable=False),
+                    sa.Column("n_nan", sa.Integer(), nullable=False),
                     sa.Column("last_step", sa.BigInteger(), nullable=False),
                     sa.Column("last_value", sa.Float(), nullable=True),
                     sa.PrimaryKeyConstraint("run_id", "key", "bucket"))
@@ -32,10 +33,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("alert_count", sa.Integer(), nullable=False, server_default="0"))
     op.execute("UPDATE runs SET alert_count = (SELECT count(*) FROM alerts WHERE alerts.run_id = runs.id)")
     # a database that already holds metrics gets its rollups now (the ingest keeps them from here on)
-    op.execute("INSERT INTO metric_rollups (run_id, key, bucket, vmin, vmax, n, last_step, last_value) "
-               "SELECT g.run_id, g.key, g.bucket, g.vmin, g.vmax, g.n, g.last_step, m.value FROM "
+    op.execute("INSERT INTO metric_rollups (run_id, key, bucket, vmin, vmax, n, n_nan, last_step, last_value) "
+               "SELECT g.run_id, g.key, g.bucket, g.vmin, g.vmax, g.n, g.n_nan, g.last_step, m.value FROM "
                "(SELECT run_id, key, step / 64 AS bucket, min(value) AS vmin, max(value) AS vmax, count(*) AS n, "
-               "max(step) AS last_step FROM metrics GROUP BY run_id, key, step / 64) g "
+               "count(*) - count(value) AS n_nan, max(step) AS last_step FROM metrics "
+               "GROUP BY run_id, key, step / 64) g "
                "JOIN metrics m ON m.run_id = g.run_id AND m.key = g.key AND m.step = g.last_step")
 
 

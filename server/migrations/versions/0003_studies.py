@@ -1,5 +1,5 @@
 """Studies: a named set of runs varying one or two settings; runs know their study, their values in it,
-and the evaluations to queue when they succeed.
+the evaluations to queue when they succeed, and the preset and overrides they were submitted with.
 
 Revision ID: 0003
 Revises: 0002
@@ -39,6 +39,8 @@ def upgrade() -> None:
     op.create_index(op.f("ix_studies_team_id"), "studies", ["team_id"], unique=False)
     op.create_index(op.f("ix_studies_project_id"), "studies", ["project_id"], unique=False)
     with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("preset", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("overrides", sa.JSON(), nullable=False, server_default="{}"))
         batch.add_column(sa.Column("study_id", sa.String(length=32), nullable=True))
         batch.add_column(sa.Column("study_values", sa.JSON(), nullable=False, server_default="{}"))
         batch.add_column(sa.Column("followups", sa.JSON(), nullable=False, server_default="[]"))
@@ -57,6 +59,8 @@ def downgrade() -> None:
         batch.drop_column("followups")
         batch.drop_column("study_values")
         batch.drop_column("study_id")
+        batch.drop_column("overrides")
+        batch.drop_column("preset")
     op.drop_index(op.f("ix_studies_project_id"), table_name="studies")
     op.drop_index(op.f("ix_studies_team_id"), table_name="studies")
     op.drop_table("studies")
