@@ -97,3 +97,26 @@ describe("helpers", () => {
     expect(p.get("loss")).toEqual({ step: 7, value: 1.5 });
   });
 });
+
+describe("NaN inside a bucket (the server's nan counts)", () => {
+  const withNan = () => fromResponse({
+    run_id: "r", buckets: 10, bucket_width: 10, start: 0, end: 99, truncated: false,
+    series: [{ key: "loss", step: [9, 19], value: [2, 1.5], min: [1.9, 1.4], max: [2.5, 1.8], count: [10, 10], nan: [0, 2] }],
+  });
+
+  it("marks a bucket whose last value is finite but which held a NaN", () => {
+    const { series } = withNan();
+    expect(align([series.get("loss")!]).nonFinite).toEqual([{ series: 0, step: 19, value: NaN }]);
+    expect(align([wire().series.get("loss")!]).nonFinite).toEqual([]); // no counts: nothing to mark
+  });
+
+  it("keeps the count through live merges and re-bucketing, and counts NaNs merged live", () => {
+    const { geometry, series } = wire();
+    let s = mergePoints(series.get("loss")!, geometry, [{ step: 19.5, value: "nan" }, { step: 19.7, value: 1.3 }]);
+    expect(s.nan).toEqual([0, 1]);
+    expect(align([s]).nonFinite.map((n) => n.step)).toEqual([19.7]);
+    s = mergePoints(s, geometry, [{ step: 25, value: 1 }]);
+    expect(s.nan).toEqual([0, 1, 0]);
+    expect(rebucket(s, geometry, 20).nan).toEqual([1, 0]);
+  });
+});

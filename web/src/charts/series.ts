@@ -11,6 +11,9 @@ export interface Series {
   min: number[];
   max: number[];
   count: number[];
+  /** NaN points per bucket, when known (the server's `nan`, or a NaN merged live): a NaN inside a bucket whose
+   * last value is finite still gets its marker. */
+  nan?: number[];
 }
 
 /** Bucket edges shared by every key of a chart: bucket i holds steps [start + i*width, start + (i+1)*width). */
@@ -46,7 +49,14 @@ export function seriesFromWire(w: MetricSeriesWire): Series {
     min: w.min ? w.min.map(parseValue) : value.slice(),
     max: w.max ? w.max.map(parseValue) : value.slice(),
     count: w.count ? w.count.slice() : value.map(() => 1),
+    ...(Array.isArray(w.nan) && w.nan.length === value.length ? { nan: w.nan.slice() } : {}),
   };
+}
+
+/** The series' NaN counts, created (zeros) when absent. */
+function nanOf(s: Series): number[] {
+  if (!s.nan) s.nan = s.step.map(() => 0);
+  return s.nan;
 }
 
 export function fromResponse(r: RunMetrics): { geometry: Geometry; series: Map<string, Series> } {
@@ -81,8 +91,12 @@ export function mergePoints(s: Series, g: Geometry, points: LivePoint[]): Series
     const n = cur.step.length;
     const lastStep = n ? cur.step[n - 1] : -Infinity;
     if (!(p.step > lastStep)) continue;
-    if (!out) out = { key: s.key, step: s.step.slice(), value: s.value.slice(), min: s.min.slice(), max: s.max.slice(), count: s.count.slice() };
+    if (!out) {
+      out = { key: s.key, step: s.step.slice(), value: s.value.slice(), min: s.min.slice(), max: s.max.slice(), count: s.count.slice() };
+      if (s.nan) out.nan = s.nan.slice();
+    }
     const v = parseValue(p.value);
+    const isNan = Number.isNaN(v) ? 1 : 0;
     if (n && g.start !== null && bucketOf(g, p.step) === bucketOf(g, lastStep)) {
       const i = n - 1;
       out.step[i] = p.step;
@@ -90,12 +104,15 @@ export function mergePoints(s: Series, g: Geometry, points: LivePoint[]): Series
       out.min[i] = lower(out.min[i], v);
       out.max[i] = higher(out.max[i], v);
       out.count[i] += 1;
+      if (isNan || out.nan) nanOf(out)[i] += isNan;
     } else {
+      if (isNan && !out.nan) nanOf(out);
       out.step.push(p.step);
       out.value.push(v);
       out.min.push(v);
       out.max.push(v);
       out.count.push(1);
+      out.nan?.push(isNan);
     }
   }
   return out ?? s;
@@ -105,6 +122,7 @@ export function mergePoints(s: Series, g: Geometry, points: LivePoint[]): Series
 export function rebucket(s: Series, g: Geometry, width: number): Series {
   const ng: Geometry = { start: g.start, width };
   const out = emptySeries(s.key);
+  if (s.nan) out.nan = [];
   let last = NaN;
   for (let i = 0; i < s.step.length; i++) {
     const b = bucketOf(ng, s.step[i]);
@@ -115,12 +133,14 @@ export function rebucket(s: Series, g: Geometry, width: number): Series {
       out.min[j] = lower(out.min[j], s.min[i]);
       out.max[j] = higher(out.max[j], s.max[i]);
       out.count[j] += s.count[i];
+      if (out.nan && s.nan) out.nan[j] += s.nan[i];
     } else {
       out.step.push(s.step[i]);
       out.value.push(s.value[i]);
       out.min.push(s.min[i]);
       out.max.push(s.max[i]);
       out.count.push(s.count[i]);
+      if (out.nan && s.nan) out.nan.push(s.nan[i]);
       last = b;
     }
   }
@@ -203,6 +223,8 @@ export function align(list: Series[]): Aligned {
       max[j] = finiteOrNull(s.max[i]);
       if (!Number.isFinite(s.value[i])) nonFinite.push({ series: si, step: s.step[i], value: s.value[i] });
       else if (!Number.isFinite(s.max[i]) && !Number.isNaN(s.max[i])) nonFinite.push({ series: si, step: s.step[i], value: s.max[i] });
+      else if (!Number.isFinite(s.min[i]) && !Number.isNaN(s.min[i])) nonFinite.push({ series: si, step: s.step[i], value: s.min[i] });
+      else if ((s.nan?.[i] ?? 0) > 0) nonFinite.push({ series: si, step: s.step[i], value: NaN });
     }
     points += s.step.length;
     return { value, min, max };

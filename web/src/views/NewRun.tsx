@@ -41,7 +41,8 @@ export function NewRunPage({ query }: { query: URLSearchParams }) {
     api.run(cloneId).then((r) => {
       setClone(r);
       setKind(r.kind);
-      setPreset("");
+      // Newer servers say what the run was submitted with: its preset and only its own overrides.
+      setPreset(r.kind === "pretrain" && typeof r.preset === "string" ? r.preset : "");
       setProject(r.project);
       setTags(r.tags.join(", "));
       setQueue(r.queue);
@@ -62,7 +63,10 @@ export function NewRunPage({ query }: { query: URLSearchParams }) {
   // Reset the texts when the schema, the preset or the cloned run changes.
   useEffect(() => {
     if (!fields.length) return;
-    const start = clone && clone.kind === kind ? valuesOf(fields, clone.spec) : base;
+    const submitted = clone?.overrides && typeof clone.overrides === "object" ? clone.overrides : null;
+    const start = clone && clone.kind === kind
+      ? submitted ? valuesOf(fields, presetTree, submitted) : valuesOf(fields, clone.spec)
+      : base;
     const t: Record<string, string> = {};
     for (const f of fields) t[f.path] = toText(f, start[f.path]);
     setTexts(t);

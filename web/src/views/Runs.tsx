@@ -7,7 +7,6 @@ import { useTeamStream } from "../api/team";
 import { RUN_KINDS, RUN_STATUSES, type RunPublic } from "../api/types";
 import { navigate, useRoute } from "../router";
 import { Empty, ErrorBox, Link, LiveIndicator, StatusBadge, fmtAcc, timeAgo } from "../ui/common";
-import { useRunExtras } from "./runExtras";
 
 const PAGE = 50;
 
@@ -17,6 +16,31 @@ function progress(r: RunPublic): { pct: number | null; text: string } {
     return { pct, text: `${r.step}/${r.total_steps}` };
   }
   return { pct: null, text: r.step !== null ? `step ${r.step}` : "—" };
+}
+
+export interface AlertMessage { run_id?: string; seq?: number; kind?: string }
+
+// Alert kinds seen live this session, by run (the badge's title); counts come with the run itself.
+const alertKinds = new Map<string, string>();
+
+/**
+ * A team-stream `alert` bumps its row's count once: only when its seq is past the row's last_seq (a `run`
+ * snapshot taken after the alert already counts it), and the row's last_seq moves up to it.
+ */
+export function bumpAlerts(rows: RunPublic[], a: AlertMessage): RunPublic[] {
+  if (!a || typeof a.run_id !== "string") return rows;
+  const i = rows.findIndex((r) => r.id === a.run_id);
+  if (i < 0) return rows;
+  const r = rows[i];
+  if (a.kind) {
+    const kinds = new Set((alertKinds.get(r.id) ?? "").split(", ").filter(Boolean));
+    kinds.add(a.kind);
+    alertKinds.set(r.id, Array.from(kinds).join(", "));
+  }
+  if (typeof a.seq === "number" && a.seq <= r.last_seq) return rows;
+  const next = rows.slice();
+  next[i] = { ...r, alert_count: (r.alert_count ?? 0) + 1, last_seq: typeof a.seq === "number" ? a.seq : r.last_seq };
+  return next;
 }
 
 function matches(r: RunPublic, f: RunQuery): boolean {
@@ -93,7 +117,11 @@ export function RunsPage() {
       setReload((n) => n + 1);
       return;
     }
-    if (m.event !== "run") return;
+    if (m.event === "alert") {
+      setRows((cur) => (cur ? bumpAlerts(cur, m.data as AlertMessage) : cur));
+      return;
+    }
+    if (m.event !== "run") return; // status changes, and (newer servers) throttled progress: the same shape
     const run = m.data as RunPublic;
     if (!run || typeof run.id !== "string") return;
     setRows((cur) => {
@@ -115,7 +143,6 @@ export function RunsPage() {
     });
   }, []);
   const live = useTeamStream(onMessage);
-  const extras = useRunExtras(rows ?? []);
 
   const toggle = (id: string) => setSelected((s) => (s.includes(id) ? s.filter((x) => x !== id) : [...s, id]));
   const pages = Math.max(1, Math.ceil(count / PAGE));
@@ -184,7 +211,6 @@ export function RunsPage() {
             <tbody>
               {rows.map((r) => {
                 const pr = progress(r);
-                const ex = extras[r.id];
                 return (
                   <tr key={r.id} data-testid="run-row" data-run-id={r.id} class={selected.includes(r.id) ? "selected" : ""}>
                     <td><input type="checkbox" checked={selected.includes(r.id)} onChange={() => toggle(r.id)}
@@ -195,8 +221,8 @@ export function RunsPage() {
                     </td>
                     <td><StatusBadge status={r.status} /></td>
                     <td>{r.kind}</td>
-                    <td class="mono small">{ex?.model ?? "…"}</td>
-                    <td class="small">{ex?.framework ?? "…"}</td>
+                    <td class="mono small">{r.model ?? (r.kind === "pretrain" ? "—" : "from checkpoint")}</td>
+                    <td class="small">{r.framework ?? (r.kind === "pretrain" ? "—" : r.kind)}</td>
                     <td>
                       {pr.pct !== null ? (
                         <div class="progress" title={pr.text}>
@@ -207,7 +233,8 @@ export function RunsPage() {
                     </td>
                     <td class="num">{fmtAcc(r.best_knn_top1)}</td>
                     <td class="num">{fmtAcc(r.best_linear_top1)}</td>
-                    <td>{ex?.alerts ? <span class="badge alert" data-testid="alert-badge" title={ex.alertKinds}>⚠ {ex.alerts}</span> : ""}</td>
+                    <td>{r.alert_count ? <span class="badge alert" data-testid="alert-badge"
+                      title={alertKinds.get(r.id) ?? `${r.alert_count} stability alert${r.alert_count > 1 ? "s" : ""}`}>⚠ {r.alert_count}</span> : ""}</td>
                     <td>{r.owner}</td>
                     <td>{r.tags.map((t) => (
                       <button type="button" key={t} class="tag" onClick={() => setParam({ tag: t })} title={`Filter by tag ${t}`}>{t}</button>
