@@ -79,11 +79,11 @@ function AxisEditor({ i, axis, fields, byPath, errors, onChange, onRemove }: {
         <ol class="axis-values">
           {texts.map((t, j) => {
             const p = parseValue(field, t);
-            const err = errors[`axes.${i}.values.${j}`] ?? (!p.ok ? p.error : undefined);
+            const err = !p.ok ? p.error : errors[`axes.${i}.values.${j}`];
             const label = p.ok ? axis.labels?.[JSON.stringify(p.value)] : undefined;
             return (
               <li key={j} class={err ? "bad" : ""} data-testid={`study-axis-value-${i}-${j}`}>
-                <code>{t}</code>{label && label !== t ? <span class="muted small"> ({label})</span> : null}
+                <span class="muted small">{j + 1}.</span> <code>{t}</code>{label && label !== t ? <span class="muted small"> ({label})</span> : null}
                 {err && <span class="field-error" role="alert" data-testid={`study-error-axes.${i}.values.${j}`}> {err}</span>}
               </li>
             );

@@ -161,6 +161,7 @@ export function StudyPage({ id }: { id: string }) {
   const timer = useRef<number | null>(null);
   const runIds = useRef(new Set<string>());
   const statuses = useRef("");
+  const curvesAt = useRef(Date.now());
 
   useEffect(() => {
     const ctrl = new AbortController();
@@ -168,9 +169,13 @@ export function StudyPage({ id }: { id: string }) {
       setStudy(s);
       setError(null);
       runIds.current = new Set(s.rows.flatMap((r) => [r.run?.id, ...Object.values(r.evals).map((e) => e.run_id)]).filter(Boolean) as string[]);
-      // Curves are refetched when a run starts or ends, not on every change.
+      // Curves are refetched when a run starts or ends, and at most every 20 s while one runs; not per change.
       const sig = s.rows.map((r) => r.run?.status ?? "").join(",");
-      if (statuses.current && sig !== statuses.current) setCurvesReload((n) => n + 1);
+      const running = s.rows.some((r) => r.run?.status === "running");
+      if ((statuses.current && sig !== statuses.current) || (running && Date.now() - curvesAt.current > 20_000)) {
+        curvesAt.current = Date.now();
+        setCurvesReload((n) => n + 1);
+      }
       statuses.current = sig;
     }).catch((e) => {
       if ((e as Error).name !== "AbortError") setError(e);
