@@ -165,12 +165,13 @@ class Metric(SQLModel, table=True):
 
 
 class MetricRollup(SQLModel, table=True):
-    """Min, max, count and last point of one key over `ROLLUP` consecutive steps (bucket = step // ROLLUP),
-    kept exact by the ingest, so a downsampled view of a 10^6-step curve reads 64x fewer rows."""
+    """Min, max, counts and last point of one key over `width` consecutive steps (bucket = step // width; 64
+    and 1024), kept exact by the ingest, so a downsampled view of a long curve reads far fewer rows."""
 
     __tablename__ = "metric_rollups"
     run_id: str = Field(primary_key=True, max_length=64)
     key: str = Field(primary_key=True, max_length=64)
+    width: int = Field(primary_key=True)
     bucket: int = Field(primary_key=True, sa_type=BigInteger)
     vmin: float | None = None
     vmax: float | None = None

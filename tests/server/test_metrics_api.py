@@ -170,15 +170,19 @@ class TestRollups:
         drain(ingestor)
 
         url = f"/api/v1/runs/{rid}/metrics"
-        for params in ({"buckets": 20}, {"buckets": 7}, {"buckets": 3, "start": 130, "end": 1400}):
+        widths = set()
+        for params in ({"buckets": 20}, {"buckets": 7}, {"buckets": 3, "start": 130, "end": 1400}, {"buckets": 1, "start": 0, "end": 2047},
+                       {"buckets": 1, "start": 1000, "end": 2500}):
             got = client.get(url, params={"keys": "loss", **params}, headers=alice.headers).json()
             width, lo = got["bucket_width"], got["start"]
             assert width % 64 == 0 and lo % 64 == 0
+            widths.add(width)
             hi = got["end"]
             want = reference_buckets({s: v for s, v in points.items() if lo <= s <= hi}, lo, width)
             [series] = got["series"]
             assert list(zip(series["step"], series["value"], series["min"], series["max"], series["count"],
                             series["nan"], strict=True)) == [tuple(r) for r in want], params
+        assert 2048 in widths  # one bucket over 2,048 steps: read from the 1024-step rollups
         everything = client.get(url, params={"keys": "loss", "buckets": 4}, headers=alice.headers).json()
         assert 500.0 not in everything["series"][0]["max"]  # the re-stored steps replaced the spike
         assert "inf" in everything["series"][0]["max"]  # a non-finite value is never hidden
