@@ -21,6 +21,7 @@ from typing import Any
 from .client import Client, ClientError
 
 TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
+ENDED = {"succeeded", "failed", "cancelled"}  # a lost run is re-queued
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +58,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", dest="tags", action="append", default=[])
     p.add_argument("--name", default=None)
     p.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    p = sub.add_parser("study", help="create a study (a run per value of one or two settings), or show one",
+                       description="mocolab study --name lr --preset fmnist_small --axis optim.base_lr=1e-4,1e-3 "
+                       "--eval knn --wait  |  mocolab study --show ID  |  mocolab study --templates")
+    p.add_argument("--name", default=None)
+    p.add_argument("--template", default=None, help="one of the paper's comparisons (see --templates)")
+    p.add_argument("--templates", action="store_true", help="list the templates and exit")
+    p.add_argument("--preset", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--axis", dest="axes", action="append", default=[], metavar="PATH=V1,V2,...",
+                   help="a setting and its values (at most two axes)")
+    p.add_argument("--axes-json", default=None, help="a JSON file with the axes (values with labels and overrides)")
+    p.add_argument("--eval", dest="evaluations", action="append", default=[], choices=["knn", "linear", "finetune"])
+    p.add_argument("--eval-set", action="append", default=[], metavar="KIND:KEY=VALUE")
+    p.add_argument("--project", default=None)
+    p.add_argument("--queue", default=None)
+    p.add_argument("--show", default=None, metavar="STUDY_ID", help="print a study's table")
+    p.add_argument("--wait", action="store_true", help="show progress until every run and evaluation ended")
     p = sub.add_parser("runs", help="list runs")
     for flag in ("status", "kind", "project", "tag", "q"):
         p.add_argument(f"--{flag}", default=None)
@@ -156,6 +174,8 @@ def run(argv: list[str] | None = None) -> int:
             print(_line(final))
             return 0 if final["status"] == "succeeded" else 1
         return 0
+    if args.command == "study":
+        return _study(client, args)
     if args.command == "runs":
         page = client.runs(status=args.status, kind=args.kind, project=args.project, tag=args.tag, q=args.q)
         for item in page["data"]:
@@ -176,6 +196,76 @@ def run(argv: list[str] | None = None) -> int:
                 _echo(event)
         return 0
     return 2
+
+
+def _study(client: Client, args: argparse.Namespace) -> int:
+    if args.templates:
+        for t in client.get("/study-templates"):
+            described = "; ".join(f"{a['name']}: {', '.join(a['labels'])}" for a in t["axes"])
+            print(f"{t['name']:20s} {t['title']} ({described})")
+        return 0
+    study_id = args.show
+    if study_id is None:
+        if not args.name:
+            raise ValueError("--name is needed to create a study")
+        body: dict[str, Any] = {"name": args.name, "evaluations": args.evaluations or ["knn"]}
+        for key in ("template", "preset", "project", "queue"):
+            if getattr(args, key):
+                body[key] = getattr(args, key)
+        if args.overrides:
+            body["overrides"] = _overrides(args.overrides)
+        axes = []
+        for item in args.axes:
+            path, sep, values = item.partition("=")
+            if not sep or not values:
+                raise ValueError(f"--axis {item!r}: expected PATH=V1,V2,...")
+            axes.append({"path": path.strip(), "values": [parse_cli_value(v) for v in values.split(",")]})
+        if args.axes_json:
+            with open(args.axes_json) as fh:
+                axes += json.load(fh)
+        if axes:
+            body["axes"] = axes
+        evals: dict[str, dict[str, Any]] = {}
+        for item in args.eval_set:
+            kind, sep, setting = item.partition(":")
+            if not sep:
+                raise ValueError(f"--eval-set {item!r}: expected KIND:KEY=VALUE")
+            evals.setdefault(kind, {}).update(_overrides([setting]))
+        if evals:
+            body["eval_overrides"] = evals
+        created = client.post("/studies", body)
+        study_id = created["id"]
+        print(f"study {study_id}: {created['runs']} runs queued")
+    if args.wait:
+        _wait_study(client, study_id)
+    print(client.get(f"/studies/{study_id}/table.md", text=True), end="")
+    return 0
+
+
+def parse_cli_value(text: str) -> Any:
+    from mocov3_core.config import parse_value
+
+    return parse_value(text.strip())
+
+
+def _wait_study(client: Client, study_id: str) -> None:
+    from tqdm import tqdm
+
+    with tqdm(desc="study", unit="job", dynamic_ncols=True) as bar:
+        while True:
+            study = client.get(f"/studies/{study_id}")
+            done = sum(n for status, n in study["progress"].items() if status in ENDED)
+            failed = sum(n for status, n in study["progress"].items() if status in ("failed", "cancelled"))
+            total = study["runs"] + study["runs"] * len(study["evaluations"]) - failed * len(study["evaluations"])
+            evals_ended = sum(1 for row in study["rows"] for cell in row["evals"].values()
+                              if cell["status"] in ENDED)
+            bar.total = total
+            bar.n = done + evals_ended
+            bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in sorted(study["progress"].items())))
+            bar.refresh()
+            if bar.n >= total:
+                return
+            time.sleep(3.0)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,14 +48,23 @@ class Client:
         headers = {"Authorization": f"Bearer {token or saved_token}"} if (token or saved_token) else {}
         self.http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=timeout)
 
-    def _call(self, method: str, path: str, **kw: Any) -> Any:
+    def _call(self, method: str, path: str, text: bool = False, **kw: Any) -> Any:
         try:
             resp = self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise ClientError(f"cannot reach the mocolab server at {self.url}: {exc}") from None
         if resp.status_code >= 400:
             raise ClientError(_describe(resp))
+        if text:
+            return resp.text
         return resp.json() if resp.content else None
+
+    def get(self, path: str, text: bool = False, **params: Any) -> Any:
+        """Any GET under /api/v1 (JSON, or the body's text)."""
+        return self._call("GET", path, text=text, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._call("POST", path, json=body)
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("POST", "/runs", json=body))
