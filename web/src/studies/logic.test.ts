@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { StudyRow, TemplatePublic } from "../api/types";
 import type { FieldDef } from "../form/schema";
 import {
-  buildStudyRequest, chipText, emptyForm, gridOf, parseOverrides, progressSegments, sparkPath, splitValues,
+  buildStudyRequest, chipOrder, chipText, emptyForm, gridOf, parseOverrides, progressSegments, sparkPath, splitValues,
   studyErrorKey, studyErrors, templateAxes,
 } from "./logic";
 
@@ -127,5 +127,13 @@ describe("display helpers", () => {
   });
   it("parseOverrides without a schema takes JSON or strings", () => {
     expect(parseOverrides("a=1, b=x, c=[1,2]", new Map())).toEqual({ overrides: { a: 1, b: "x", c: [1, 2] }, errors: {} });
+  });
+});
+
+describe("chipOrder", () => {
+  it("puts the keys that tell rows apart first", () => {
+    const { varying, order } = chipOrder([{ "a.x": 1, "b.lr": 1e-4, "z.only": true }, { "a.x": 1, "b.lr": 3e-4 }]);
+    expect(Array.from(varying).sort()).toEqual(["b.lr", "z.only"]);
+    expect(order({ "a.x": 1, "b.lr": 1e-4, "z.only": true })).toEqual(["b.lr", "z.only", "a.x"]);
   });
 });

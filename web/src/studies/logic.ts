@@ -300,3 +300,20 @@ export function chipText(key: string, value: unknown): string {
   if (v.length > 24) v = `${v.slice(0, 23)}…`;
   return `${k}=${v}`;
 }
+
+/**
+ * The config keys of a leaderboard table in display order: first those whose values differ between its
+ * rows (what tells the models apart), then those every row shares (the preset's common ground).
+ */
+export function chipOrder(configs: Record<string, unknown>[]): { varying: Set<string>; order: (c: Record<string, unknown>) => string[] } {
+  const keys = new Set<string>();
+  configs.forEach((c) => Object.keys(c).forEach((k) => keys.add(k)));
+  const varying = new Set<string>();
+  for (const k of keys) {
+    const vals = configs.map((c) => (k in c ? JSON.stringify(c[k]) : "\u0000absent"));
+    if (vals.some((v) => v !== vals[0])) varying.add(k);
+  }
+  const order = (c: Record<string, unknown>) => Object.keys(c).sort((a, b) =>
+    Number(varying.has(b)) - Number(varying.has(a)) || a.localeCompare(b));
+  return { varying, order };
+}

@@ -5,20 +5,21 @@ import { useEffect, useState } from "preact/hooks";
 import { api, exportUrl, type LeaderboardQuery } from "../api/client";
 import type { LeaderboardRow } from "../api/types";
 import { navigate, useRoute } from "../router";
-import { chipText } from "../studies/logic";
+import { chipOrder, chipText } from "../studies/logic";
 import { Empty, ErrorBox, Link, Loading, fmtAcc, shortId, timeAgo } from "../ui/common";
 
 const PROTOCOLS: [string, string][] = [["knn", "kNN"], ["linear", "Linear probe"], ["finetune", "Fine-tune"], ["", "All"]];
 const MAX_CHIPS = 8;
 
-function Chips({ config }: { config: Record<string, unknown> }) {
+function Chips({ config, varying, order }: { config: Record<string, unknown>; varying: Set<string>; order: (c: Record<string, unknown>) => string[] }) {
   const [all, setAll] = useState(false);
-  const entries = Object.entries(config).sort(([a], [b]) => a.localeCompare(b));
+  const entries = order(config).map((k) => [k, config[k]] as const);
   if (!entries.length) return <span class="muted small">defaults</span>;
   const shown = all ? entries : entries.slice(0, MAX_CHIPS);
   return (
     <span class="chips">
-      {shown.map(([k, v]) => <span key={k} class="chip" title={`${k} = ${JSON.stringify(v)}`}>{chipText(k, v)}</span>)}
+      {shown.map(([k, v]) => <span key={k} class={`chip${varying.has(k) ? " varies" : ""}`}
+        title={`${k} = ${JSON.stringify(v)}${varying.has(k) ? " (differs between the models of this table)" : " (shared by every model of this table)"}`}>{chipText(k, v)}</span>)}
       {entries.length > MAX_CHIPS && (
         <button type="button" class="linklike small" onClick={() => setAll(!all)}>{all ? "fewer" : `+${entries.length - MAX_CHIPS} more`}</button>
       )}
@@ -100,6 +101,7 @@ export function LeaderboardPage() {
           Evaluations tab, or start a <Link href="/studies/new">study</Link>.</Empty>
       ) : rows ? Array.from(groups.entries()).map(([k, rs]) => {
         const [protocol, dataset] = k.split("\u0000");
+        const chips = chipOrder(rs.map((r) => r.config));
         return (
           <section key={k}>
             <h2>{PROTOCOLS.find(([p]) => p === protocol)?.[1] ?? protocol} · {dataset || "unknown dataset"}</h2>
@@ -126,7 +128,7 @@ export function LeaderboardPage() {
                           : <span class="muted">{r.name ?? "—"}</span>}
                         {r.study_id && <div class="small"><Link href={`/studies/${encodeURIComponent(r.study_id)}`}>study</Link>{r.project !== "default" ? <span class="muted"> · {r.project}</span> : null}</div>}
                       </td>
-                      <td><Chips config={r.config} /></td>
+                      <td><Chips config={r.config} varying={chips.varying} order={chips.order} /></td>
                       <td>{r.owner}</td>
                       <td class="small" title={r.finished_at ?? ""}>{timeAgo(r.finished_at)}</td>
                     </tr>

@@ -100,7 +100,13 @@ export function StudiesPage() {
                   <td>{s.title ?? <span class="muted">custom</span>}</td>
                   <td class="small">{s.axes.map((a) => `${a.name} (${a.labels.length})`).join(" × ")}</td>
                   <td><ProgressBar progress={s.progress} total={s.runs} /></td>
-                  <td class="small num">{s.evals_done}/{s.evals_total} <span class="muted">{s.evaluations.join(", ")}</span></td>
+                  <td class="small">
+                    <span class="progress" title={`${s.evals_done} of ${s.evals_total} evaluations done`}>
+                      <span class="bar" style={{ width: `${s.evals_total ? (100 * s.evals_done) / s.evals_total : 0}%` }} />
+                      <span>{s.evals_done}/{s.evals_total}</span>
+                    </span>{" "}
+                    <span class="muted">{s.evaluations.join(", ")}</span>
+                  </td>
                   <td>{s.owner}</td>
                   <td class="small" title={s.created_at}>{timeAgo(s.created_at)}</td>
                 </tr>

@@ -77,7 +77,7 @@ function StudyTable({ study }: { study: StudyDetail }) {
             {study.axes.map((a) => <th scope="col" key={a.name}>{a.name}</th>)}
             {study.evaluations.map((k) => <th scope="col" key={k} class="num" title="top-1 (%) on our data">{EVAL_NAMES[k] ?? k} top-1</th>)}
             {study.paper && <th scope="col" class="num paper-col" title={`${study.paper.source}: ${study.paper.setting} (ImageNet)`}>Paper ({study.paper.protocol})</th>}
-            <th scope="col" class="num" title="best kNN top-1 of the monitor during pretraining">kNN monitor</th>
+            <th scope="col" class="num" title="the run's best kNN top-1 (the monitor during pretraining, and kNN evaluations)">Best kNN</th>
             <th scope="col">kNN curve</th>
             <th scope="col">Alerts</th>
             <th scope="col">Run</th>
@@ -134,7 +134,7 @@ function StudyGrid({ study }: { study: StudyDetail }) {
                   const v = m.value(cell);
                   return (
                     <td key={j} class="grid-cell" data-testid="study-grid-cell" data-labels={rowKey(cell)}>
-                      <div class="grid-main">{v != null ? (v === best ? <b>{fmtAcc(v)}</b> : fmtAcc(v)) : <StatusBadge status={cell.run?.status ?? "queued"} />}</div>
+                      <div class="grid-main">{v != null ? (v === best ? <b>{fmtAcc(v)}</b> : fmtAcc(v)) : <StatusBadge status={(m.id !== "monitor" && cell.evals[m.id]?.status) || cell.run?.status || "queued"} />}</div>
                       <div class="grid-sub">
                         <AlertCount n={cell.run?.alert_count} runId={cell.run?.id} />
                         {study.paper && cell.paper !== null && <span class="muted small" title="the paper's number">paper {cell.paper.toFixed(1)}</span>}
