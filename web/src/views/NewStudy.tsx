@@ -23,11 +23,12 @@ function Err({ k, errors }: { k: string; errors: Record<string, string> }) {
 /** The paper's numbers of a template: one axis as a list, two as a grid. */
 export function PaperNumbers({ t }: { t: TemplatePublic }) {
   if (!t.paper) return <p class="muted small">The paper printed no table for this comparison.</p>;
-  const caption = `Paper, ${t.paper.source} (${t.paper.protocol} top-1 on ImageNet): ${t.paper.setting}.`;
+  const caption = <div class="small muted paper-caption">Paper, {t.paper.source} ({t.paper.protocol} top-1 on ImageNet): {t.paper.setting}.
+    {t.paper.notes ? ` ${t.paper.notes}` : ""}</div>;
   if (t.axes.length === 2) {
-    return (
+    return (<>
+      {caption}
       <table class="simple paper-numbers">
-        <caption class="small muted">{caption}</caption>
         <thead><tr><th scope="col">{t.axes[0].name} \ {t.axes[1].name}</th>{t.axes[1].labels.map((l) => <th scope="col" key={l}>{l}</th>)}</tr></thead>
         <tbody>
           {t.axes[0].labels.map((a) => (
@@ -35,18 +36,17 @@ export function PaperNumbers({ t }: { t: TemplatePublic }) {
           ))}
         </tbody>
       </table>
-    );
+    </>);
   }
-  return (
+  return (<>
+    {caption}
     <table class="simple paper-numbers">
-      <caption class="small muted">{caption}</caption>
       <thead><tr><th scope="col">{t.axes[0]?.name}</th><th scope="col">paper top-1</th></tr></thead>
       <tbody>
         {(t.axes[0]?.labels ?? []).map((l) => <tr key={l}><td>{l}</td><td class="num">{t.paper_numbers[l]?.toFixed(1) ?? "—"}</td></tr>)}
       </tbody>
-      {t.paper.notes && <tfoot><tr><td colSpan={2} class="small muted">{t.paper.notes}</td></tr></tfoot>}
     </table>
-  );
+  </>);
 }
 
 function AxisEditor({ i, axis, fields, byPath, errors, onChange, onRemove }: {
