@@ -107,7 +107,10 @@ export function NewStudyPage({ query }: { query: URLSearchParams }) {
   const set = (patch: Partial<StudyForm>) => setForm((f) => ({ ...f, ...patch }));
 
   useEffect(() => {
-    api.studyTemplates().then(setTemplates).catch(setLoadError);
+    api.studyTemplates().then((ts) => {
+      setTemplates(ts);
+      setForm((f) => (f.template && !f.name ? { ...f, name: ts.find((t) => t.name === f.template)?.title ?? "" } : f));
+    }).catch(setLoadError);
     api.presets().then((ps) => {
       const pre = ps.filter((p) => p.kind === "pretrain");
       setPresets(pre);
