@@ -55,7 +55,9 @@ export function StudiesPage() {
 
   const onMessage = useCallback((m: StreamMessage) => {
     if (m.event !== "run" && m.event !== "resync") return; // progress is by status: alerts do not move it
-    if (!studyOf(m)) return;
+    const d = m.data as Partial<RunPublic>;
+    // A study's own runs carry its tag; their evaluations only a parent (any evaluation may be one of them).
+    if (!studyOf(m) && !(d && d.kind !== "pretrain" && d.parent_run_id)) return;
     if (timer.current !== null) return;
     timer.current = window.setTimeout(() => {
       timer.current = null;
