@@ -38,6 +38,23 @@ class EvalSetup:
         return len(self.train.classes)
 
 
+def inherit_data(cfg: AnyEval, pretrained: DataConfig) -> DataConfig:
+    """The evaluation's data: the data the checkpoint was pretrained on (in full), except the fields the
+    evaluation's spec changed from their defaults. A spec that arrives as a full dump (the service sends
+    one) has every field set, so 'changed' means: differs from both DataConfig's and the evaluation's
+    default. The crop size always follows the checkpoint: the ViT's position embedding is fixed to it."""
+    if "data" not in cfg.model_fields_set:
+        return pretrained.model_copy(update={"limit": None})
+    plain = DataConfig()
+    own = type(cfg).model_fields["data"].get_default(call_default_factory=True)
+    update: dict[str, Any] = {"limit": cfg.data.limit}
+    for name in DataConfig.model_fields:
+        value = getattr(cfg.data, name)
+        if name not in ("limit", "crop_size") and value != getattr(plain, name) and value != getattr(own, name):
+            update[name] = value
+    return pretrained.model_copy(update=update)
+
+
 def setup(cfg: AnyEval, sinks: list[EventSink] | None, run_id: str | None, drop_path_rate: float = 0.0,
           need_backbone: bool = True, first_seq: int = 0) -> EvalSetup:
     device = resolve_device(cfg.train.device)
@@ -52,8 +69,7 @@ def setup(cfg: AnyEval, sinks: list[EventSink] | None, run_id: str | None, drop_
             backbone, pre_cfg, meta = load_backbone(cfg.checkpoint, drop_path_rate, cfg.random_init)
             source.update(checkpoint=meta["path"], pretrain_run_id=meta["run_id"], pretrain_step=meta["step"],
                           arch=pre_cfg.model.arch)
-            if "data" not in cfg.model_fields_set:  # evaluate on the data it was pretrained on, in full
-                data_cfg = pre_cfg.data.model_copy(update={"limit": None})
+            data_cfg = inherit_data(cfg, pre_cfg.data)
         elif cfg.model is not None:
             model_cfg = cfg.model.model_copy(update={"drop_path_rate": drop_path_rate})
             backbone = wrap_batchnorms(build_backbone(model_cfg, data_cfg.crop_size))

@@ -64,6 +64,8 @@ class TemplatePublic(BaseModel):
     values: list[list[dict[str, Any]]] = Field(description="Per axis, each value's overrides.")
     paper: PaperPublic | None
     paper_numbers: dict[str, float]
+    base: dict[str, Any] = Field(default_factory=dict, description="Settings the template applies under its axes "
+                                 "(the paper's conditions), before the study's own overrides.")
 
 
 class EvalCell(BaseModel):

@@ -42,7 +42,8 @@ def templates() -> list[TemplatePublic]:
     return [TemplatePublic(name=t.name, title=t.title, description=t.description,
                            axes=[AxisPublic(name=a.name, labels=[v.label for v in a.values]) for a in t.axes],
                            values=[[v.overrides for v in a.values] for a in t.axes],
-                           paper=_paper(t), paper_numbers=dict(t.paper.numbers) if t.paper else {})
+                           paper=_paper(t), paper_numbers=dict(t.paper.numbers) if t.paper else {},
+                           base=dict(t.base))
             for t in TEMPLATES.values()]
 
 
@@ -105,7 +106,7 @@ def create(session: Session, *, settings: Any, caller: Caller, dispatcher: Dispa
         raise SpecInvalid("axes", f"{len(combos)} runs; a study holds at most {MAX_RUNS}", root=("body",))
     if len(set(body.evaluations)) != len(body.evaluations):
         raise SpecInvalid("evaluations", "each evaluation once", root=("body",))
-    base = {**(template.base if template and body.axes is None else {}), **body.overrides}
+    base = {**(template.base if template else {}), **body.overrides}
     try:
         resolve_spec(settings, "pretrain", body.preset, base, None)
     except SpecInvalid as exc:
@@ -231,7 +232,7 @@ def _curve(session: Session, run_id: str) -> list[tuple[int, Any]]:
 def to_markdown(study: StudyDetail) -> str:
     """A row per value, the accuracies, the alerts; the paper's number beside ours where there is one."""
     heads = [a.name for a in study.axes]
-    cols = [*heads, *(f"{k} top-1" for k in study.evaluations), "best kNN monitor", "alerts", "status"]
+    cols = [*heads, *(f"{k} top-1" for k in study.evaluations), "best kNN", "alerts", "status"]
     if study.paper:
         cols.append(f"paper ({study.paper.source}, {study.paper.protocol})")
     title = f"**{study.name}**" + (f" ({study.title})" if study.title else "")

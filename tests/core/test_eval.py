@@ -94,3 +94,21 @@ def test_finetune_trains_end_to_end(tiny_checkpoint: str) -> None:
     assert result["protocol"] == "finetune" and result["top1"] > 30
     losses = [e.payload["values"]["ft_loss"] for e in sink.of_type("metrics") if "ft_loss" in e.payload["values"]]
     assert len(losses) == 21 and sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_an_evaluation_inherits_the_pretraining_data_except_what_its_spec_changed() -> None:
+    from mocov3_core.config import DataConfig, KnnConfig
+    from mocov3_core.eval.common import inherit_data
+    from mocov3_core.presets import build_spec
+
+    pretrained = DataConfig(dataset="mnist", crop_size=28, limit=5000, mean=(0.1, 0.1, 0.1), std=(0.3, 0.3, 0.3))
+    # the service sends the whole resolved spec: every field is 'set', so only changes from defaults count
+    for spec in (build_spec("knn", overrides={"data.limit": 2048}),
+                 KnnConfig.model_validate(build_spec("knn", overrides={"data.limit": 2048}).model_dump(mode="json"))):
+        data = inherit_data(spec, pretrained)  # type: ignore[arg-type]
+        assert (data.dataset, data.crop_size, data.limit, data.mean) == ("mnist", 28, 2048, (0.1, 0.1, 0.1))
+    untouched = inherit_data(build_spec("knn"), pretrained)  # type: ignore[arg-type]
+    assert untouched.limit is None and untouched.dataset == "mnist"  # in full
+    other = inherit_data(build_spec("knn", overrides={"data.dataset": "cifar10", "data.crop_size": 224}),  # type: ignore[arg-type]
+                         pretrained)
+    assert other.dataset == "cifar10" and other.crop_size == 28  # the ViT's input size is the checkpoint's

@@ -171,8 +171,8 @@ class TestRollups:
 
         url = f"/api/v1/runs/{rid}/metrics"
         widths = set()
-        for params in ({"buckets": 20}, {"buckets": 7}, {"buckets": 3, "start": 130, "end": 1400}, {"buckets": 1, "start": 0, "end": 2047},
-                       {"buckets": 1, "start": 1000, "end": 2500}):
+        for params in ({"buckets": 20}, {"buckets": 7}, {"buckets": 3, "start": 130, "end": 1400},
+                       {"buckets": 1, "start": 0, "end": 2047}, {"buckets": 1, "start": 1000, "end": 2500}):
             got = client.get(url, params={"keys": "loss", **params}, headers=alice.headers).json()
             width, lo = got["bucket_width"], got["start"]
             assert width % 64 == 0 and lo % 64 == 0

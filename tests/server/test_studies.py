@@ -85,6 +85,10 @@ class TestCreate:
             {"name": "learning rate", "path": "optim.base_lr",
              "values": [{"label": "1.5e-4", "value": 1.5e-4}]}])
         assert [r["paper"] for r in small["rows"]] == [71.7, 73.4]
+        lr = create(client, alice, template="learning-rate", axes=[{"path": "optim.base_lr", "values": [1e-3]}])
+        spec = client.get(f"/api/v1/runs/{lr['rows'][0]['run']['id']}", headers=alice.headers).json()["spec"]
+        assert spec["model"]["stop_grad_patch_proj"] is False  # the template's conditions hold with our values
+        assert templates["learning-rate"]["base"] == {"model.stop_grad_patch_proj": False}
 
     def test_bad_input_is_422_with_the_path_and_queues_nothing(self, client: TestClient, redis_client: redis.Redis,
                                                                alice: Member) -> None:
@@ -106,6 +110,8 @@ class TestCreate:
             ({"eval_overrides": {"knn": {"k": 0}}, "axes": [{"path": "optim.base_lr", "values": [1e-4]}]},
              ["body", "eval_overrides", "knn", "k"]),
             ({"axes": [{"path": "not a path!", "values": [1]}]}, ["body", "axes", 0, "path"]),
+            ({"axes": [{"path": "model.arch", "values": ["vit_micro_p7", "vit_zzz"]}]},
+             ["body", "axes", "0", "values", "1", "model", "arch"]),
         ]
         for body, loc in cases:
             response = client.post("/api/v1/studies", json={"name": "bad", "preset": "fmnist_tiny", "queue": "badq",
@@ -144,7 +150,7 @@ class TestProgress:
         assert row["knn_curve"] == [[0, 20.0], [10, 45.0], [20, 30.0], [30, 50.0]]
         assert table["progress"] == {"succeeded": 1, "queued": 1} and table["evals_done"] == 1
         md = client.get(f"/api/v1/studies/{study['id']}/table.md", headers=alice.headers).text
-        assert "| 0.9 | 61.50 | queued |" in md and "| 0.99 | - | - |" in md
+        assert "| 0.9 | 61.50 | queued |" in md and "best kNN" in md and "| 0.99 | - | - |" in md
 
         # another team sees none of it
         assert client.get(f"/api/v1/studies/{study['id']}", headers=bob.headers).status_code == 404
