@@ -13,6 +13,8 @@ Every framework is an nn.Module with:
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -51,3 +53,11 @@ class Framework(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` that gets no gradient: the momentum (target) encoder, updated only by EMA."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad = False
+    return target

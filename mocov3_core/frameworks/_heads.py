@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import ByolConfig, HeadBN, MocoConfig, SimclrConfig, SwavConfig
+from ..config import ByolConfig, HeadBN, MocoConfig, ModelConfig, SimclrConfig, SwavConfig
 from ..moco.heads import build_mlp
+from ..models import build_backbone
+from ._base import Encoder
 
 
 def build_head(num_layers: int, in_dim: int, hidden_dim: int, out_dim: int, head_bn: HeadBN) -> nn.Sequential:
@@ -21,3 +23,12 @@ def head_sizes(section: SimclrConfig | ByolConfig | SwavConfig, moco: MocoConfig
     """(out dim, hidden dim, projector depth): the section's own, else the moco section's (one head shape for all)."""
     layers = section.proj_layers or moco.proj_layers or (2 if resnet else 3)
     return section.dim or moco.dim, section.mlp_dim or moco.mlp_dim, layers
+
+
+def online_encoder(model_cfg: ModelConfig, section: SimclrConfig | ByolConfig | SwavConfig, moco: MocoConfig | None,
+                   img_size: int, in_chans: int) -> tuple[Encoder, int, int]:
+    """The backbone with the section's projector -> (encoder, out dim, hidden dim)."""
+    backbone = build_backbone(model_cfg, img_size, in_chans)
+    dim, mlp_dim, layers = head_sizes(section, moco or MocoConfig(), model_cfg.arch.startswith("resnet"))
+    projector = build_head(layers, backbone.num_features, mlp_dim, dim, section.head_bn)  # type: ignore[arg-type]
+    return Encoder(backbone, projector), dim, mlp_dim

@@ -11,17 +11,15 @@ their own BN statistics, as BYOL's separate forwards do. Momentum m0 rises to 1 
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import ByolConfig, MocoConfig, ModelConfig
 from ..moco.momentum import MomentumUpdater
-from ..models import bn_views, build_backbone, wrap_batchnorms
-from ._base import Encoder, Framework
-from ._heads import build_head, head_sizes
+from ..models import bn_views, wrap_batchnorms
+from ._base import Framework, frozen_copy
+from ._heads import build_head, online_encoder
 
 
 def regression_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -46,14 +44,9 @@ class BYOL(Framework):
         """
         super().__init__()
         self.cfg = cfg
-        backbone = build_backbone(model_cfg, img_size, in_chans)
-        dim, mlp_dim, layers = head_sizes(cfg, moco or MocoConfig(), model_cfg.arch.startswith("resnet"))
-        projector = build_head(layers, backbone.num_features, mlp_dim, dim, cfg.head_bn)  # type: ignore[arg-type]
-        self.base = Encoder(backbone, projector)
+        self.base, dim, mlp_dim = online_encoder(model_cfg, cfg, moco, img_size, in_chans)
         self.predictor: nn.Module = build_head(cfg.pred_layers, dim, mlp_dim, dim, cfg.head_bn)
-        self.target = copy.deepcopy(self.base)
-        for p in self.target.parameters():
-            p.requires_grad = False
+        self.target = frozen_copy(self.base)
         wrap_batchnorms(self)
         self.ema = MomentumUpdater(self.base, self.target)
         self.target_momentum = (cfg.momentum, cfg.momentum_cosine)

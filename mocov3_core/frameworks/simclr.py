@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from ..config import MocoConfig, ModelConfig, SimclrConfig
-from ..models import bn_views, build_backbone, wrap_batchnorms
-from ._base import Encoder, Framework
+from ..models import bn_views, wrap_batchnorms
+from ._base import Framework
 from ._collectives import gather_with_grad
-from ._heads import build_head, head_sizes
+from ._heads import online_encoder
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -54,10 +54,7 @@ class SimCLR(Framework):
         """
         super().__init__()
         self.cfg = cfg
-        backbone = build_backbone(model_cfg, img_size, in_chans)
-        dim, mlp_dim, layers = head_sizes(cfg, moco or MocoConfig(), model_cfg.arch.startswith("resnet"))
-        projector = build_head(layers, backbone.num_features, mlp_dim, dim, cfg.head_bn)  # type: ignore[arg-type]
-        self.base = Encoder(backbone, projector)
+        self.base, dim, mlp_dim = online_encoder(model_cfg, cfg, moco, img_size, in_chans)
         wrap_batchnorms(self)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MocoConfig, ModelConfig, SwavConfig
-from ..models import bn_views, build_backbone, wrap_batchnorms
-from ._base import Encoder, Framework
+from ..models import bn_views, wrap_batchnorms
+from ._base import Framework
 from ._collectives import all_reduce_, world_size
-from ._heads import build_head, head_sizes
+from ._heads import online_encoder
 
 
 @torch.no_grad()
@@ -67,10 +67,7 @@ class SwAV(Framework):
         """
         super().__init__()
         self.cfg = cfg
-        backbone = build_backbone(model_cfg, img_size, in_chans)
-        dim, mlp_dim, layers = head_sizes(cfg, moco or MocoConfig(), model_cfg.arch.startswith("resnet"))
-        projector = build_head(layers, backbone.num_features, mlp_dim, dim, cfg.head_bn)  # type: ignore[arg-type]
-        self.base = Encoder(backbone, projector)
+        self.base, dim, mlp_dim = online_encoder(model_cfg, cfg, moco, img_size, in_chans)
         self.prototypes = nn.Linear(dim, cfg.num_prototypes, bias=False)  # weight [K, dim]: one prototype per row
         self.normalize_prototypes()
         wrap_batchnorms(self)

@@ -6,13 +6,11 @@ Both views go through each encoder in ONE forward of 2B images; BN statistics st
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from ..config import MocoConfig, ModelConfig
-from ..frameworks._base import Encoder, Framework
+from ..frameworks._base import Encoder, Framework, frozen_copy
 from ..models import bn_views, build_backbone, wrap_batchnorms
 from .heads import build_mlp
 from .loss import symmetric_loss
@@ -34,9 +32,7 @@ class MoCo(Framework):
         # the ResNet predictor ends on its Linear (last_bn=False); the ViT one on BN(affine=False)
         self.predictor: nn.Module = (build_mlp(cfg.pred_layers, cfg.dim, cfg.mlp_dim, cfg.dim, last_bn=not resnet,
                                                use_bn=cfg.head_bn) if cfg.predictor else nn.Identity())
-        self.momentum = copy.deepcopy(self.base)
-        for p in self.momentum.parameters():
-            p.requires_grad = False
+        self.momentum = frozen_copy(self.base)
         wrap_batchnorms(self)
         self.ema = MomentumUpdater(self.base, self.momentum)
         self.target_momentum = (cfg.momentum, cfg.momentum_cosine)
