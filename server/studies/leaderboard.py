@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from mocov3_core.presets import build_spec
 from server.auth.service import Caller
-from server.models import Project, Run, User
+from server.models import EvalResult, Project, Run, User
 from server.studies.schemas import LeaderboardRow
 
 PROTOCOLS = ("knn", "linear", "finetune")
@@ -49,6 +49,11 @@ def rows(session: Session, *, caller: Caller, protocol: str | None, dataset: str
     evals = [r for r in session.exec(query) if getattr(r, f"best_{r.kind}_top1", None) is not None]
     parents = {r.id: r for r in session.exec(select(Run).where(
         col(Run.id).in_({r.parent_run_id for r in evals if r.parent_run_id})))}
+    top5: dict[str, float | None] = {}
+    for run_id, t1, t5 in session.exec(select(EvalResult.run_id, EvalResult.top1, EvalResult.top5).where(
+            col(EvalResult.run_id).in_([r.id for r in evals])).order_by(col(EvalResult.seq))):
+        if t1 is not None:
+            top5[run_id] = t5  # the last result's; its top-1 is the run's best unless it evaluated twice
     projects = dict(session.exec(select(Project.id, Project.name)).all()) if evals else {}
     owners = dict(session.exec(select(User.id, User.name)).all()) if evals else {}
     out: list[LeaderboardRow] = []
@@ -60,9 +65,9 @@ def rows(session: Session, *, caller: Caller, protocol: str | None, dataset: str
         parent = parents.get(run.parent_run_id or "")
         source = parent or run
         model = (source.spec.get("model") or {}) if isinstance(source.spec.get("model"), dict) else {}
-        top5 = None
         out.append(LeaderboardRow(
-            rank=0, protocol=run.kind, dataset=ds, top1=float(getattr(run, f"best_{run.kind}_top1")), top5=top5,
+            rank=0, protocol=run.kind, dataset=ds, top1=float(getattr(run, f"best_{run.kind}_top1")),
+            top5=top5.get(run.id),
             eval_run_id=run.id, pretrain_run_id=parent.id if parent else None,
             name=(parent.name if parent else run.name), model=model.get("arch"),
             framework=parent.spec.get("framework") if parent else None,
