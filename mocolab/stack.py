@@ -124,8 +124,16 @@ def _banner(stack: Stack) -> None:
         print("bound to a non-loopback address: every request needs a token (mocolab admin create-token)")
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run_stack(args: argparse.Namespace) -> int:
     stack = Stack(Path(args.state), args.host, args.port, worker=not args.no_worker, gpu=args.gpu)
+    # Ctrl-C, `kill`, `docker stop` and a closed terminal all stop the parts cleanly (SIGINT too when the
+    # shell started us in the background, which makes a process ignore it)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         stack.start()
         _banner(stack)

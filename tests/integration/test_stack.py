@@ -5,6 +5,7 @@ Redis stopped and restarted, the server stopped and restarted. Nothing may be lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -198,3 +199,38 @@ def test_demo_exit_when_done_prints_results(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "/login?token=" in out.stdout
     assert "knn" in out.stdout and "linear" in out.stdout and "%" in out.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_up_stops_every_part_on_sigterm_or_sigint(tmp_path: Path, sig: int) -> None:
+    port = free_port()
+    env = {**os.environ, "MOCOLAB_CONFIG": str(tmp_path / "client.json")}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    # started the way a shell starts a background job: SIGINT ignored, which the stack must undo
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mocolab"), "up", "--port", str(port), "--state",
+                             str(tmp_path / "state")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    children: list[str] = []
+    try:
+        c = Client(f"http://127.0.0.1:{port}", None)
+        wait_for(lambda: _answers(c), "the server", timeout=120)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) >= 3  # redis-server, the server and the worker
+        proc.send_signal(sig)
+        assert proc.wait(timeout=90) == 0
+        assert not _answers(c)
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    finally:
+        for pid in [proc.pid, *map(int, children)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _answers(c: Client) -> bool:
+    try:
+        c.http.get("/health", timeout=1.0)
+        return True
+    except Exception:
+        return False
