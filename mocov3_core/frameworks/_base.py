@@ -14,9 +14,15 @@ Every framework is an nn.Module with:
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from ..models import wrap_batchnorms
+
+if TYPE_CHECKING:
+    from ..moco.momentum import MomentumUpdater
 
 
 class Encoder(nn.Module):
@@ -55,9 +61,29 @@ class Framework(nn.Module):
 
 
 
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A copy of `module` that gets no gradient: the momentum (target) encoder, updated only by EMA."""
-    target = copy.deepcopy(module)
-    for p in target.parameters():
-        p.requires_grad = False
-    return target
+
+class MomentumFramework(Framework):
+    """A framework with a predictor on the online side and a momentum (EMA) copy of the online encoder as its
+    target (MoCo v3, BYOL). A subclass builds `base` and `predictor`, then calls `attach_target`."""
+
+    predictor: nn.Module
+    ema: MomentumUpdater
+
+    def attach_target(self, name: str, momentum: float, cosine: bool) -> None:
+        """Register a no-gradient copy of `base` as attribute `name` (its checkpoint prefix), wrap the BNs, and
+        follow `base` with EMA from m0 = momentum (cosine to 1 when `cosine`)."""
+        target = copy.deepcopy(self.base)
+        for p in target.parameters():
+            p.requires_grad = False
+        setattr(self, name, target)
+        wrap_batchnorms(self)
+        from ..moco.momentum import MomentumUpdater  # the moco package imports this module: imported here
+
+        self.ema = MomentumUpdater(self.base, target)
+        self.target_momentum = (momentum, cosine)
+
+    def head_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"projector": list(self.base.projector.parameters()), "predictor": list(self.predictor.parameters())}
+
+    def update_momentum(self, m: float) -> None:
+        self.ema(m)

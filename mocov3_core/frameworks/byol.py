@@ -16,9 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ByolConfig, MocoConfig, ModelConfig
-from ..moco.momentum import MomentumUpdater
-from ..models import bn_views, wrap_batchnorms
-from ._base import Framework, frozen_copy
+from ..models import bn_views
+from ._base import Encoder, MomentumFramework
 from ._heads import build_head, online_encoder
 
 
@@ -32,7 +31,9 @@ def symmetric_regression_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tens
     return regression_loss(p1, z2) + regression_loss(p2, z1)
 
 
-class BYOL(Framework):
+class BYOL(MomentumFramework):
+    target: Encoder  # the momentum target (attach_target)
+
     def __init__(self, model_cfg: ModelConfig, cfg: ByolConfig, img_size: int, in_chans: int = 3,
                  moco: MocoConfig | None = None) -> None:
         """
@@ -46,16 +47,7 @@ class BYOL(Framework):
         self.cfg = cfg
         self.base, dim, mlp_dim = online_encoder(model_cfg, cfg, moco, img_size, in_chans)
         self.predictor: nn.Module = build_head(cfg.pred_layers, dim, mlp_dim, dim, cfg.head_bn)
-        self.target = frozen_copy(self.base)
-        wrap_batchnorms(self)
-        self.ema = MomentumUpdater(self.base, self.target)
-        self.target_momentum = (cfg.momentum, cfg.momentum_cosine)
-
-    def head_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"projector": list(self.base.projector.parameters()), "predictor": list(self.predictor.parameters())}
-
-    def update_momentum(self, m: float) -> None:
-        self.ema(m)
+        self.attach_target("target", cfg.momentum, cfg.momentum_cosine)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Symmetrised regression loss of the two views [B, C, H, W] -> (loss, detached features of x1)."""

@@ -10,16 +10,17 @@ import torch
 from torch import nn
 
 from ..config import MocoConfig, ModelConfig
-from ..frameworks._base import Encoder, Framework, frozen_copy
-from ..models import bn_views, build_backbone, wrap_batchnorms
+from ..frameworks._base import Encoder, MomentumFramework
+from ..models import bn_views, build_backbone
 from .heads import build_mlp
 from .loss import symmetric_loss
-from .momentum import MomentumUpdater
 
 __all__ = ["Encoder", "MoCo"]
 
 
-class MoCo(Framework):
+class MoCo(MomentumFramework):
+    momentum: Encoder  # the momentum encoder (attach_target)
+
     def __init__(self, model_cfg: ModelConfig, cfg: MocoConfig, img_size: int, in_chans: int = 3) -> None:
         super().__init__()
         self.cfg = cfg
@@ -32,16 +33,7 @@ class MoCo(Framework):
         # the ResNet predictor ends on its Linear (last_bn=False); the ViT one on BN(affine=False)
         self.predictor: nn.Module = (build_mlp(cfg.pred_layers, cfg.dim, cfg.mlp_dim, cfg.dim, last_bn=not resnet,
                                                use_bn=cfg.head_bn) if cfg.predictor else nn.Identity())
-        self.momentum = frozen_copy(self.base)
-        wrap_batchnorms(self)
-        self.ema = MomentumUpdater(self.base, self.momentum)
-        self.target_momentum = (cfg.momentum, cfg.momentum_cosine)
-
-    def head_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"projector": list(self.base.projector.parameters()), "predictor": list(self.predictor.parameters())}
-
-    def update_momentum(self, m: float) -> None:
-        self.ema(m)
+        self.attach_target("momentum", cfg.momentum, cfg.momentum_cosine)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Symmetrised loss of the two views [B, C, H, W] each -> (loss, detached backbone features of x1)."""
