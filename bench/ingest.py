@@ -21,8 +21,6 @@ import multiprocessing as mp
 import os
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,11 +29,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from server.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from _server import bench_server  # bench/_server.py: also puts the repository on sys.path
 
 
 def _values(k: int, step: int) -> dict[str, float]:
@@ -86,26 +80,8 @@ def main() -> None:
     db_url = args.database_url or f"sqlite:///{tmp / 'mocolab.db'}"
     total_points = args.workers * args.events * args.values
 
-    redis = EmbeddedRedis(tmp / "redis", appendonly=True).start()
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": db_url, "MOCOLAB_STATE": str(tmp),
-           "MOCOLAB_HOST": "127.0.0.1"}
-    from server.admin import admin_session, ensure_local_admin
-    from server.core.config import Settings
-
-    with admin_session(Settings(database_url=db_url, state_dir=tmp)) as session:
-        token = ensure_local_admin(session)
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host",
-                               "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT)
-    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers={"Authorization": f"Bearer {token}"},
-                       timeout=30)
-    try:
-        for _ in range(300):
-            try:
-                if api.get("/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with bench_server(tmp, db_url, appendonly=True, timeout=30) as srv:
+        api = srv.api
         engine = sa.create_engine(db_url)
 
         def phase(events: int, rate: float, tag: str) -> tuple[float, int, list[float]]:
@@ -116,8 +92,8 @@ def main() -> None:
             ready = threading.Event()
 
             def listen() -> None:
-                with httpx.stream("GET", f"http://127.0.0.1:{port}/api/v1/runs/{runs[0]}/stream",
-                                  headers={"Authorization": f"Bearer {token}"}, timeout=None) as resp:
+                with httpx.stream("GET", f"{srv.url}/api/v1/runs/{runs[0]}/stream",
+                                  headers={"Authorization": f"Bearer {srv.token}"}, timeout=None) as resp:
                     ready.set()
                     for line in resp.iter_lines():
                         if line.startswith("data:"):
@@ -134,7 +110,7 @@ def main() -> None:
             with engine.connect() as con:
                 before = con.execute(sa.text("SELECT count(*) FROM metrics")).scalar_one()
             goal = before + args.workers * events * args.values
-            procs = [mp.get_context("spawn").Process(target=_emit, args=(redis.url, r, events, args.values,
+            procs = [mp.get_context("spawn").Process(target=_emit, args=(srv.redis_url, r, events, args.values,
                                                                           str(tmp / f"spool-{tag}{i}"), rate))
                      for i, r in enumerate(runs)]
             for p in procs:
@@ -158,10 +134,6 @@ def main() -> None:
         paced_events = int(args.paced_seconds * args.paced_rate / args.workers / args.values)
         _, _, delays = phase(paced_events, args.paced_rate / args.workers / args.values, "paced")
         engine.dispose()
-    finally:
-        server.terminate()
-        server.wait(20)
-        redis.stop()
     rate = stored / elapsed
     base = naive_baseline(tmp / "naive.db", min(args.events, 2000), args.values)
     p50 = statistics.median(delays) if delays else float("nan")

@@ -24,7 +24,6 @@ import math
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,13 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from server.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from _server import ROOT, bench_server  # bench/_server.py: also puts the repository on sys.path
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -138,27 +132,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="mocolab-bench-ui-"))
     db_url = args.database_url or f"sqlite:///{tmp / 'mocolab.db'}"
-    redis = EmbeddedRedis(tmp / "redis").start()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": db_url, "MOCOLAB_STATE": str(tmp),
-           "MOCOLAB_HOST": "127.0.0.1"}
-    from server.admin import admin_session, ensure_local_admin
-    from server.core.config import Settings
-
-    with admin_session(Settings(database_url=db_url, state_dir=tmp)) as session:
-        token = ensure_local_admin(session)
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "server.main:create_app", "--factory", "--host",
-                               "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT)
-    api = httpx.Client(base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=60)
     result: dict[str, Any] = {}
-    try:
-        for _ in range(300):
-            try:
-                if api.get("/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with bench_server(tmp, db_url) as srv:
+        base, token, api = srv.url, srv.token, srv.api
         engine = sa.create_engine(db_url)
         rng = random.Random(0)
         runs: dict[str, tuple[str, int]] = {}
@@ -185,10 +161,6 @@ def main() -> None:
                                 "p50_s": statistics.median(times), "max_s": max(times),
                                 "metrics_request_p50_s": statistics.median(fetches) if fetches else None}
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(20)
-        redis.stop()
 
     big, small = result["big"], result["small"]
     ratio = big["p50_s"] / small["p50_s"]
