@@ -23,6 +23,8 @@ from mocolab.client import Client
 from mocolab.stack import Stack
 from server.embedded_redis import free_port
 
+from stack_fixture import running_stack
+
 pytestmark = [pytest.mark.fmnist, pytest.mark.slow]
 
 TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
@@ -44,17 +46,9 @@ def _reset_postgres(url: str) -> None:
 def stack(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     if database_url.startswith("postgresql"):
         _reset_postgres(database_url)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.setenv("LOST_AFTER_S", "8")  # a killed worker's run is re-queued after 8 s of silence
-    monkeypatch.setenv("WATCHDOG_EVERY_S", "1")
-    monkeypatch.setenv("MOCOLAB_CONFIG", str(tmp_path / "client.json"))
-    s = Stack(tmp_path / "state", "127.0.0.1", free_port())
-    s.start()
-    try:
+    # a killed worker's run is re-queued after 8 s of silence
+    with running_stack(tmp_path, monkeypatch, database_url, LOST_AFTER_S="8") as s:
         yield s
-    finally:
-        s.stop()
 
 
 def client(stack: Stack) -> Client:

@@ -12,7 +12,8 @@ import pytest
 
 from mocolab.client import Client
 from mocolab.stack import Stack
-from server.embedded_redis import free_port
+
+from stack_fixture import running_stack
 
 pytestmark = [pytest.mark.fmnist, pytest.mark.slow]
 
@@ -21,16 +22,8 @@ FRAMEWORKS = {"MoCo v3": "mocov3", "SimCLR": "simclr", "BYOL": "byol", "SwAV": "
 
 @pytest.fixture
 def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.setenv("WATCHDOG_EVERY_S", "1")
-    monkeypatch.setenv("MOCOLAB_CONFIG", str(tmp_path / "client.json"))
-    s = Stack(tmp_path / "state", "127.0.0.1", free_port())
-    s.start()
-    try:
+    with running_stack(tmp_path, monkeypatch) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_a_study_of_the_four_frameworks_runs_end_to_end_and_is_evaluated_by_knn(stack: Stack) -> None:
