@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, and_, bindparam, func, literal_column
@@ -82,7 +82,7 @@ def refresh_rollups(session: Session, spans: dict[tuple[str, str], tuple[int, in
     points_q = (sa_select(m.step, m.value).where(m.run_id == bindparam("run_id"), m.key == bindparam("key"),
                                                  m.step >= bindparam("lo"), m.step < bindparam("hi"))
                 .order_by(m.step))
-    fine_q = (sa_select(r.bucket, r.vmin, r.vmax, r.n, r.n_nan, r.last_step, r.last_value)
+    fine_q = (sa_select(r.bucket * ROLLUP, r.vmin, r.vmax, r.n, r.n_nan, r.last_step, r.last_value)
               .where(r.run_id == bindparam("run_id"), r.key == bindparam("key"), r.width == ROLLUP,
                      r.bucket >= bindparam("lo"), r.bucket < bindparam("hi")).order_by(r.bucket))
     fine: list[dict[str, object]] = []
@@ -90,7 +90,7 @@ def refresh_rollups(session: Session, spans: dict[tuple[str, str], tuple[int, in
         first, last = max(0, lo) // ROLLUP, max(0, hi) // ROLLUP
         points = conn.execute(points_q, {"run_id": run_id, "key": key, "lo": first * ROLLUP,
                                          "hi": (last + 1) * ROLLUP}).all()
-        fine += _fold(run_id, key, points)
+        fine += _rows(run_id, key, ROLLUP, _merge(_points(points), ROLLUP))
     _upsert_rollups(session, fine)
     coarse: list[dict[str, object]] = []
     ratio = COARSE // ROLLUP
@@ -98,7 +98,7 @@ def refresh_rollups(session: Session, spans: dict[tuple[str, str], tuple[int, in
         first, last = max(0, lo) // COARSE, max(0, hi) // COARSE
         parts = conn.execute(fine_q, {"run_id": run_id, "key": key, "lo": first * ratio,
                                       "hi": (last + 1) * ratio}).all()
-        coarse += _merge(run_id, key, parts)
+        coarse += _rows(run_id, key, COARSE, _merge(parts, COARSE))
     _upsert_rollups(session, coarse)
 
 
@@ -115,46 +115,44 @@ def rebuild_rollups(session: Session, *, run_id: str) -> None:
             refresh_rollups(session, {(run_id, key): span})
 
 
-def _fold(run_id: str, key: str, points: Sequence[tuple[int, float | None]]) -> list[dict[str, object]]:
-    """Points (in step order) -> fine rollup rows."""
-    rows: list[dict[str, object]] = []
-    current: dict[str, object] | None = None
+# A "part" is (first step, min, max, count, NaN count, last step, last value) of a run of consecutive points:
+# one point, a fine rollup, a coarse one. Merging parts in step order into buckets of `width` steps gives
+# every level: points -> 64-step rollups -> 1024-step rollups -> the buckets a request asks for.
+Part = tuple[int, float | None, float | None, int, int, int, float | None]
+
+
+def _points(points: Sequence[Any]) -> Iterator[Part]:
+    """(step, value) rows -> one-point parts; NaN (NULL) is left out of min and max, as SQL's min/max do."""
     for step, value in points:
-        bucket = step // ROLLUP
-        if current is None or current["bucket"] != bucket:
-            current = {"run_id": run_id, "key": key, "width": ROLLUP, "bucket": bucket, "vmin": None, "vmax": None,
-                       "n": 0, "n_nan": 0, "last_step": step, "last_value": value}
-            rows.append(current)
-        current["n"] = int(current["n"]) + 1  # type: ignore[call-overload]
-        current["last_step"], current["last_value"] = step, value
-        if value is not None and not math.isnan(value):  # as SQL's min/max: NULL (NaN) left out
-            if current["vmin"] is None or value < current["vmin"]:  # type: ignore[operator]
-                current["vmin"] = value
-            if current["vmax"] is None or value > current["vmax"]:  # type: ignore[operator]
-                current["vmax"] = value
-        else:
-            current["n_nan"] = int(current["n_nan"]) + 1  # type: ignore[call-overload]
-    return rows
+        nan = value is None or math.isnan(value)
+        finite = None if nan else value
+        yield step, finite, finite, 1, int(nan), step, value
 
 
-def _merge(run_id: str, key: str, parts: Sequence[Any]) -> list[dict[str, object]]:
-    """Fine rollup rows (in bucket order) -> coarse ones."""
-    rows: list[dict[str, object]] = []
-    current: dict[str, Any] | None = None
-    for bucket, vmin, vmax, n, n_nan, last_step, last_value in parts:
-        coarse = bucket * ROLLUP // COARSE
-        if current is None or current["bucket"] != coarse:
-            current = {"run_id": run_id, "key": key, "width": COARSE, "bucket": coarse, "vmin": None, "vmax": None,
-                       "n": 0, "n_nan": 0, "last_step": last_step, "last_value": last_value}
-            rows.append(current)
-        current["n"] += n
-        current["n_nan"] += n_nan
-        current["last_step"], current["last_value"] = last_step, last_value
-        if vmin is not None and (current["vmin"] is None or vmin < current["vmin"]):
-            current["vmin"] = vmin
-        if vmax is not None and (current["vmax"] is None or vmax > current["vmax"]):
-            current["vmax"] = vmax
-    return rows
+def _merge(parts: Iterable[Part], width: int, lo: int = 0) -> list[list[Any]]:
+    """Parts in step order -> [bucket, min, max, count, NaN count, last step, last value] per bucket of
+    `width` steps counted from `lo` (each part must fall whole into one bucket)."""
+    out: list[list[Any]] = []
+    current: list[Any] | None = None
+    for first, vmin, vmax, n, n_nan, last_step, last_value in parts:
+        bucket = (first - lo) // width
+        if current is None or current[0] != bucket:
+            current = [bucket, None, None, 0, 0, last_step, last_value]
+            out.append(current)
+        if vmin is not None and (current[1] is None or vmin < current[1]):
+            current[1] = vmin
+        if vmax is not None and (current[2] is None or vmax > current[2]):
+            current[2] = vmax
+        current[3] += n
+        current[4] += n_nan
+        current[5], current[6] = last_step, last_value
+    return out
+
+
+def _rows(run_id: str, key: str, width: int, merged: list[list[Any]]) -> list[dict[str, object]]:
+    return [{"run_id": run_id, "key": key, "width": width, "bucket": b, "vmin": vmin, "vmax": vmax, "n": n,
+             "n_nan": n_nan, "last_step": last_step, "last_value": last_value}
+            for b, vmin, vmax, n, n_nan, last_step, last_value in merged]
 
 
 def series(session: Session, *, run_id: str, keys: Sequence[str] | None, start: int | None, end: int | None,
@@ -205,38 +203,22 @@ def _from_rollups(session: Session, run_id: str, keys: list[str], lo: int, hi: i
     width = math.ceil(width / unit) * unit
     lo = lo // unit * unit
     hi = (hi // unit + 1) * unit - 1
-    out = {k: MetricSeries(key=k, step=[], value=[], min=[], max=[], count=[], nan=[]) for k in keys}
     r = MetricRollup.__table__.c  # type: ignore[attr-defined]
     rows = session.connection().execute(
-        sa_select(r.key, r.bucket, r.vmin, r.vmax, r.n, r.n_nan, r.last_step, r.last_value)
+        sa_select(r.key, r.bucket * unit, r.vmin, r.vmax, r.n, r.n_nan, r.last_step, r.last_value)
         .where(r.run_id == run_id, r.key.in_(keys), r.width == unit, r.bucket >= lo // unit, r.bucket <= hi // unit)
         .order_by(r.key, r.bucket)).all()
-    current: tuple[str, int] | None = None
-    s = out[keys[0]]
-    vmin: float | None = None
-    vmax: float | None = None
-    for key, bucket, rmin, rmax, n, n_nan, last_step, last_value in rows:
-        index = (bucket * unit - lo) // width
-        if current != (key, index):
-            if current is not None:
-                s.min.append(encode(vmin))  # type: ignore[union-attr]
-                s.max.append(encode(vmax))  # type: ignore[union-attr]
-            current, s, vmin, vmax = (key, index), out[key], None, None
-            s.step.append(int(last_step))
-            s.value.append(encode(last_value))
-            s.count.append(0)  # type: ignore[union-attr]
-            s.nan.append(0)  # type: ignore[union-attr]
-        s.step[-1], s.value[-1] = int(last_step), encode(last_value)
-        s.count[-1] += int(n)  # type: ignore[index]
-        s.nan[-1] += int(n_nan)  # type: ignore[index]
-        if rmin is not None and (vmin is None or rmin < vmin):
-            vmin = rmin
-        if rmax is not None and (vmax is None or rmax > vmax):
-            vmax = rmax
-    if current is not None:
-        s.min.append(encode(vmin))  # type: ignore[union-attr]
-        s.max.append(encode(vmax))  # type: ignore[union-attr]
-    return RunMetrics(run_id=run_id, buckets=buckets, bucket_width=width, start=lo, end=hi, series=list(out.values()))
+    parts: dict[str, list[Part]] = {k: [] for k in keys}
+    for key, *part in rows:
+        parts[key].append(tuple(part))
+    out = []
+    for key in keys:
+        merged = _merge(parts[key], width, lo)
+        out.append(MetricSeries(
+            key=key, step=[int(m[5]) for m in merged], value=[encode(m[6]) for m in merged],
+            min=[encode(m[1]) for m in merged], max=[encode(m[2]) for m in merged],
+            count=[int(m[3]) for m in merged], nan=[int(m[4]) for m in merged]))
+    return RunMetrics(run_id=run_id, buckets=buckets, bucket_width=width, start=lo, end=hi, series=out)
 
 
 def _full(session: Session, run_id: str, keys: list[str], where: list[ColumnElement[bool]], lo: int, hi: int,
