@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Framework = Literal["mocov3", "simclr", "byol", "swav"]
@@ -27,8 +27,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# The backbones `models/registry.py` builds, named here so that a spec is checked without importing torch
+# (the server validates specs; the registry refuses to register a name missing from this list).
+BACKBONES = ("resnet50", "vit_base_p16", "vit_conv_base", "vit_conv_small", "vit_huge_p14", "vit_large_p16",
+             "vit_micro_p7", "vit_mini_p7", "vit_small_p16", "vit_small_p4", "vit_tiny_p16", "vit_tiny_p4")
+
+
 class ModelConfig(_Strict):
-    """The backbone (`models/registry.py` lists the names) and the paper's ViT ablation switches."""
+    """The backbone (`BACKBONES`, built by `models/registry.py`) and the paper's ViT ablation switches."""
 
     arch: str = Field("vit_small_p16", description="Registered backbone name, e.g. vit_small_p16, vit_base_p16, "
                       "vit_conv_small, resnet50, vit_mini_p7 (CPU-sized).")
@@ -47,6 +53,12 @@ class ModelConfig(_Strict):
     mlp_norm: Literal["ln", "bn"] = Field("ln", description="'bn' = ViT-BN: BatchNorm in the MLP blocks (paper §6.3).")
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0, description="Stochastic depth (0 in pretraining).")
 
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        if value not in BACKBONES:
+            raise ValueError(f"unknown backbone {value!r}; one of: {', '.join(BACKBONES)}")
+        return value
 
 class MocoConfig(_Strict):
     """MoCo v3 heads, loss and momentum encoder (paper §3, §5; reference §1)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import BACKBONES, ModelConfig
 from .resnet import MocoResNet
 from .vit import MocoViT
 
@@ -18,6 +18,8 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    if fn.__name__ not in BACKBONES:
+        raise RuntimeError(f"backbone {fn.__name__!r}: add it to mocov3_core.config.BACKBONES too")
     _REGISTRY[fn.__name__] = fn
     return fn
 

@@ -3,7 +3,6 @@ nothing); a send that fails leaves the run queued for the watchdog to re-send.""
 
 from __future__ import annotations
 
-import functools
 import logging
 import secrets
 from datetime import timedelta
@@ -45,9 +44,6 @@ def resolve_spec(settings: Settings, kind: str, preset: str | None, overrides: d
     except (TypeError, ValueError, AttributeError, KeyError) as exc:  # shapes the engine did not expect
         raise SpecInvalid("", f"invalid spec: {exc}") from None
     spec = cfg.model_dump(mode="json")
-    arch = (spec.get("model") or {}).get("arch")
-    if arch is not None and arch not in _backbones():
-        raise SpecInvalid("model.arch", f"unknown backbone {arch!r}; one of: {', '.join(_backbones())}")
     data_root = (spec.get("data") or {}).get("root")
     if data_root and not _inside(data_root, settings.allowed_dataset_roots):
         roots = ", ".join(str(r) for r in settings.allowed_dataset_roots)
@@ -57,13 +53,6 @@ def resolve_spec(settings: Settings, kind: str, preset: str | None, overrides: d
         raise SpecInvalid("checkpoint", f"must be inside the storage root {settings.storage_root} (absolute, or "
                           "relative to it)")
     return spec
-
-
-@functools.cache
-def _backbones() -> tuple[str, ...]:
-    from mocov3_core.models.registry import list_backbones
-
-    return tuple(list_backbones())
 
 
 def storage_relative(path: str, run_id: str) -> str:

@@ -48,6 +48,7 @@ def test_overrides_layer_over_preset() -> None:
     ("nosuch.key=1", "nosuch"),
     ("optim.base_lr=-1", "optim.base_lr"),
     ("model.pos_embed=rope", "model.pos_embed"),
+    ("model.arch=vit_zzz", "model.arch"),
     ("optim.base_lr.x=1", "optim.base_lr"),
 ])
 def test_bad_overrides_name_the_field(override: str, path: str) -> None:
