@@ -54,8 +54,10 @@ def rows(session: Session, *, caller: Caller, protocol: str | None, dataset: str
             col(EvalResult.run_id).in_([r.id for r in evals])).order_by(col(EvalResult.seq))):
         if t1 is not None:
             top5[run_id] = t5  # the last result's; its top-1 is the run's best unless it evaluated twice
-    projects = dict(session.exec(select(Project.id, Project.name)).all()) if evals else {}
-    owners = dict(session.exec(select(User.id, User.name)).all()) if evals else {}
+    projects = dict(session.exec(select(Project.id, Project.name)
+                                 .where(col(Project.id).in_({r.project_id for r in evals}))).all())
+    owners = dict(session.exec(select(User.id, User.name).where(
+        col(User.id).in_({r.owner_id for r in evals} | {r.owner_id for r in parents.values()}))).all())
     out: list[LeaderboardRow] = []
     for run in evals:
         data = run.spec.get("data") if isinstance(run.spec.get("data"), dict) else {}
