@@ -76,6 +76,14 @@ class Emitter:
             sink.write(event)
         return event
 
+    def sync(self) -> None:
+        """Ask every sink that buffers to make what it holds durable now (a sink without `sync` writes
+        through, or keeps nothing worth waiting for)."""
+        for sink in self.sinks:
+            sync = getattr(sink, "sync", None)
+            if sync is not None:
+                sync()
+
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()

@@ -247,8 +247,10 @@ class _Run:
         if self.kind == "pretrain":
             from mocov3_core.train import pretrain
 
+            # delivered: a checkpoint written after events that never reached Redis (the process died
+            # between the two) is skipped, and its steps trained again, so the curve keeps no hole
             result = pretrain(cfg, self.run_dir, sinks, run_id=self.run_id, resume="auto", should_stop=watch,
-                              first_seq=first_seq)
+                              first_seq=first_seq, delivered_seq=self.delivered)
             extra = {"step": result.step, "checkpoint": result.checkpoint}
             if result.status == "succeeded":
                 return "succeeded", f"finished at step {result.step}", extra

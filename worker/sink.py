@@ -5,7 +5,8 @@ seconds (sooner once `batch_max` events wait) as stream entries ``{b: JSON list 
 unreachable it appends the waiting events to a local spool file (JSON lines, fsync'd) and retries with
 backoff; when Redis answers again it sends the spool first, in order, then the queue. close() flushes for
 at most `close_timeout` seconds; what is still undelivered stays in the spool, and the next sink opened on
-the same spool folder sends it.
+the same spool folder sends it. sync() makes what was written durable at once (sent, or spooled while Redis
+is away): the engine calls it before every checkpoint, so a checkpoint never outlives the curve behind it.
 
 Each batch goes out in one Lua call that appends the entry AND records the highest delivered seq per run
 (``protocol.seq_key``), skipping events whose seq is not above it. So a replayed spool, or a batch resent
@@ -102,6 +103,7 @@ class RedisStreamSink:
         self._backoff = 0.0
         self._retry_at = 0.0
         self._flush_requests = 0
+        self._sync_requests = 0
         self._closing = False
         self._close_deadline = 0.0
         self._abandoned = False
@@ -160,6 +162,23 @@ class RedisStreamSink:
             self._flush_requests -= 1
             return not self._queue and self._spool.pending() == 0
 
+    def sync(self, timeout: float = 2.0) -> bool:
+        """Make every event written so far durable before the caller goes on: delivered to Redis or, while
+        Redis is unreachable, appended to the fsync'd spool. The engine calls it before a checkpoint. It
+        waits on Redis for at most `timeout` seconds (a call, not an outage: a known outage spools at once);
+        -> True when nothing is left only in memory."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._sync_requests += 1
+            self._cond.notify_all()
+            while self._queue and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    break
+                self._cond.wait(min(left, 0.05))
+            self._sync_requests -= 1
+            return not self._queue
+
     def known_seq(self, run_id: str) -> int | None:
         """The highest seq of `run_id` this sink has seen: written to it, or found in an adopted spool."""
         with self._cond:
@@ -183,6 +202,8 @@ class RedisStreamSink:
             return not pending or not self._down or now >= min(self._retry_at, self._close_deadline)
         if not pending:
             return False
+        if self._sync_requests and self._queue:
+            return True  # delivered, or spooled below while Redis is away
         if self._flush_requests or (self._down and now >= self._retry_at):
             return not self._down or now >= self._retry_at
         return bool(self._queue) and (len(self._queue) >= self.batch_max

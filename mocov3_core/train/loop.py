@@ -221,9 +221,13 @@ class Pretrainer:
             return None
         last = self.checkpoints[-1]["step"] if self.checkpoints else -1
         healthy = not any(last < a.step <= step for a in self.alerts)
+        # the events of the steps before the checkpoint leave first (delivered, or on disk while the sinks'
+        # service is away): a checkpoint must never be durable while the curve that led to it is not
+        self.emitter.sync()
         path = save_checkpoint(self.ckpt_dir / f"step_{step:07d}.pt", self.state(step, healthy))
         self.checkpoints = [c for c in self.checkpoints if c["step"] != step]
-        self.checkpoints.append({"file": path.name, "step": step, "healthy": healthy})
+        # seq: the number its "checkpoint" event gets, so a resume can tell whether what led up to it arrived
+        self.checkpoints.append({"file": path.name, "step": step, "healthy": healthy, "seq": self.emitter.seq})
         self._prune()
         write_index(self.ckpt_dir, self.checkpoints)
         self.emitter.emit("checkpoint", step=step, path=str(path), healthy=healthy)
@@ -262,20 +266,48 @@ class Pretrainer:
             self.knn.load_state_dict(ckpt["knn"])
         return int(ckpt["step"])
 
-    def resume(self, resume: str | Path | None) -> int:
-        """'auto' = this run directory's latest checkpoint if any; a path = that checkpoint; None = fresh."""
+    def resume(self, resume: str | Path | None, delivered_seq: int | None = None) -> int:
+        """'auto' = this run directory's latest checkpoint if any; a path = that checkpoint; None = fresh.
+
+        delivered_seq: the highest seq of this run its consumer is known to hold (the worker reads it from
+        Redis). 'auto' then takes the latest checkpoint whose preceding events all arrived, and drops the
+        later ones: resuming after a checkpoint whose last steps' metrics were lost with a killed process
+        would leave a hole in the curve, while training those steps again replaces them point for point.
+        """
         if resume is None:
             return 0
         if str(resume) == "auto":
             self.checkpoints = read_index(self.ckpt_dir)
+            if delivered_seq is not None:
+                self._drop_undelivered(delivered_seq)
             if not self.checkpoints:
                 return 0
-            path = self.ckpt_dir / self.checkpoints[-1]["file"]
+            chosen = self.checkpoints[-1]
+            path = self.ckpt_dir / chosen["file"]
         else:
-            path = Path(resume)
+            chosen, path = {}, Path(resume)
         step = self.restore(path)
         self.emitter.emit("log", message=f"resumed from {path} at step {step}")
+        if delivered_seq is not None and chosen.get("seq", -1) > delivered_seq:
+            # its own "checkpoint" event was the one lost: announce it again (the consumer keys it by step)
+            self.emitter.emit("checkpoint", step=step, path=str(path), healthy=chosen["healthy"])
         return step
+
+    def _drop_undelivered(self, delivered_seq: int) -> None:
+        """Forget (and delete) the checkpoints written after events that never arrived (seq > delivered + 1).
+        An index from before seqs were recorded has none: such a checkpoint counts as covered."""
+        covered = [c for c in self.checkpoints if c.get("seq", -1) <= delivered_seq + 1]
+        dropped = [c for c in self.checkpoints if c.get("seq", -1) > delivered_seq + 1]
+        if not dropped:
+            return
+        for c in dropped:
+            (self.ckpt_dir / c["file"]).unlink(missing_ok=True)
+        self.checkpoints = covered
+        write_index(self.ckpt_dir, self.checkpoints)
+        self.emitter.emit("log", level="warning", message=(
+            f"checkpoint(s) at step {', '.join(str(c['step']) for c in dropped)} written after events that never "
+            f"arrived (delivered up to seq {delivered_seq}): resuming from "
+            f"{'step ' + str(covered[-1]['step']) if covered else 'the start'} and training those steps again"))
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int) -> tuple[torch.Tensor, float, float | None]:
@@ -373,9 +405,9 @@ class Pretrainer:
         return self._handle(self.monitor.observe_knn(step, top1))
 
     # ------------------------------------------------------------------ the run
-    def run(self, resume: str | Path | None = "auto") -> PretrainResult:
+    def run(self, resume: str | Path | None = "auto", delivered_seq: int | None = None) -> PretrainResult:
         cfg = self.cfg
-        step = self.resume(resume)
+        step = self.resume(resume, delivered_seq)
         self.emitter.emit("config", spec=cfg.model_dump(), device=str(self.device), precision=self.precision,
                           world_size=self.dist.world_size, iters_per_epoch=self.ipe, peak_lr=self.peak_lr)
         self.emitter.emit("status", state="running", phase="pretrain", step=step, total_steps=self.end_step,
@@ -440,15 +472,18 @@ class Pretrainer:
 
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | None = None,
              run_id: str | None = None, resume: str | Path | None = "auto",
-             should_stop: Callable[[], bool] | None = None, first_seq: int | None = None) -> PretrainResult:
+             should_stop: Callable[[], bool] | None = None, first_seq: int | None = None,
+             delivered_seq: int | None = None) -> PretrainResult:
     """Pretrain with cfg.framework (MoCo v3 by default); events go to `sinks`, checkpoints to out_dir/checkpoints.
 
     first_seq: where event numbering starts, for a caller that knows the last seq it delivered (the worker:
     no reused number, no gap); None = 0, or on resume the checkpoint's seq (the CLI and its JSONL log).
+    delivered_seq: the highest seq its consumer holds; resume='auto' then skips checkpoints written after
+    events that never arrived (see Pretrainer.resume).
     """
     trainer = Pretrainer(cfg, out_dir, sinks, run_id, should_stop, first_seq)
     try:
-        return trainer.run(resume)
+        return trainer.run(resume, delivered_seq)
     except Exception as exc:
         trainer.emitter.emit("status", state="failed", message=f"{type(exc).__name__}: {exc}")
         raise

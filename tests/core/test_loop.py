@@ -122,3 +122,43 @@ def test_resume_numbers_events_from_the_callers_first_seq(tmp_path: Path) -> Non
     pretrain(spec("train.max_steps=10"), tmp_path, sinks=[sink], resume="auto", first_seq=5)
     seqs = [e.seq for e in sink.events]
     assert seqs == list(range(5, 5 + len(seqs)))
+
+
+def test_resume_skips_a_checkpoint_written_after_events_that_never_arrived(tmp_path: Path) -> None:
+    """A worker killed after checkpoint 16 became durable but before the metrics of steps 12-15 reached
+    Redis: resuming at 16 would leave those steps out of the curve for good. The resume takes checkpoint 8
+    (everything before it arrived), deletes 16, and trains 8-15 again to the same losses."""
+    full = pretrain(spec("train.max_steps=20"), tmp_path / "full", resume=None)
+    calls = {"n": 0}
+
+    def stop_after_18() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 18
+
+    first = ListSink()
+    pretrain(spec("train.max_steps=20"), tmp_path / "a", sinks=[first], resume=None, should_stop=stop_after_18,
+             first_seq=0)
+    ckpt_seq = {e.payload["step"]: e.seq for e in first.of_type("checkpoint")}
+    assert sorted(ckpt_seq) == [8, 16, 18]
+    lost_from = next(e.seq for e in first.of_type("metrics") if e.payload["step"] == 12)
+    sink = ListSink()
+    second = pretrain(spec("train.max_steps=20"), tmp_path / "a", sinks=[sink], resume="auto",
+                      first_seq=lost_from, delivered_seq=lost_from - 1)
+    assert second.status == "succeeded"
+    assert any("resumed from" in e.payload["message"] and "step_0000008" in e.payload["message"]
+               for e in sink.of_type("log"))
+    assert any(e.payload.get("level") == "warning" and "16, 18" in e.payload["message"] for e in sink.of_type("log"))
+    steps = [e.payload["step"] for e in sink.of_type("metrics")]
+    assert steps == list(range(8, 20))
+    for step in range(8, 20):
+        assert second.losses[step] == pytest.approx(full.losses[step], rel=1e-5, abs=1e-6), step
+    assert [e.seq for e in sink.events] == list(range(lost_from, lost_from + len(sink.events)))
+
+    # only the checkpoint's own event was lost: resume there, and announce the checkpoint again
+    calls["n"] = 0
+    pretrain(spec("train.max_steps=20"), tmp_path / "b", resume=None, should_stop=stop_after_18, first_seq=0)
+    again = ListSink()
+    pretrain(spec("train.max_steps=20"), tmp_path / "b", sinks=[again], resume="auto", first_seq=ckpt_seq[18],
+             delivered_seq=ckpt_seq[18] - 1)
+    assert again.of_type("checkpoint")[0].payload["step"] == 18
+    assert [e.payload["step"] for e in again.of_type("metrics")] == [18, 19]

@@ -130,10 +130,6 @@ def test_cancel_ends_the_run_with_a_checkpoint(stack: Stack) -> None:
     assert c._call("GET", f"/runs/{run['id']}/checkpoints"), "no checkpoint kept"
 
 
-@pytest.mark.xfail(strict=False, reason="known bug: a checkpoint can become durable before the metrics events of the "
-                   "steps just before it are delivered; a SIGKILL in that window loses those steps (resume starts "
-                   "after the checkpoint). Fix: resume from the latest checkpoint at or before the last delivered "
-                   "step.")
 def test_worker_killed_mid_run_resumes_on_a_new_worker(stack: Stack) -> None:
     c = client(stack)
     run = c.submit(SPEC)

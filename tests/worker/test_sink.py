@@ -143,3 +143,27 @@ def test_seq_key_ttl_applies_when_asked(tmp_path: Path, r: Redis, redis_url: str
     sink.close()
     assert last_seq(r, run) == 1_700_000_000_123
     assert 0 < r.pttl(protocol.seq_key(run)) <= 60_000
+
+
+def test_sync_delivers_at_once_and_spools_at_once_while_redis_is_away(tmp_path: Path,
+                                                                      own_redis: EmbeddedRedis) -> None:
+    """What the engine calls before a checkpoint: nothing written before it stays only in memory."""
+    spool = tmp_path / "spool"
+    sink = RedisStreamSink(own_redis.url, spool_dir=spool, flush_interval=3600, max_backoff=0.5)
+    client = connect(own_redis.url)
+    for i in range(5):
+        sink.write(ev("run", i))
+    assert sink.sync(timeout=5)  # not an hour: now
+    assert last_seq(client, "run") == 4
+    own_redis.stop()
+    for i in range(5, 8):
+        sink.write(ev("run", i))
+    assert sink.sync(timeout=5)  # the first try finds Redis gone and spools
+    lines = [json.loads(line) for f in spool.glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert [e["seq"] for e in lines] == [5, 6, 7]
+    sink.write(ev("run", 8))
+    assert sink.sync(timeout=5) and sink.spooled_events == 4  # a known outage: straight to disk
+    own_redis.start()
+    assert sink.flush(15)
+    sink.close()
+    assert [e["seq"] for e in stream_events(client, "run")] == list(range(9))
