@@ -27,6 +27,7 @@ from ..data import TrainStream, TwoViewAugment, eval_batches, load_dataset
 from ..eval.knn import weighted_knn
 from ..events import Emitter, EventSink
 from ..frameworks import Framework, build_framework
+from ..frameworks._base import Encoder
 from ..monitor import Alert, StabilityMonitor
 from ..system import autocast, resolve_device, resolve_precision
 from .checkpoint import (
@@ -172,6 +173,11 @@ class Pretrainer:
 
         # ---- encoders (cfg.framework's: the online encoder, its heads and any momentum target)
         model = build_framework(cfg).to(self.device)
+        if cfg.train.compile:
+            # in place (nn.Module.compile): the parameters and the checkpoint keys stay those of the plain model
+            for module in model.modules():
+                if isinstance(module, Encoder):
+                    module.compile()
         self.model = model
         self.ddp: nn.Module = model
         if self.dist.enabled:
