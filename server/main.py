@@ -96,8 +96,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     tasks: list[asyncio.Task[Any]] = []
     ingest_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     if settings.background:
-        ingestor = Ingestor(engine, ingest_redis, consumer=settings.ingest_consumer, batch=settings.ingest_batch,
-                            block_ms=settings.ingest_block_ms, claim_idle_ms=settings.ingest_claim_idle_ms)
+        ingestor = Ingestor.from_settings(engine, ingest_redis, settings)
         app.state.ingestor = ingestor
         watchdog = Watchdog(engine, app.state.redis, app.state.dispatcher, settings, bus)
         tasks = [asyncio.create_task(run_ingest(ingestor=ingestor, bus=bus, stop=stop), name="ingest"),

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(30.0, ge=0, description="Cooperative cancel time before the task is revoked.")
     resend_after_s: float = Field(10.0, ge=0, description="A queued run whose task was not sent is re-sent after.")
     watchdog_every_s: float = Field(5.0, gt=0)
+    heartbeat_retention_days: float = Field(14.0, gt=0, description="Worker telemetry history older than this is "
+                                            "deleted (a worker beats every few seconds: ~17,000 rows a day).")
     sse_lifetime_s: float = Field(600.0, gt=0, description="An SSE connection is closed after this, with a retry.")
     sse_queue: int = Field(10_000, ge=1, description="Events buffered per SSE subscriber; one that falls further "
                            "behind re-reads SQL instead.")

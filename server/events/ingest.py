@@ -27,7 +27,7 @@ import redis
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, delete, select
 
 from mocov3_core.events import Event as EngineEvent
 from server.core.config import Settings
@@ -122,7 +122,8 @@ class Ingestor:
     """One consumer of the events stream. `step()` does one read-write-ack pass; safe to call repeatedly."""
 
     def __init__(self, engine: Engine, redis_client: redis.Redis, consumer: str = "ingest", batch: int = 200,
-                 block_ms: int = 500, claim_idle_ms: int = 30_000, progress_every_s: float = 1.0) -> None:
+                 block_ms: int = 500, claim_idle_ms: int = 30_000, progress_every_s: float = 1.0,
+                 heartbeat_retention_s: float = 14 * 86400, prune_every_s: float = 600.0) -> None:
         self.engine = engine
         self.write_engine = writer(engine)
         self.redis = redis_client
@@ -137,6 +138,15 @@ class Ingestor:
         self._last_seq: dict[str, int] = {}  # for runs without a Run row
         self.progress_every_s = progress_every_s
         self._progress_at: dict[str, float] = {}  # run -> when its progress was last announced
+        self.heartbeat_retention_s = heartbeat_retention_s
+        self.prune_every_s = prune_every_s
+        self._pruned_at = -1e18  # monotonic time of the last history prune: the first beats prune at once
+
+    @classmethod
+    def from_settings(cls, engine: Engine, redis_client: redis.Redis, settings: Settings) -> Ingestor:
+        return cls(engine, redis_client, consumer=settings.ingest_consumer, batch=settings.ingest_batch,
+                   block_ms=settings.ingest_block_ms, claim_idle_ms=settings.ingest_claim_idle_ms,
+                   heartbeat_retention_s=settings.heartbeat_retention_days * 86400)
 
     # ------------------------------------------------------------ reading
     def ensure_group(self) -> None:
@@ -385,6 +395,19 @@ class Ingestor:
             changed.setdefault(parent.id, parent)
         return list(changed.values())
 
+    def _prune_history(self, session: Session) -> None:
+        """Delete worker telemetry older than the retention, at most every `prune_every_s` (in the same
+        transaction as the beats that prompted it); the workers' latest state stays in `workers`."""
+        now = time.monotonic()
+        if now - self._pruned_at < self.prune_every_s:
+            return
+        self._pruned_at = now
+        cutoff = time.time() - self.heartbeat_retention_s
+        deleted = session.exec(delete(WorkerHeartbeat).where(col(WorkerHeartbeat.time) < cutoff))
+        if deleted.rowcount:
+            log.info("pruned %d worker heartbeats older than %.1f days", deleted.rowcount,
+                     self.heartbeat_retention_s / 86400)
+
     def _workers(self, session: Session, beats: list[EngineEvent], runs: dict[str, Run],
                  result: IngestResult) -> None:
         if not beats:
@@ -393,6 +416,7 @@ class Ingestor:
         repo.insert_new(session, WorkerHeartbeat.__table__, [  # type: ignore[attr-defined]
             {"worker_id": _worker_id(e), "time": e.time, "seq": e.seq, "telemetry": e.payload} for e in beats],
             ["worker_id", "time", "seq"])
+        self._prune_history(session)
         latest: dict[str, EngineEvent] = {}
         for e in beats:
             latest[_worker_id(e)] = e
@@ -540,8 +564,7 @@ async def run_ingest(settings: Settings | None = None, *, engine: Engine | None 
             await asyncio.to_thread(migrate, engine)
         redis_client = redis_client or redis.Redis.from_url(settings.redis_url, socket_timeout=10,
                                                             socket_connect_timeout=5)
-        ingestor = Ingestor(engine, redis_client, consumer=settings.ingest_consumer, batch=settings.ingest_batch,
-                            block_ms=settings.ingest_block_ms, claim_idle_ms=settings.ingest_claim_idle_ms)
+        ingestor = Ingestor.from_settings(engine, redis_client, settings)
     stop = stop or asyncio.Event()
     backoff = 0.2
     while not stop.is_set():

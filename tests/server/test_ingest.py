@@ -217,6 +217,21 @@ class TestDerived:
         assert not worker["online"] and worker["state"] == "offline"
         assert client.get("/api/v1/workers/nope/history", headers=alice.headers).status_code == 404
 
+    def test_heartbeat_history_older_than_the_retention_is_deleted(self, engine: Engine,
+                                                                     redis_client: redis.Redis) -> None:
+        ingestor = Ingestor(engine, redis_client, consumer="test", block_ms=10, heartbeat_retention_s=86400,
+                            prune_every_s=0)
+        wid = protocol.worker_run_id("gpu1")
+        beats = [ev(wid, seq, "heartbeat", worker_id="gpu1", state="idle") for seq in range(3)]
+        beats[0]["time"] -= 3 * 86400
+        beats[1]["time"] -= 2 * 86400
+        push(redis_client, beats)
+        drain(ingestor)
+        with Session(engine) as s:
+            kept = s.exec(select(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == "gpu1")).all()
+            assert [h.seq for h in kept] == [2]
+            assert s.get(Worker, "gpu1") is not None  # the worker itself stays
+
     def test_events_of_a_run_this_server_does_not_know_are_stored(self, engine: Engine, redis_client: redis.Redis,
                                                                   ingestor: Ingestor) -> None:
         push(redis_client, [ev("cli-run", 0, "status", state="running"), metrics_ev("cli-run", 1, 0, loss=1.0)])
