@@ -6,7 +6,7 @@ package) for the same number of timed steps after a warm-up, augmentation includ
 baseline ("official"): per-image PIL augmentation (torchvision transforms on PIL images) in DataLoader
     workers, a separate forward per view for each encoder (4 forwards), the momentum update as a Python
     loop over parameters, a for-loop AdamW, a loss.item() every step (the official meter), fp16 autocast +
-    GradScaler on CUDA and fp32 on the CPU.
+    GradScaler on CUDA and fp32 on the CPU, cudnn.benchmark on.
 engine: batched augmentation on the training device, one forward of both views per encoder with per-view
     BN, foreach EMA, fused AdamW with on-device skip of non-finite steps, metrics read back every
     `train.log_every` steps, bf16 autocast on GPUs that have it.
@@ -87,6 +87,7 @@ def run_baseline(cfg: Any, device: torch.device, warmup: int, steps: int, worker
     loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     torch.manual_seed(cfg.train.seed)
+    torch.backends.cudnn.benchmark = True  # as main_moco.py sets it (the engine sets its own in its Pretrainer)
     model = MoCo(cfg.model, cfg.moco, cfg.data.crop_size).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=0.0, weight_decay=cfg.optim.weight_decay, foreach=False)

@@ -181,6 +181,9 @@ class TrainConfig(_Strict):
     ckpt_every: int = Field(500, ge=1, description="Save a checkpoint every N steps (and at the end).")
     keep_checkpoints: int = Field(3, ge=1, description="Rolling checkpoints kept besides the last healthy one.")
     compile: bool = Field(False, description="torch.compile the encoders (GPU only pays off).")
+    cudnn_benchmark: bool = Field(True, description="Let cuDNN time and pick the fastest convolution algorithms "
+                                  "for the run's fixed shapes, as the official code does (the patch projection "
+                                  "is a convolution); off = the same algorithms in every process.")
 
 
 class MonitorConfig(_Strict):

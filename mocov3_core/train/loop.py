@@ -153,6 +153,8 @@ class Pretrainer:
         if not self.dist.is_main:  # one process speaks for the run
             self.emitter.sinks = []
         self.precision = resolve_precision(cfg.train.precision, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
         self.autocast = autocast(self.precision, self.device)
         torch.manual_seed(cfg.train.seed)
 
