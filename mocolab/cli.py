@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from typing import Any
+from urllib.parse import quote
 
 from .client import Client, ClientError
 
@@ -60,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="follow the run until it ends")
     p = sub.add_parser("study", help="create a study (a run per value of one or two settings), or show one",
                        description="mocolab study --name lr --preset fmnist_small --axis optim.base_lr=1e-4,1e-3 "
-                       "--eval knn --wait  |  mocolab study --show ID  |  mocolab study --templates")
+                       "--eval knn --wait  |  mocolab study --show ID  |  mocolab study --cancel ID  |  "
+                       "mocolab study --templates")
     p.add_argument("--name", default=None)
     p.add_argument("--template", default=None, help="one of the paper's comparisons (see --templates)")
     p.add_argument("--templates", action="store_true", help="list the templates and exit")
@@ -74,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default=None)
     p.add_argument("--queue", default=None)
     p.add_argument("--show", default=None, metavar="STUDY_ID", help="print a study's table")
+    p.add_argument("--cancel", default=None, metavar="STUDY_ID",
+                   help="cancel every run of the study not ended yet; no evaluation is queued after")
     p.add_argument("--wait", action="store_true", help="show progress until every run and evaluation ended")
     p = sub.add_parser("runs", help="list runs")
     for flag in ("status", "kind", "project", "tag", "q"):
@@ -203,6 +207,11 @@ def _study(client: Client, args: argparse.Namespace) -> int:
         for t in client.get("/study-templates"):
             described = "; ".join(f"{a['name']}: {', '.join(a['labels'])}" for a in t["axes"])
             print(f"{t['name']:20s} {t['title']} ({described})")
+        return 0
+    if args.cancel is not None:
+        study = client.post(f"/studies/{quote(args.cancel, safe='')}/cancel", {})
+        print(f"study {study['id']} cancelled: " + ", ".join(f"{n} {status}" for status, n in
+                                                            sorted(study["progress"].items())))
         return 0
     study_id = args.show
     if study_id is None:

@@ -136,6 +136,8 @@ class Study(SQLModel, table=True):
     eval_overrides: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     notes: str = Field(default="")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime,
+                                          description="Set by the study's cancel: no follow-up is queued after it.")
 
 
 class RunTag(SQLModel, table=True):

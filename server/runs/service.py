@@ -119,9 +119,13 @@ def queue_followups(session: Session, *, settings: Settings, dispatcher: Dispatc
     runs = session.exec(select(Run).where(col(Run.followups_pending).is_(True), Run.status == "succeeded")
                         .order_by(col(Run.finished_at)).limit(100)).all()
     for parent in runs:
-        overrides = _study_eval_overrides(session, parent, eval_overrides)
         parent.followups_pending = False
         session.add(parent)
+        study = session.get(Study, parent.study_id) if parent.study_id else None
+        if study is not None and study.cancelled_at is not None:  # the study was cancelled: nothing more for it
+            session.commit()
+            continue
+        overrides = _study_eval_overrides(session, parent, eval_overrides)
         for kind in parent.followups:
             try:
                 run = new_evaluation(session, settings=settings, dispatcher=dispatcher, bus=bus, parent=parent,

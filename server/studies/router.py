@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse, Response
 
 from server.core.errors import ERROR_RESPONSES
-from server.deps import BusDep, CallerDep, DispatcherDep, SessionDep, SettingsDep
+from server.deps import BusDep, CallerDep, DispatcherDep, RedisDep, SessionDep, SettingsDep
 from server.runs.schemas import EvalKind
 from server.studies import leaderboard, service
 from server.studies.schemas import Leaderboard, StudyCreate, StudyDetail, StudyPublic, TemplatePublic
@@ -44,6 +44,15 @@ def read_studies(session: SessionDep, caller: CallerDep, skip: Annotated[int, Qu
 def read_study(study_id: StudyId, session: SessionDep, caller: CallerDep) -> StudyDetail:
     """The study's table: a row per combination with its accuracies, alerts, kNN curve and the paper's number."""
     return service.detail(session, service.get(session, caller=caller, study_id=study_id))
+
+
+@router.post("/studies/{study_id}/cancel", response_model=StudyDetail)
+def cancel_study(study_id: StudyId, session: SessionDep, caller: CallerDep, redis_client: RedisDep,
+                 dispatcher: DispatcherDep, bus: BusDep) -> StudyDetail:
+    """Cancel every run of the study that has not ended (each as a run's cancel does); no evaluation is queued
+    for it afterwards. 409 when all had ended by themselves; again on a cancelled study, nothing more."""
+    return service.cancel(session, caller=caller, redis_client=redis_client, dispatcher=dispatcher, bus=bus,
+                          study_id=study_id)
 
 
 @router.get("/studies/{study_id}/table.md", response_class=Response,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -12,6 +12,7 @@ from server.runs.schemas import EvalKind, Name, Queue, RunPublic, Tag, Value, _B
 Path = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
                                         max_length=128)]
 Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+StudyStatus = Literal["active", "ended", "cancelled"]
 
 
 class AxisValueIn(_Body):
@@ -101,6 +102,9 @@ class StudyPublic(BaseModel):
     progress: dict[str, int] = Field(description="Pretraining runs by status.")
     evals_done: int
     evals_total: int
+    status: StudyStatus = Field(description="active: a run (or an evaluation to queue) has not ended; "
+                                "cancelled: POST /studies/{id}/cancel.")
+    cancelled_at: datetime | None = None
 
 
 class StudyDetail(StudyPublic):

@@ -11,13 +11,16 @@ import math
 from collections import Counter
 from typing import Any
 
+import redis
 from sqlmodel import Session, col, select
 
 from server.auth.service import Caller, get_or_create_project
-from server.core.errors import NotFound, SpecInvalid
+from server.core.db import utcnow
+from server.core.errors import Conflict, NotFound, SpecInvalid
 from server.events.bus import EventBus
-from server.models import Metric, Project, Run, Study, Team, User
+from server.models import TERMINAL, Metric, Project, Run, Study, Team, User
 from server.runs import repository as runs_repo
+from server.runs import service as runs_service
 from server.runs.dispatch import Dispatcher
 from server.runs.metrics import encode
 from server.runs.service import _enqueue, new_run_id, resolve_spec
@@ -30,6 +33,7 @@ from server.studies.schemas import (
     StudyDetail,
     StudyPublic,
     StudyRow,
+    StudyStatus,
     TemplatePublic,
 )
 from server.studies.templates import TEMPLATES, Template, paper_number
@@ -161,6 +165,45 @@ def get(session: Session, *, caller: Caller, study_id: str) -> Study:
     return study
 
 
+def cancel(session: Session, *, caller: Caller, redis_client: redis.Redis, dispatcher: Dispatcher,
+           bus: EventBus | None, study_id: str) -> StudyDetail:
+    """Cancel each run of the study not ended yet, as POST /runs/{id}/cancel does, and queue no evaluation after.
+    Again on a cancelled study: the runs still going are asked again; on one that had ended by itself: 409."""
+    study = get(session, caller=caller, study_id=study_id)
+    runs = _runs(session, study.id)
+    if study.cancelled_at is None:
+        if not _unended(runs):
+            raise Conflict(f"study {study_id} already ended")
+        # The flag first, in its own commit: a pretraining that succeeds from here on gets no evaluation.
+        study.cancelled_at = utcnow()
+        session.add(study)
+        for run in runs:
+            run.followups_pending = False
+            session.add(run)
+        session.commit()
+    session.expire_all()  # each run's status read afresh: one may have ended while we were here
+    for run in runs:
+        if run.status in TERMINAL or (run.status == "running" and run.cancel_requested):
+            continue  # a run already asked to stop: asking again would only put off its revoke
+        try:
+            runs_service.cancel(session, caller=caller, redis_client=redis_client, dispatcher=dispatcher, bus=bus,
+                                run_id=run.id)
+        except Conflict:  # it ended between the read and the cancel: nothing left to stop
+            session.rollback()
+    return detail(session, study)
+
+
+def _unended(runs: list[Run]) -> bool:
+    """A run still to end, or a succeeded pretraining whose evaluations are not queued yet."""
+    return any(r.status not in TERMINAL or (r.status == "succeeded" and r.followups_pending) for r in runs)
+
+
+def _status(study: Study, runs: list[Run]) -> StudyStatus:
+    if study.cancelled_at is not None:
+        return "cancelled"
+    return "active" if _unended(runs) else "ended"
+
+
 def list_studies(session: Session, *, caller: Caller, skip: int, limit: int) -> list[StudyPublic]:
     studies = session.exec(select(Study).where(col(Study.team_id).in_(caller.team_ids))
                            .order_by(col(Study.created_at).desc()).offset(skip).limit(limit)).all()
@@ -187,7 +230,8 @@ def _public(session: Session, study: Study, runs: list[Run]) -> StudyPublic:
         overrides=study.overrides, axes=[AxisPublic(name=a["name"], labels=[v["label"] for v in a["values"]])
                                          for a in study.axes],
         evaluations=study.evaluations, notes=study.notes, runs=len(pre), progress=dict(Counter(r.status for r in pre)),
-        evals_done=sum(r.status == "succeeded" for r in evals), evals_total=len(pre) * len(study.evaluations))
+        evals_done=sum(r.status == "succeeded" for r in evals), evals_total=len(pre) * len(study.evaluations),
+        status=_status(study, runs), cancelled_at=study.cancelled_at)
 
 
 def detail(session: Session, study: Study) -> StudyDetail:

@@ -4,8 +4,9 @@ fixed), its table filling in with kNN accuracies; a study from one of the paper'
 numbers beside ours; the team's leaderboard ranking the study's evaluated runs, exported as CSV.
 
 The module's one CPU worker runs the runs one after another, so the runs are tiny (8 steps, no kNN monitor)
-and only the first study trains: the template study goes to a queue no worker serves and is cancelled once
-its page has been read. Every wait is Playwright's auto-waiting `expect` with a generous timeout.
+and only the first study trains: the template study goes to a queue no worker serves and is cancelled with
+its page's "Cancel study" button once the page has been read. Every wait is Playwright's auto-waiting `expect`
+with a generous timeout.
 """
 
 from __future__ import annotations
@@ -176,7 +177,11 @@ def test_template_study_shows_the_papers_numbers_beside_ours(page: Page, api: Cl
         expect(caption).to_be_visible()
         expect(caption).to_contain_text("Table 5")
         expect(caption).to_contain_text("ViT-B/16")
-    finally:
+        page.on("dialog", lambda d: d.accept())  # "Cancel study" asks first
+        page.get_by_test_id("study-cancel").click()
+        expect(page.get_by_test_id("study-status")).to_have_attribute("data-status", "cancelled")
+        expect(page.get_by_test_id("study-cancel")).to_have_count(0)  # nothing left to cancel
+    finally:  # a failed click must not leave the runs queued
         for row in api.get(f"/studies/{study_id}")["rows"]:
             if row["run"] and row["run"]["status"] in ("queued", "running", "lost"):
                 api.cancel(row["run"]["id"])

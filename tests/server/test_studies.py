@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from sqlmodel import Session
 
+from mocolab import cli
 from server.core.config import Settings
+from server.core.db import writer
 from server.events.ingest import Ingestor
+from server.models import Run
 from server.runs.dispatch import Dispatcher
 from server.runs.watchdog import Watchdog
+from worker import protocol
 
-from server_factories import Member, drain, ev, metrics_ev, push, queue_messages
+from server_factories import LiveServer, Member, drain, ev, make_member, metrics_ev, push, queue_messages
 
 
 def create(client: TestClient, member: Member, **body: Any) -> dict[str, Any]:
@@ -183,3 +191,89 @@ class TestProgress:
         assert md.startswith("### knn on fashion_mnist") and md.count("\n| ") == 4
         bad = client.get("/api/v1/leaderboard", params={"protocol": "nope"}, headers=alice.headers)
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "protocol"]
+
+
+class TestCancel:
+    def test_cancel_stops_every_run_not_ended_and_only_those(
+            self, client: TestClient, engine: Engine, redis_client: redis.Redis, ingestor: Ingestor,
+            settings: Settings, alice: Member) -> None:
+        study = create(client, alice, name="c", axes=[{"path": "moco.momentum", "values": [0.9, 0.99, 0.999]}])
+        done, running, queued = (r["run"]["id"] for r in study["rows"])
+        finish(redis_client, ingestor, settings, done, knn=[10.0])
+        [knn] = Watchdog(engine, redis_client, Dispatcher(settings.redis_url), settings).check().followups
+        push(redis_client, [ev(running, 0, "status", state="running", step=0, total_steps=10)])
+        drain(ingestor)
+        assert client.get(f"/api/v1/studies/{study['id']}", headers=alice.headers).json()["status"] == "active"
+
+        response = client.post(f"/api/v1/studies/{study['id']}/cancel", headers=alice.headers)
+        assert response.status_code == 200, response.text
+        cancelled = response.json()
+        assert cancelled["status"] == "cancelled" and cancelled["cancelled_at"] is not None
+        runs = {i: client.get(f"/api/v1/runs/{i}", headers=alice.headers).json() for i in (done, running, queued, knn)}
+        assert runs[done]["status"] == "succeeded" and not runs[done]["cancel_requested"]  # ended: left alone
+        assert runs[queued]["status"] == "cancelled" and runs[knn]["status"] == "cancelled"  # not started: at once
+        assert runs[running]["status"] == "running" and runs[running]["cancel_requested"]  # stops at its next step
+        assert redis_client.get(protocol.cancel_key(running)) == b"1"
+        assert cancelled["progress"] == {"succeeded": 1, "running": 1, "cancelled": 1}
+        again = client.post(f"/api/v1/studies/{study['id']}/cancel", headers=alice.headers)
+        assert again.status_code == 200 and again.json()["status"] == "cancelled"  # again: nothing more to do
+
+    def test_another_teams_member_gets_404_and_nothing_is_cancelled(self, client: TestClient, alice: Member,
+                                                                     bob: Member) -> None:
+        study = create(client, alice, axes=[{"path": "moco.momentum", "values": [0.9]}])
+        response = client.post(f"/api/v1/studies/{study['id']}/cancel", headers=bob.headers)
+        assert response.status_code == 404 and response.json()["detail"] == f"study {study['id']} not found"
+        assert client.post("/api/v1/studies/nope/cancel", headers=alice.headers).status_code == 404
+        mine = client.get(f"/api/v1/studies/{study['id']}", headers=alice.headers).json()
+        assert mine["status"] == "active" and mine["progress"] == {"queued": 1}
+
+    def test_a_study_that_ended_by_itself_is_409(self, client: TestClient, redis_client: redis.Redis,
+                                                  ingestor: Ingestor, settings: Settings, alice: Member) -> None:
+        study = create(client, alice, axes=[{"path": "moco.momentum", "values": [0.9]}], evaluations=[])
+        finish(redis_client, ingestor, settings, study["rows"][0]["run"]["id"], knn=[10.0])
+        assert client.get(f"/api/v1/studies/{study['id']}", headers=alice.headers).json()["status"] == "ended"
+        response = client.post(f"/api/v1/studies/{study['id']}/cancel", headers=alice.headers)
+        assert response.status_code == 409 and response.json()["detail"] == f"study {study['id']} already ended"
+
+    def test_a_pretraining_that_succeeds_after_the_cancel_gets_no_evaluations(
+            self, client: TestClient, engine: Engine, redis_client: redis.Redis, ingestor: Ingestor,
+            settings: Settings, alice: Member) -> None:
+        study = create(client, alice, axes=[{"path": "moco.momentum", "values": [0.9, 0.99]}],
+                       evaluations=["knn", "linear"])
+        first, second = (r["run"]["id"] for r in study["rows"])
+        push(redis_client, [ev(first, 0, "status", state="running", step=0, total_steps=10)])
+        drain(ingestor)
+        assert client.post(f"/api/v1/studies/{study['id']}/cancel", headers=alice.headers).status_code == 200
+        finish(redis_client, ingestor, settings, first, knn=[10.0])  # it reached its end before seeing the flag
+        assert client.get(f"/api/v1/runs/{first}", headers=alice.headers).json()["status"] == "succeeded"
+        watchdog = Watchdog(engine, redis_client, Dispatcher(settings.redis_url), settings)
+        assert watchdog.check().followups == []
+        # even a run still flagged (a watchdog pass that read it before the cancel) gets none
+        with Session(writer(engine)) as session:
+            run = session.get(Run, first)
+            assert run is not None
+            run.followups_pending = True
+            session.add(run)
+            session.commit()
+        assert watchdog.check().followups == []
+        table = client.get(f"/api/v1/studies/{study['id']}", headers=alice.headers).json()
+        assert [r["evals"] for r in table["rows"]] == [{}, {}] and table["evals_done"] == 0
+        assert {m["args"][0] for m in queue_messages(redis_client, "studyq")} <= {first, second}
+
+    def test_the_cli_cancels_a_study_and_says_why_it_cannot_in_one_line(
+            self, live: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> None:
+        member = make_member(live.app.state.engine, "carol", "cli")
+        for key, value in (("MOCOLAB_URL", live.url), ("MOCOLAB_TOKEN", member.token),
+                           ("MOCOLAB_CONFIG", str(tmp_path / "none.json"))):
+            monkeypatch.setenv(key, value)
+        study = httpx.post(f"{live.url}/api/v1/studies", headers=member.headers, json={
+            "name": "s", "preset": "fmnist_tiny", "queue": "cliq", "axes": [{"path": "moco.momentum",
+                                                                            "values": [0.9, 0.99]}]}).json()
+        assert cli.run(["study", "--cancel", study["id"]]) == 0
+        assert capsys.readouterr().out == f"study {study['id']} cancelled: 2 cancelled\n"
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(["study", "--cancel", "nope"])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "not found" in err and err.count("\n") == 1

@@ -106,6 +106,7 @@ export const api = {
     request<StudyPublic[]>("GET", `/studies${qs({ skip, limit })}`, undefined, signal),
   study: (id: string, signal?: AbortSignal) => request<StudyDetail>("GET", `/studies/${enc(id)}`, undefined, signal),
   createStudy: (body: StudyCreate) => request<StudyDetail>("POST", "/studies", body),
+  cancelStudy: (id: string) => request<StudyDetail>("POST", `/studies/${enc(id)}/cancel`),
   leaderboard: (q: LeaderboardQuery, signal?: AbortSignal) =>
     request<Leaderboard>("GET", `/leaderboard${qs({ ...q })}`, undefined, signal),
 };

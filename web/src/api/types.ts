@@ -227,6 +227,9 @@ export interface StudyPublic {
   progress: Record<string, number>;
   evals_done: number;
   evals_total: number;
+  /** active: a run (or an evaluation to queue) has not ended; cancelled: the study was cancelled. */
+  status: "active" | "ended" | "cancelled";
+  cancelled_at: string | null;
 }
 
 export interface StudyDetail extends StudyPublic {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import type { StudyRow, TemplatePublic } from "../api/types";
+import type { RunPublic, StudyRow, TemplatePublic } from "../api/types";
 import type { FieldDef } from "../form/schema";
 import {
-  buildStudyRequest, chipOrder, chipText, emptyForm, gridOf, parseOverrides, progressSegments, sparkPath, splitValues,
-  studyErrorKey, studyErrors, templateAxes,
+  buildStudyRequest, chipOrder, chipText, emptyForm, gridOf, parseOverrides, progressSegments, runsToCancel, sparkPath,
+  splitValues, studyErrorKey, studyErrors, templateAxes,
 } from "./logic";
 
 const field = (path: string, type: FieldDef["type"], extra: Partial<FieldDef> = {}): FieldDef => ({
@@ -127,6 +127,18 @@ describe("display helpers", () => {
   });
   it("parseOverrides without a schema takes JSON or strings", () => {
     expect(parseOverrides("a=1, b=x, c=[1,2]", new Map())).toEqual({ overrides: { a: 1, b: "x", c: [1, 2] }, errors: {} });
+  });
+});
+
+describe("runsToCancel", () => {
+  const withRun = (status: string, cancel_requested = false, evals: Record<string, string> = {}): StudyRow => ({
+    ...row([status]), run: { status, cancel_requested } as unknown as RunPublic,
+    evals: Object.fromEntries(Object.entries(evals).map(([k, st]) => [k, { run_id: `${k}-1`, status: st, top1: null }])),
+  });
+  it("counts the runs and evaluations not ended nor already asked to stop", () => {
+    expect(runsToCancel({ rows: [withRun("queued"), withRun("running", true), withRun("lost"),
+      withRun("succeeded", false, { knn: "running", linear: "succeeded" }), withRun("failed")] })).toBe(3);
+    expect(runsToCancel({ rows: [withRun("succeeded", false, { knn: "succeeded" }), withRun("cancelled"), row(["x"])] })).toBe(0);
   });
 });
 

@@ -1,7 +1,7 @@
 // The pure logic of the study pages: the study request built from the form (axes as a spec path and
 // comma-separated values, parsed by the field's type from the JSON Schema), the API's 422 `loc`s mapped to
 // the axis value or field they name, the 2-D grid of a two-axis study, and small display helpers.
-import type { AxisIn, EvalKind, StudyCreate, StudyRow, TemplatePublic, ValidationItem, WireValue } from "../api/types";
+import type { AxisIn, EvalKind, StudyCreate, StudyDetail, StudyRow, TemplatePublic, ValidationItem, WireValue } from "../api/types";
 import { parseText, type FieldDef } from "../form/schema";
 
 // ----------------------------------------------------------------- the form
@@ -281,6 +281,18 @@ export function sparkPath(points: [number, WireValue][], w: number, h: number, r
 }
 
 /** The study's best value per evaluation column (to bold it), ignoring missing ones. */
+const ENDED = new Set(["succeeded", "failed", "cancelled"]);
+
+/** The study's runs a cancel would stop: pretrainings and evaluations not ended, and not already asked to stop. */
+export function runsToCancel(study: Pick<StudyDetail, "rows">): number {
+  let n = 0;
+  for (const row of study.rows) {
+    if (row.run && !ENDED.has(row.run.status) && !row.run.cancel_requested) n++;
+    for (const cell of Object.values(row.evals)) if (!ENDED.has(cell.status)) n++;
+  }
+  return n;
+}
+
 export function bestOf(values: (number | null | undefined)[]): number | null {
   const f = values.filter((v): v is number => typeof v === "number" && Number.isFinite(v));
   return f.length ? Math.max(...f) : null;

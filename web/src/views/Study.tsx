@@ -3,12 +3,12 @@
 // the paper's number beside ours; below, the runs' curves overlaid. Kept current from the team stream:
 // a change to one of its runs refetches the study (debounced), never point by point.
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, exportUrl } from "../api/client";
+import { api, ApiError, exportUrl } from "../api/client";
 import type { StreamMessage } from "../api/events";
 import { useTeamStream } from "../api/team";
 import type { StudyDetail, StudyRow, WireValue } from "../api/types";
 import { OverlayCharts, runColor } from "../charts/Overlay";
-import { bestOf, gridOf, sparkPath } from "../studies/logic";
+import { bestOf, gridOf, runsToCancel, sparkPath } from "../studies/logic";
 import { ErrorBox, Link, LiveIndicator, Loading, StatusBadge, fmtAcc, timeAgo } from "../ui/common";
 import { ProgressBar, studyOf } from "./Studies";
 
@@ -158,6 +158,8 @@ export function StudyPage({ id }: { id: string }) {
   const [reload, setReload] = useState(0);
   const [view, setView] = useState<"table" | "grid">("table");
   const [curvesReload, setCurvesReload] = useState(0);
+  const [cancelling, setCancelling] = useState(false);
+  const [actionError, setActionError] = useState<string | null>(null);
   const timer = useRef<number | null>(null);
   const runIds = useRef(new Set<string>());
   const statuses = useRef("");
@@ -200,6 +202,20 @@ export function StudyPage({ id }: { id: string }) {
   const overlay = useMemo(() => (study?.rows ?? []).flatMap((r, i) => (r.run ? [{ id: r.run.id, label: rowKey(r), color: runColor(i) }] : [])),
     [study?.rows.map((r) => r.run?.id).join(",")]);
 
+  const cancel = async () => {
+    if (!study) return;
+    const n = runsToCancel(study);
+    if (!confirm(`Cancel this study? Its runs not ended (${n}) are cancelled: a running one stops at its next step and keeps a checkpoint. No evaluation is queued after.`)) return;
+    setCancelling(true);
+    setActionError(null);
+    try {
+      setStudy(await api.cancelStudy(study.id));
+    } catch (e) {
+      setActionError(e instanceof ApiError ? e.message : String(e));
+    }
+    setCancelling(false);
+  };
+
   if (error && !study) return <main class="page"><ErrorBox error={error} retry={() => setReload((n) => n + 1)} /></main>;
   if (!study) return <main class="page"><Loading what="study" /></main>;
   const twoAxes = study.axes.length === 2;
@@ -208,8 +224,15 @@ export function StudyPage({ id }: { id: string }) {
       <div class="page-head">
         <h1>{study.name}</h1>
         {study.title && <span class="badge status-queued" title={study.template ?? ""}>{study.title}</span>}
+        {study.status === "cancelled" && <span class="badge status-cancelled" data-testid="study-status" data-status={study.status}
+          title={study.cancelled_at ?? ""}>cancelled</span>}
         <LiveIndicator state={live} />
         <span class="spacer" />
+        {study.status === "active" && (
+          <button type="button" class="btn small danger" disabled={cancelling} data-testid="study-cancel" onClick={cancel}>
+            {cancelling ? "Cancelling…" : "Cancel study"}
+          </button>
+        )}
         <a class="btn small" href={exportUrl.studyMarkdown(study.id)} target="_blank" rel="noopener" data-testid="study-export-md">Markdown table</a>
         <Link href={`/compare?ids=${overlay.map((r) => encodeURIComponent(r.id)).join(",")}`} class="btn small">Compare runs</Link>
       </div>
@@ -220,6 +243,7 @@ export function StudyPage({ id }: { id: string }) {
         <span>evaluations <b>{study.evals_done}/{study.evals_total}</b> ({study.evaluations.map((k) => EVAL_NAMES[k] ?? k).join(", ")})</span>
         <span>{study.owner} · {study.project} · <span title={study.created_at}>{timeAgo(study.created_at)}</span></span>
       </div>
+      {actionError && <div class="state error" role="alert" data-testid="action-error">{actionError}</div>}
       {error ? <ErrorBox error={error} retry={() => setReload((n) => n + 1)} /> : null}
       {study.notes && <p class="muted">{study.notes}</p>}
       {twoAxes && (
