@@ -16,6 +16,7 @@ from server.deps import BusDep, CallerDep, DispatcherDep, RedisDep, SessionDep, 
 from server.runs import metrics, repository, service
 from server.runs.repository import RunFilters
 from server.runs.schemas import (
+    MAX_STEP,
     AlertPublic,
     CheckpointPublic,
     EvalResultPublic,
@@ -37,7 +38,6 @@ router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
 
 RunId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Text = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
-MAX_STEP = 2**62
 
 
 @router.get("/presets", response_model=list[PresetPublic])

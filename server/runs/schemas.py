@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from worker import protocol
 
+MAX_STEP = 2**62  # the largest step a query or body may name (SQL BIGINT holds it on every backend)
+
 RunKind = Literal["pretrain", "knn", "linear", "finetune"]
 EvalKind = Literal["knn", "linear", "finetune"]
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "lost"]
@@ -46,7 +48,7 @@ class RunUpdate(_Body):
 class EvaluateRequest(_Body):
     kind: EvalKind
     overrides: dict[str, Any] = Field(default_factory=dict)
-    checkpoint_step: int | None = Field(None, ge=0, description="Default: the latest checkpoint.")
+    checkpoint_step: int | None = Field(None, ge=0, le=MAX_STEP, description="Default: the latest checkpoint.")
     name: str | None = Field(None, max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     queue: Queue | None = Field(None, description="Default: the pretraining run's queue.")

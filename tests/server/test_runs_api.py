@@ -217,6 +217,9 @@ class TestControl:
         assert messages[f"{child['id']}.1"]["args"][1] == "linear"
         bad = client.post(url, json={"kind": "linear", "overrides": {"epochs": 0}}, headers=alice.headers)
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "spec", "epochs"]
+        # a step no database column holds (schemathesis found it: SQLite raised OverflowError, a 500)
+        huge = client.post(url, json={"kind": "knn", "checkpoint_step": 2**70}, headers=alice.headers)
+        assert huge.status_code == 422 and huge.json()["detail"][0]["loc"] == ["body", "checkpoint_step"]
         children = client.get("/api/v1/runs", params={"parent_run_id": run["id"]}, headers=alice.headers).json()
         assert children["count"] == 2
 
