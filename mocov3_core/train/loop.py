@@ -38,7 +38,7 @@ from .checkpoint import (
     set_rng_state,
     write_index,
 )
-from .distributed import DistInfo, all_reduce_mean, init_distributed
+from .distributed import DistInfo, all_reduce_mean, init_distributed, shutdown_distributed
 from .optim import build_optimizer, supports_found_inf
 from .schedules import learning_rate, momentum, scaled_lr
 
@@ -491,7 +491,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | 
     """
     trainer = Pretrainer(cfg, out_dir, sinks, run_id, should_stop, first_seq)
     try:
-        return trainer.run(resume, delivered_seq)
+        result = trainer.run(resume, delivered_seq)
     except Exception as exc:
         trainer.emitter.emit("status", state="failed", message=f"{type(exc).__name__}: {exc}")
         raise
+    shutdown_distributed(trainer.dist)
+    return result

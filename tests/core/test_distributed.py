@@ -63,7 +63,9 @@ def test_torchrun_pretrains_with_two_cpu_processes(tmp_path: Path) -> None:
          "--preset", "fmnist_tiny", "--out", str(tmp_path), "--no-progress", "--set", "train.max_steps=4",
          "--set", "train.device=cpu", "--set", "monitor.knn_every=0", "--set", "data.limit=512"],
         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
+    # a rank's own error (an abort, a traceback) comes before torchrun's summary: show both
+    ranks = [line for line in out.stderr.splitlines() if "Error" in line or "terminate" in line or "what()" in line]
+    assert out.returncode == 0, "\n".join(ranks[:20]) + "\n...\n" + out.stderr[-2000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "succeeded" and result["checkpoint"]
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
