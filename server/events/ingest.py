@@ -193,9 +193,12 @@ class Ingestor:
         """Read, store, acknowledge. Raises on a Redis or database outage (nothing acknowledged then)."""
         try:
             entries = self.read(self.block_ms if block_ms is None else block_ms)
-        except redis.ResponseError as exc:
-            if "NOGROUP" in str(exc):  # Redis lost its data (no persistence): start the group again
-                self._group_ready = False
+        except redis.RedisError as exc:
+            if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
+                self._group_ready = False  # Redis lost its data (no persistence): start the group again
+            # Redis may have handed us entries whose reply never arrived (it went down mid-read): they are in
+            # this consumer's pending list, which a ">" read never returns. Read that list first next time.
+            self._own_pending = True
             raise
         if not entries:
             return IngestResult()

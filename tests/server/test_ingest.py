@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
+from server.embedded_redis import EmbeddedRedis
 from server.events.ingest import Ingestor
 from server.models import Alert, Checkpoint, EvalResult, Event, Metric, Run, Worker, WorkerHeartbeat
 from worker import protocol
@@ -102,6 +104,31 @@ class TestDelivery:
         restarted = Ingestor(engine, redis_client, consumer="test", block_ms=10)
         assert drain(restarted).inserted == 3
         assert pending(redis_client) == 0
+
+    def test_an_entry_whose_read_reply_was_lost_is_read_again_at_once(self, engine: Engine,
+                                                                       tmp_path: Path) -> None:
+        """Redis hands an entry to the consumer and shuts down before the reply arrives (seen in the Redis
+        restart test): the consumer's next read after the outage must take its own pending entries first,
+        not wait for the 30 s claim of idle entries."""
+        own = EmbeddedRedis(tmp_path / "redis").start()
+        try:
+            client = redis.Redis.from_url(own.url)
+            ingestor = Ingestor(engine, client, consumer="test", block_ms=10, claim_idle_ms=60_000)
+            ingestor.ensure_group()
+            push(client, [ev("r5b", 0, "log")])
+            drain(ingestor)
+            push(client, [ev("r5b", i, "log") for i in (1, 2)])
+            # what Redis did before the reply was lost: the entry is now pending for this very consumer
+            client.xreadgroup(protocol.INGEST_GROUP, "test", {protocol.EVENTS_STREAM: ">"}, count=10)
+            own.stop()
+            with pytest.raises(redis.ConnectionError):
+                ingestor.step()
+            own.start()
+            push(client, [ev("r5b", 3, "log")])
+            drain(ingestor)
+            assert count(engine, Event, "r5b") == 4 and pending(client) == 0
+        finally:
+            own.stop()
 
     def test_entries_of_a_dead_consumer_are_claimed(self, engine: Engine, redis_client: redis.Redis) -> None:
         other = Ingestor(engine, redis_client, consumer="other", block_ms=10, claim_idle_ms=1)
