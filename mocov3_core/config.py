@@ -60,6 +60,7 @@ class ModelConfig(_Strict):
             raise ValueError(f"unknown backbone {value!r}; one of: {', '.join(BACKBONES)}")
         return value
 
+
 class MocoConfig(_Strict):
     """MoCo v3 heads, loss and momentum encoder (paper §3, §5; reference §1)."""
 

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mocov3_core.events import Event
@@ -149,35 +149,36 @@ class RedisStreamSink:
     # ------------------------------------------------------------------ for the runner and the tests
     def flush(self, timeout: float = 10.0) -> bool:
         """Send everything pending now; -> True when the queue and the spool are empty within `timeout`."""
-        deadline = time.monotonic() + timeout
         with self._cond:
             self._flush_requests += 1
             self._retry_at = 0.0
-            self._cond.notify_all()
-            while self._queue or self._spool.pending():
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._thread.is_alive():
-                    break
-                self._cond.wait(min(left, 0.05))
-            self._flush_requests -= 1
-            return not self._queue and self._spool.pending() == 0
+            try:
+                return self._wait_for(lambda: not self._queue and self._spool.pending() == 0, timeout)
+            finally:
+                self._flush_requests -= 1
 
     def sync(self, timeout: float = 2.0) -> bool:
         """Make every event written so far durable before the caller goes on: delivered to Redis or, while
         Redis is unreachable, appended to the fsync'd spool. The engine calls it before a checkpoint. It
         waits on Redis for at most `timeout` seconds (a call, not an outage: a known outage spools at once);
         -> True when nothing is left only in memory."""
-        deadline = time.monotonic() + timeout
         with self._cond:
             self._sync_requests += 1
-            self._cond.notify_all()
-            while self._queue and not self._closed:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._thread.is_alive():
-                    break
-                self._cond.wait(min(left, 0.05))
-            self._sync_requests -= 1
-            return not self._queue
+            try:
+                return self._wait_for(lambda: not self._queue, timeout)
+            finally:
+                self._sync_requests -= 1
+
+    def _wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wake the sender and wait (holding self._cond) until done(), the timeout, or a sender gone; -> done()."""
+        deadline = time.monotonic() + timeout
+        self._cond.notify_all()
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._thread.is_alive():
+                break
+            self._cond.wait(min(left, 0.05))
+        return done()
 
     def known_seq(self, run_id: str) -> int | None:
         """The highest seq of `run_id` this sink has seen: written to it, or found in an adopted spool."""

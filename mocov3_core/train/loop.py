@@ -26,8 +26,7 @@ from ..config import PretrainConfig
 from ..data import TrainStream, TwoViewAugment, eval_batches, load_dataset
 from ..eval.knn import weighted_knn
 from ..events import Emitter, EventSink
-from ..frameworks import Framework, build_framework
-from ..frameworks._base import Encoder
+from ..frameworks import Encoder, Framework, build_framework
 from ..monitor import Alert, StabilityMonitor
 from ..system import autocast, resolve_device, resolve_precision
 from .checkpoint import (
