@@ -35,6 +35,7 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = dict(os.environ)
         self.token: str | None = None
+        self.login_code: str | None = None
 
     @property
     def url(self) -> str:
@@ -51,11 +52,12 @@ class Stack:
         self.env.setdefault("MOCOLAB_STORAGE", str(self.state / "storage"))
         self.env["MOCOLAB_HOST"] = self.host
         self.env["MOCOLAB_STATE"] = str(self.state)
-        from server.admin import admin_session, ensure_local_admin
+        from server.admin import admin_session, create_login_code, ensure_local_admin
         from server.core.config import Settings
 
         with admin_session(Settings(database_url=self.env["DATABASE_URL"], state_dir=self.state)) as session:
-            self.token = ensure_local_admin(session)  # migrates first; the token is printed, only its hash kept
+            self.token = ensure_local_admin(session)  # migrates first; the CLI keeps it, only its hash is stored
+            self.login_code = create_login_code(session, token=self.token)  # the link carries this one-time code
         self.start_server()
         if self.with_worker:
             self.start_worker()
@@ -119,7 +121,7 @@ class Stack:
 def _banner(stack: Stack) -> None:
     print(f"mocolab is up: {stack.url}  (state in {stack.state}; logs in {stack.state / 'logs'})")
     if stack.host in LOOPBACK:
-        print(f"open {stack.url}/login?token={stack.token}")
+        print(f"open {stack.url}/login?code={stack.login_code}  (one use, within 10 minutes)")
     else:
         print("bound to a non-loopback address: every request needs a token (mocolab admin create-token)")
 

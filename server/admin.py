@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from server.auth.service import get_or_create_project, issue_token
+from server.auth.service import get_or_create_project, issue_login_code, issue_token, live_row, revoke
 from server.core.config import Settings
 from server.core.db import make_engine, migrate, wait_for_db, writer
 from server.core.errors import AppError, Conflict, NotFound
@@ -102,10 +102,16 @@ def revoke_token(session: Session, *, prefix: str) -> int:
     rows = list(session.exec(select(ApiToken).where(col(ApiToken.prefix).startswith(prefix, autoescape=True),
                                                     col(ApiToken.revoked).is_(False))))
     for row in rows:
-        row.revoked = True
-        session.add(row)
-    session.commit()
+        assert row.id is not None
+        revoke(session, row.id)  # with its sessions, login codes and the tokens minted with it
     return len(rows)
+
+
+def create_login_code(session: Session, *, token: str) -> str:
+    """A one-time login code (10 minutes) minted with `token`, for the link `/login?code=...`."""
+    _row, code = issue_login_code(session, token_id=live_row(session, token).id or 0)
+    session.commit()
+    return code
 
 
 def get_user(session: Session, *, name: str) -> User:
@@ -240,7 +246,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
                     out(f"{t.prefix}...\t{t.user}\t{t.name}\t{t.kind}\t{'revoked' if t.revoked else 'active'}\n")
             elif args.command == "login-link":
                 host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-                out(f"http://{host}:{settings.port}/login?token={ensure_local_admin(s)}\n")
+                code = create_login_code(s, token=ensure_local_admin(s))
+                out(f"http://{host}:{settings.port}/login?code={code}\n")
     except AppError as exc:
         sys.stderr.write(f"mocolab admin: {exc.detail}\n")
         return 1

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 import mocov3_core
 from server.auth import router as auth_router
 from server.auth.guard import RequireToken
-from server.core import error_handlers
+from server.core import error_handlers, logs
 from server.core.config import Settings, get_settings
 from server.core.db import make_engine, migrate, wait_for_db
 from server.core.errors import ERROR_RESPONSES
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dispatcher = Dispatcher(settings.redis_url)
     app.state.ingestor = None
     error_handlers.install(app)
+    logs.install()
 
     public = APIRouter(prefix=API, tags=["health"])
 

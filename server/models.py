@@ -63,7 +63,10 @@ class ApiToken(SQLModel, table=True):
     name: str = Field(max_length=64)
     prefix: str = Field(max_length=16)
     token_hash: str = Field(max_length=64, unique=True, index=True)
-    kind: str = Field(default="api", max_length=16)  # api | session
+    kind: str = Field(default="api", max_length=16)  # api | session | login (a one-time login code)
+    # the token this one was minted with (an API token, a session's token, a login code's token): revoking a
+    # token revokes its descendants too
+    parent_id: int | None = Field(default=None, foreign_key="api_tokens.id", index=True, ondelete="CASCADE")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

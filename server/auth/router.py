@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse
@@ -11,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from server.auth import service
 from server.auth.schemas import (
+    LoginCode,
     Me,
     ProjectCreate,
     ProjectPublic,
@@ -57,7 +59,9 @@ def read_tokens(session: SessionDep, caller: CallerDep) -> list[TokenPublic]:
 
 @router.post("/tokens", status_code=201, response_model=TokenCreated)
 def create_token(body: TokenCreate, session: SessionDep, caller: CallerDep) -> TokenCreated:
-    row, plain = service.issue_token(session, user=caller.user, name=body.name)
+    lifetime = timedelta(seconds=body.expires_in) if body.expires_in else None
+    row, plain = service.issue_token(session, user=caller.user, name=body.name, lifetime=lifetime,
+                                     expires_at=body.expires_at, parent_id=caller.token_id)
     session.commit()
     return TokenCreated(**TokenPublic.model_validate(row, from_attributes=True).model_dump(), token=plain)
 
@@ -67,28 +71,43 @@ def revoke_token(token_id: Annotated[int, Path(ge=1, le=2**31)], session: Sessio
     row = session.get(ApiToken, token_id)
     if row is None or row.user_id != caller.user.id:
         raise NotFound("token not found")
-    service.revoke(session, token_id)
+    service.revoke(session, token_id)  # and every session, login code and token minted with it
+
+
+@router.post("/login-codes", status_code=201, response_model=LoginCode)
+def create_login_code(session: SessionDep, caller: CallerDep) -> LoginCode:
+    """A one-time login link for a browser (10 minutes), minted with the calling token."""
+    if caller.token_id is None:
+        raise Unauthorized()
+    row, code = service.issue_login_code(session, token_id=caller.token_id)
+    session.commit()
+    assert row.expires_at is not None
+    return LoginCode(code=code, url=f"/login?code={quote(code)}", expires_at=row.expires_at)
 
 
 @login_router.get("/login")
-def login(request: Request, settings: SettingsDep, token: Annotated[str, Query(max_length=200)],
+def login(request: Request, settings: SettingsDep, code: Annotated[str | None, Query(max_length=200)] = None,
+          token: Annotated[str | None, Query(max_length=200)] = None,
           next: Annotated[str, Query(max_length=500)] = "/") -> RedirectResponse:
-    """Exchange a token (the link `mocolab up` prints) for an HttpOnly session cookie, then go to the UI. A bad
-    token sends a browser to the login page with the reason; other clients get 401."""
+    """Exchange a one-time login code (the link `mocolab up` prints) or a token (the login page's form) for an
+    HttpOnly session cookie, then go to the UI. A bad one sends a browser to the login page with the reason;
+    other clients get 401. Neither appears in the access log (server.core.logs)."""
     with Session(writer(get_engine(request))) as session:
         try:
-            caller = service.resolve(session, token)
+            parent = service.redeem_login_code(session, code) if code else service.live_row(session, token)
+            caller = service.caller_of(session, parent)
         except Unauthorized:
+            session.commit()  # a code is used up even when its token is not valid any more
             if "text/html" in request.headers.get("accept", ""):
-                return RedirectResponse("/login-page?error=invalid-token", status_code=303)
+                return RedirectResponse(f"/login-page?error=invalid-{'code' if code else 'token'}", status_code=303)
             raise
         _row, session_token = service.issue_token(session, user=caller.user, name="browser session", kind="session",
-                                                  lifetime=timedelta(days=settings.session_days))
+                                                  lifetime=timedelta(days=settings.session_days), parent_id=parent.id)
         session.commit()
     target = next if next.startswith("/") and not next.startswith("//") else "/"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(service.SESSION_COOKIE, session_token, max_age=settings.session_days * 86400, httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https", path="/")
+                        samesite="lax", secure=settings.cookie_secure or request.url.scheme == "https", path="/")
     return response
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
 
@@ -43,6 +43,26 @@ class ProjectPublic(BaseModel):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
+    expires_in: int | None = Field(None, ge=60, le=10 * 366 * 86400,
+                                   description="Seconds until the token expires (at most ten years); default: never, "
+                                   "or when the token you create it with expires, whichever is first.")
+    expires_at: AwareDatetime | None = Field(None, description="When the token expires (a future time with its "
+                                             "UTC offset); give this or expires_in, not both.")
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= datetime.now(UTC):
+            raise ValueError("expires_at must be in the future")
+        if value is not None and value.year > 9000:
+            raise ValueError("expires_at must be before the year 9000")
+        return value
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> Self:
+        if self.expires_in is not None and self.expires_at is not None:
+            raise ValueError("give expires_in or expires_at, not both")
+        return self
 
 
 class TokenPublic(BaseModel):
@@ -58,3 +78,9 @@ class TokenPublic(BaseModel):
 
 class TokenCreated(TokenPublic):
     token: str = Field(description="Shown once; only its hash is stored.")
+
+
+class LoginCode(BaseModel):
+    code: str = Field(description="One-time, valid for 10 minutes; only its hash is stored.")
+    url: str = Field(description="Open this path on the server in a browser: it exchanges the code for a session.")
+    expires_at: datetime

@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     sse_queue: int = Field(10_000, ge=1, description="Events buffered per SSE subscriber; one that falls further "
                            "behind re-reads SQL instead.")
     session_days: int = Field(30, ge=1, description="Lifetime of a browser session cookie.")
+    cookie_secure: bool = Field(False, validation_alias=AliasChoices("MOCOLAB_COOKIE_SECURE", "cookie_secure"),
+                                description="Mark the session cookie Secure (behind a TLS proxy; plain-HTTP "
+                                "requests then carry no cookie).")
+    max_body_bytes: int = Field(1 << 20, ge=1024, validation_alias=AliasChoices("MOCOLAB_MAX_BODY_BYTES",
+                                "max_body_bytes"), description="Largest request body; larger ones get 413.")
+    sse_per_token: int = Field(20, ge=1, validation_alias=AliasChoices("MOCOLAB_SSE_PER_TOKEN", "sse_per_token"),
+                               description="Concurrent SSE streams per token (or browser session); 429 beyond.")
+    submit_per_minute: int = Field(60, ge=1, validation_alias=AliasChoices("MOCOLAB_SUBMIT_PER_MINUTE",
+                                   "submit_per_minute"), description="Run submissions per user and minute "
+                                   "(a token bucket in Redis; bursts up to this many); 429 with Retry-After beyond.")
 
     @field_validator("database_url")
     @classmethod

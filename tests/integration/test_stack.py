@@ -192,7 +192,7 @@ def test_demo_exit_when_done_prints_results(tmp_path: Path) -> None:
     out = mocolab("demo", "--exit-when-done", "--state", str(tmp_path / "state"), "--port", str(free_port()),
                   "--preset", "fmnist_tiny", "--set", "train.max_steps=20", "--set", "monitor.knn_every=0", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "/login?token=" in out.stdout
+    assert "/login?code=" in out.stdout
     assert "knn" in out.stdout and "linear" in out.stdout and "%" in out.stdout
 
 

@@ -104,10 +104,10 @@ class LiveServer:
         self.thread.join(timeout=20)
 
 
-def start_live(settings: Settings) -> LiveServer:
+def start_live(settings: Settings, log_level: str = "warning") -> LiveServer:
     settings = settings.model_copy(update={"port": free_port(), "background": True})
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level=log_level, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

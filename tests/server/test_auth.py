@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from server import admin
 from server.core.config import Settings
-from server.core.db import writer
+from server.core.db import utcnow, writer
 from server.main import create_app
 from server.models import ApiToken
 
-from server_factories import Member, make_member, submit
+from server_factories import Member, make_member, start_live, submit
 
 RUN_ROUTES = [("GET", "/api/v1/runs/{id}"), ("PATCH", "/api/v1/runs/{id}"), ("POST", "/api/v1/runs/{id}/cancel"),
               ("POST", "/api/v1/runs/{id}/resume"), ("POST", "/api/v1/runs/{id}/evaluate"),
@@ -101,24 +104,179 @@ class TestTokens:
         assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {created['token']}"}).status_code == 401
 
 
+def login_code(engine: Engine) -> str:
+    """What `mocolab up` does: the local admin's token, and a one-time code minted with it."""
+    with Session(writer(engine)) as s:
+        return admin.create_login_code(s, token=admin.ensure_local_admin(s))
+
+
+def tokens(engine: Engine) -> list[tuple[str, str, bool, int | None]]:
+    with Session(engine) as s:
+        return [(t.name, t.kind, t.revoked, t.parent_id) for t in s.exec(select(ApiToken).order_by(col(ApiToken.id)))]
+
+
 class TestLogin:
     def test_login_link_sets_an_httponly_session_cookie(self, client: TestClient, engine: Engine) -> None:
-        with Session(writer(engine)) as s:
-            token = admin.ensure_local_admin(s)
-        response = client.get(f"/login?token={token}", follow_redirects=False)
+        code = login_code(engine)
+        assert code.startswith("mlc_")
+        response = client.get(f"/login?code={code}", follow_redirects=False)
         assert response.status_code == 303 and response.headers["location"] == "/"
         cookie = response.headers["set-cookie"]
         assert "mocolab_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
-        assert token not in cookie  # a session token of its own, not the login token
+        assert "Secure" not in cookie
+        assert code not in cookie  # a session token of its own, not the login code
         me = client.get("/api/v1/me")  # the client keeps the cookie
         assert me.status_code == 200 and me.json()["user"]["name"] == "admin"
         assert [t["name"] for t in me.json()["teams"]] == ["default"]
+        assert [(name, kind, parent) for name, kind, _, parent in tokens(engine)] == [
+            ("local login", "api", None), ("login code", "login", 1), ("browser session", "session", 1)]
+
+    def test_the_code_works_once(self, client: TestClient, engine: Engine) -> None:
+        code = login_code(engine)
+        assert client.get(f"/login?code={code}", follow_redirects=False).status_code == 303
+        client.cookies.clear()
+        again = client.get(f"/login?code={code}", follow_redirects=False)
+        assert again.status_code == 401 and again.json()["detail"] == "invalid, used or expired login code"
+        assert "set-cookie" not in again.headers
+        browser = client.get(f"/login?code={code}", headers={"Accept": "text/html"}, follow_redirects=False)
+        assert browser.status_code == 303 and browser.headers["location"] == "/login-page?error=invalid-code"
+        assert [kind for _, kind, _, _ in tokens(engine)] == ["api", "login", "session"]  # one session only
+
+    def test_a_code_is_no_bearer_token(self, client: TestClient, engine: Engine) -> None:
+        code = login_code(engine)
+        assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {code}"}).status_code == 401
+        assert client.get(f"/login?token={code}", follow_redirects=False).status_code == 401
+        assert client.get(f"/login?code={code}", follow_redirects=False).status_code == 303  # still unused
+
+    def test_an_expired_code_is_401(self, client: TestClient, engine: Engine) -> None:
+        code = login_code(engine)
+        with Session(writer(engine)) as s:
+            row = s.exec(select(ApiToken).where(ApiToken.kind == "login")).one()
+            row.expires_at = utcnow() - timedelta(seconds=1)
+            s.add(row)
+            s.commit()
+        response = client.get(f"/login?code={code}", follow_redirects=False)
+        assert response.status_code == 401 and response.json()["detail"] == "invalid, used or expired login code"
+        assert [kind for _, kind, _, _ in tokens(engine)] == ["api", "login"]
+
+    def test_a_code_of_a_revoked_token_is_401(self, client: TestClient, engine: Engine) -> None:
+        code = login_code(engine)
+        with Session(writer(engine)) as s:
+            assert admin.revoke_token(s, prefix="mcl_") == 1
+        assert client.get(f"/login?code={code}", follow_redirects=False).status_code == 401
+        assert [revoked for _, _, revoked, _ in tokens(engine)] == [True, True]
+
+    def test_the_login_page_form_still_takes_a_token(self, client: TestClient, alice: Member) -> None:
+        response = client.get(f"/login?token={alice.token}&next=/runs", follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/runs"
+        assert client.get("/api/v1/me").json()["user"]["name"] == "alice"
 
     def test_login_with_a_bad_token_is_401(self, client: TestClient) -> None:
         assert client.get("/login?token=mcl_wrong", follow_redirects=False).status_code == 401
+        assert client.get("/login", follow_redirects=False).status_code == 401
         browser = client.get("/login?token=mcl_wrong", headers={"Accept": "text/html,*/*"}, follow_redirects=False)
         assert browser.status_code == 303 and browser.headers["location"] == "/login-page?error=invalid-token"
         assert "set-cookie" not in browser.headers
+
+    def test_an_api_caller_mints_a_login_link(self, client: TestClient, engine: Engine, alice: Member) -> None:
+        created = client.post("/api/v1/login-codes", headers=alice.headers)
+        assert created.status_code == 201
+        assert created.json()["url"] == f"/login?code={created.json()['code']}"
+        assert client.get(created.json()["url"], follow_redirects=False).status_code == 303
+        assert client.get("/api/v1/me").json()["user"]["name"] == "alice"
+
+    def test_cookie_secure_setting(self, settings: Settings, engine: Engine) -> None:
+        with TestClient(create_app(settings.model_copy(update={"cookie_secure": True}))) as c:
+            response = c.get(f"/login?code={login_code(engine)}", follow_redirects=False)
+        assert response.status_code == 303 and "Secure" in response.headers["set-cookie"]
+
+
+class TestRevocationAndExpiry:
+    def test_revoking_a_token_ends_its_sessions_and_children(self, client: TestClient, alice: Member,
+                                                              bob: Member) -> None:
+        child = client.post("/api/v1/tokens", json={"name": "child"}, headers=alice.headers).json()
+        child_headers = {"Authorization": f"Bearer {child['token']}"}
+        grandchild = client.post("/api/v1/tokens", json={"name": "grandchild"}, headers=child_headers).json()
+        other = client.post("/api/v1/tokens", json={"name": "other"}, headers=alice.headers).json()
+        link = client.post("/api/v1/login-codes", headers=child_headers).json()["url"]
+        assert client.get(link, follow_redirects=False).status_code == 303
+        assert client.get("/api/v1/me").status_code == 200  # the browser session of `child`
+        assert client.delete(f"/api/v1/tokens/{child['id']}", headers=alice.headers).status_code == 204
+        assert client.get("/api/v1/me").status_code == 401
+        for token in (child["token"], grandchild["token"]):
+            response = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 401 and response.json()["detail"] == "invalid, revoked or expired token"
+        client.cookies.clear()
+        for headers in (alice.headers, bob.headers, {"Authorization": f"Bearer {other['token']}"}):
+            assert client.get("/api/v1/me", headers=headers).status_code == 200  # siblings and others keep working
+        listed = {t["name"]: t["revoked"] for t in client.get("/api/v1/tokens", headers=alice.headers).json()}
+        assert listed == {"tests": False, "child": True, "grandchild": True, "other": False, "login code": True,
+                          "browser session": True}
+
+    def test_an_expired_token_is_401(self, client: TestClient, engine: Engine, alice: Member) -> None:
+        created = client.post("/api/v1/tokens", json={"name": "ci", "expires_in": 3600}, headers=alice.headers)
+        assert created.status_code == 201
+        body = created.json()
+        headers = {"Authorization": f"Bearer {body['token']}"}
+        assert client.get("/api/v1/me", headers=headers).status_code == 200
+        with Session(writer(engine)) as s:
+            row = s.get(ApiToken, body["id"])
+            assert row is not None and row.expires_at is not None
+            assert timedelta(seconds=3590) < row.expires_at - utcnow() <= timedelta(seconds=3600)
+            row.expires_at = utcnow() - timedelta(seconds=1)
+            s.add(row)
+            s.commit()
+        response = client.get("/api/v1/me", headers=headers)
+        assert response.status_code == 401 and response.json()["detail"] == "invalid, revoked or expired token"
+
+    def test_a_child_never_outlives_its_parent(self, client: TestClient, alice: Member) -> None:
+        parent = client.post("/api/v1/tokens", json={"name": "short", "expires_in": 600}, headers=alice.headers).json()
+        later = (utcnow() + timedelta(days=3)).isoformat()
+        child = client.post("/api/v1/tokens", json={"name": "child", "expires_at": later},
+                            headers={"Authorization": f"Bearer {parent['token']}"}).json()
+        assert child["expires_at"] == parent["expires_at"]
+
+    @pytest.mark.parametrize(("body", "loc", "msg"), [
+        ({"expires_in": 59}, ["body", "expires_in"], "greater than or equal to 60"),
+        ({"expires_in": 10**12}, ["body", "expires_in"], "less than or equal to"),
+        ({"expires_at": "2001-01-01T00:00:00Z"}, ["body", "expires_at"], "expires_at must be in the future"),
+        ({"expires_at": "2999-01-01T00:00:00"}, ["body", "expires_at"], "timezone"),
+        ({"expires_in": 600, "expires_at": "2999-01-01T00:00:00Z"}, ["body"], "give expires_in or expires_at"),
+    ])
+    def test_bad_expiry_is_422(self, client: TestClient, alice: Member, body: dict[str, object], loc: list[str],
+                               msg: str) -> None:
+        response = client.post("/api/v1/tokens", json={"name": "x", **body}, headers=alice.headers)
+        assert response.status_code == 422
+        errors = response.json()["detail"]
+        assert errors[0]["loc"] == loc and msg in errors[0]["msg"], errors
+        assert [t["name"] for t in client.get("/api/v1/tokens", headers=alice.headers).json()] == ["tests"]
+
+
+class TestNoSecretInLogs:
+    def test_the_access_log_has_no_login_code_or_token(self, settings: Settings) -> None:
+        lines: list[str] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                lines.append(record.getMessage())
+
+        handler = Keep()
+        server = start_live(settings, log_level="info")  # uvicorn sets up its loggers: add the handler after
+        logging.getLogger("uvicorn.access").addHandler(handler)
+        try:
+            engine: Engine = server.app.state.engine  # type: ignore[attr-defined]
+            code = login_code(engine)
+            member = make_member(engine, "gina", "team-g")
+            with httpx.Client(base_url=server.url) as http:
+                assert http.get(f"/login?code={code}&next=/runs", follow_redirects=False).status_code == 303
+                assert http.get(f"/login?next=/&token={member.token}", follow_redirects=False).status_code == 303
+        finally:
+            server.stop()
+            logging.getLogger("uvicorn.access").removeHandler(handler)
+        logins = [line for line in lines if "GET /login" in line]
+        assert len(logins) == 2, lines
+        assert "/login?code=[redacted]&next=/runs" in logins[0] and "/login?next=/&token=[redacted]" in logins[1]
+        assert not any(code in line or member.token in line or code[4:] in line for line in lines)
 
 
 class TestNonLoopbackBind:
@@ -186,4 +344,4 @@ class TestAdminCli:
         assert capsys.readouterr().out == "1 token(s) revoked\n"
         assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
         assert admin.main(["login-link"], settings) == 0
-        assert capsys.readouterr().out.startswith("http://127.0.0.1:8000/login?token=mcl_")
+        assert capsys.readouterr().out.startswith("http://127.0.0.1:8000/login?code=mlc_")
