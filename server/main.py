@@ -17,10 +17,12 @@ from pydantic import BaseModel
 import mocov3_core
 from server.auth import router as auth_router
 from server.auth.guard import RequireToken
-from server.core import error_handlers, logs
+from server.auth.service import SESSION_COOKIE
+from server.core import docs, error_handlers, logs
 from server.core.config import Settings, get_settings
 from server.core.db import make_engine, migrate, wait_for_db
 from server.core.errors import ERROR_RESPONSES
+from server.core.hardening import BodyLimit, SameOrigin, SecurityHeaders
 from server.deps import get_caller
 from server.events import router as events_router
 from server.events.bus import EventBus
@@ -49,7 +51,7 @@ class ServerStatus(BaseModel):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="mocolab", version=mocov3_core.__version__, lifespan=_lifespan,
+    app = FastAPI(title="mocolab", version=mocov3_core.__version__, lifespan=_lifespan, docs_url=None, redoc_url=None,
                   description="MoCo v3 pretraining and evaluation runs, live metrics and stability alerts.")
     app.state.settings = settings
     app.state.engine = make_engine(settings.database)
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bus = EventBus(maxsize=settings.sse_queue)
     app.state.dispatcher = Dispatcher(settings.redis_url)
     app.state.ingestor = None
+    app.state.stream_slots = events_router.StreamSlots(settings.sse_per_token)
     error_handlers.install(app)
     logs.install()
 
@@ -79,9 +82,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(public)
     app.include_router(api)
     app.include_router(auth_router.login_router)
+    docs.install(app)  # swagger-ui from local files, before the UI's catch-all
     mount_ui(app, settings.web_dist)
     if not settings.loopback:
         app.add_middleware(RequireToken, open_paths=(f"{API}/health", "/login"))
+    # added last = outermost: security headers on every answer, also the 413s, 403s and 401s below them
+    app.add_middleware(SameOrigin, cookie_name=SESSION_COOKIE)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

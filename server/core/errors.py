@@ -55,6 +55,14 @@ class Conflict(AppError):
     detail = "conflict"
 
 
+class TooManyRequests(AppError):
+    status_code = 429
+    detail = "too many requests"
+
+    def __init__(self, detail: Any = None, retry_after: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
 class Unavailable(AppError):
     status_code = 503
     detail = "a backing service is unavailable; retry shortly"
@@ -78,9 +86,12 @@ class ErrorPublic(BaseModel):
 
 # Documented on every authenticated router, so clients (and schemathesis) know these answers.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorPublic, "description": "A malformed request (a Last-Event-ID that is no event's seq)."},
     401: {"model": ErrorPublic, "description": "No valid token or session cookie."},
-    403: {"model": ErrorPublic, "description": "Not enough permissions."},
+    403: {"model": ErrorPublic, "description": "Not enough permissions, or a cross-site request with the cookie."},
     404: {"model": ErrorPublic, "description": "Not found, or not in your teams."},
     409: {"model": ErrorPublic, "description": "Not possible in the run's current state."},
+    413: {"model": ErrorPublic, "description": "The request body is over the server's limit (1 MiB by default)."},
+    429: {"model": ErrorPublic, "description": "Too many run submissions or open event streams; see Retry-After."},
     503: {"model": ErrorPublic, "description": "SQL or Redis is unreachable; retry."},
 }

@@ -22,8 +22,9 @@ from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
-from server.core.errors import ERROR_RESPONSES
+from server.core.errors import ERROR_RESPONSES, BadRequest, TooManyRequests
 from server.deps import BusDep, CallerDep, SettingsDep, get_engine
 from server.events.bus import EventBus, TeamItem
 from server.runs import repository
@@ -54,11 +55,60 @@ def _sse(event: dict[str, Any]) -> ServerSentEvent:
                            id=str(seq) if seq is not None else None)
 
 
+MAX_SEQ = 2**62  # the bound of every stored step and seq (SQLite's integers end at 2**63 - 1)
+
+
 def _parse_seq(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None and value.strip() else None
-    except ValueError:
+    """Last-Event-ID of a run stream: an event's seq. Anything else would reach SQL (a 39-digit id overflowed
+    there and aborted the stream): 400 before the stream starts."""
+    if value is None or not value.strip():
         return None
+    text = value.strip()
+    if not text.lstrip("-").isdigit() or not -1 <= int(text) <= MAX_SEQ:
+        raise BadRequest(f"Last-Event-ID must be an event's seq, an integer from -1 to {MAX_SEQ}")
+    return int(text)
+
+
+class StreamSlots:
+    """Concurrent SSE streams per token (a browser session is a token of its own): one client cannot hold
+    every connection the server has. A slot is taken before the response starts and given back when the
+    response ends, however it ends (the client left, the lifetime ran out, an error)."""
+
+    def __init__(self, per_token: int) -> None:
+        self.per_token = per_token
+        self.held: dict[int, int] = {}
+
+    def take(self, token_id: int | None) -> None:
+        key = token_id or 0
+        if self.held.get(key, 0) >= self.per_token:
+            raise TooManyRequests(f"too many open event streams for this token (at most {self.per_token}); "
+                                  "close one first", retry_after=RETRY_MS // 1000 or 1)
+        self.held[key] = self.held.get(key, 0) + 1
+
+    def give_back(self, token_id: int | None) -> None:
+        key = token_id or 0
+        self.held[key] -= 1
+        if self.held[key] <= 0:
+            del self.held[key]
+
+
+class SlotResponse(EventSourceResponse):
+    """An EventSourceResponse that gives its stream slot back when it ends."""
+
+    def __init__(self, content: AsyncIterator[ServerSentEvent], slots: StreamSlots, token_id: int | None) -> None:
+        super().__init__(content, ping=15)
+        self.release = lambda: slots.give_back(token_id)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
+def _slots(request: Request) -> StreamSlots:
+    slots: StreamSlots = request.app.state.stream_slots
+    return slots
 
 
 @router.get("/runs/{run_id}/stream", response_class=EventSourceResponse, responses=SSE_DOC)
@@ -77,7 +127,9 @@ async def stream_run(run_id: RunId, request: Request, caller: CallerDep, bus: Bu
     start = _parse_seq(last_event_id)
     if start is None:
         start = after_seq if after_seq is not None else -1
-    return EventSourceResponse(_run_stream(request, engine, bus, run_id, start, settings.sse_lifetime_s), ping=15)
+    _slots(request).take(caller.token_id)
+    return SlotResponse(_run_stream(request, engine, bus, run_id, start, settings.sse_lifetime_s), _slots(request),
+                        caller.token_id)
 
 
 async def _replay(engine: Engine, run_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
@@ -143,8 +195,9 @@ async def stream_team(request: Request, caller: CallerDep, bus: BusDep, settings
                       last_event_id: Annotated[str | None, Header(max_length=40)] = None) -> EventSourceResponse:
     """Run status changes, alerts and worker heartbeats of your teams. Ids are '<epoch>-<n>'; an id the
     server cannot replay from (it restarted, or the id is too old) gets a `resync` event: re-read the lists."""
-    return EventSourceResponse(_team_stream(request, bus, caller.team_ids, last_event_id, settings.sse_lifetime_s),
-                               ping=15)
+    _slots(request).take(caller.token_id)
+    return SlotResponse(_team_stream(request, bus, caller.team_ids, last_event_id, settings.sse_lifetime_s),
+                        _slots(request), caller.token_id)
 
 
 def _team_sse(item: TeamItem) -> ServerSentEvent:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlmodel import Session
@@ -12,6 +12,7 @@ from sqlmodel import Session
 from mocov3_core.config import json_schema
 from mocov3_core.presets import PRETRAIN_PRESETS, list_presets
 from server.core.errors import ERROR_RESPONSES
+from server.core.ratelimit import submission_quota
 from server.deps import BusDep, CallerDep, DispatcherDep, RedisDep, SessionDep, SettingsDep
 from server.runs import metrics, repository, service
 from server.runs.repository import RunFilters
@@ -51,7 +52,7 @@ def read_schema(kind: RunKind) -> dict[str, Any]:
     return json_schema(kind)
 
 
-@router.post("/runs", status_code=201, response_model=RunDetail)
+@router.post("/runs", status_code=201, response_model=RunDetail, dependencies=[Depends(submission_quota)])
 def submit_run(body: RunCreate, session: SessionDep, settings: SettingsDep, caller: CallerDep,
                dispatcher: DispatcherDep, bus: BusDep) -> RunDetail:
     """Validate the spec, store the run as queued, then send it to its queue."""
@@ -87,7 +88,7 @@ def cancel_run(run_id: RunId, session: SessionDep, caller: CallerDep, redis_clie
                           run_id=run_id)
 
 
-@router.post("/runs/{run_id}/resume", response_model=RunDetail)
+@router.post("/runs/{run_id}/resume", response_model=RunDetail, dependencies=[Depends(submission_quota)])
 def resume_run(run_id: RunId, session: SessionDep, caller: CallerDep, redis_client: RedisDep,
                dispatcher: DispatcherDep, bus: BusDep) -> RunDetail:
     """Queue a failed, cancelled or lost run again; it continues from its latest checkpoint."""
@@ -95,7 +96,8 @@ def resume_run(run_id: RunId, session: SessionDep, caller: CallerDep, redis_clie
                           run_id=run_id)
 
 
-@router.post("/runs/{run_id}/evaluate", status_code=201, response_model=RunDetail)
+@router.post("/runs/{run_id}/evaluate", status_code=201, response_model=RunDetail,
+             dependencies=[Depends(submission_quota)])
 def evaluate_run(run_id: RunId, body: EvaluateRequest, session: SessionDep, settings: SettingsDep,
                  caller: CallerDep, dispatcher: DispatcherDep, bus: BusDep) -> RunDetail:
     """Submit a kNN, linear-probe or fine-tuning run on this pretraining run's checkpoint."""

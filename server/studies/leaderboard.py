@@ -90,15 +90,25 @@ def _config_text(config: dict[str, Any]) -> str:
     return "; ".join(f"{k}={v}" for k, v in sorted(config.items()))
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(text: str) -> str:
+    """A text cell a spreadsheet will not run: one starting like a formula gets a leading apostrophe (OWASP's
+    advice against CSV injection). Only text cells: the numbers (rank, top-1) are written as numbers."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def to_csv(data: list[LeaderboardRow]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["protocol", "dataset", "rank", "top1", "name", "model", "framework", "config", "owner",
                      "project", "eval_run_id", "pretrain_run_id", "study_id", "finished_at"])
     for r in data:
-        writer.writerow([r.protocol, r.dataset or "", r.rank, f"{r.top1:.2f}", r.name or "", r.model or "",
-                         r.framework or "", _config_text(r.config), r.owner, r.project, r.eval_run_id,
-                         r.pretrain_run_id or "", r.study_id or "", r.finished_at.isoformat() if r.finished_at else ""])
+        text = [r.name or "", r.model or "", r.framework or "", _config_text(r.config), r.owner, r.project,
+                r.eval_run_id, r.pretrain_run_id or "", r.study_id or ""]
+        writer.writerow([cell(r.protocol), cell(r.dataset or ""), r.rank, f"{r.top1:.2f}", *map(cell, text),
+                         r.finished_at.isoformat() if r.finished_at else ""])
     return buf.getvalue()
 
 

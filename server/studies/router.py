@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse, Response
 
 from server.core.errors import ERROR_RESPONSES
+from server.core.ratelimit import submission_quota
 from server.deps import BusDep, CallerDep, DispatcherDep, RedisDep, SessionDep, SettingsDep
 from server.runs.schemas import EvalKind
 from server.studies import leaderboard, service
@@ -26,7 +27,7 @@ def read_templates() -> list[TemplatePublic]:
     return service.templates()
 
 
-@router.post("/studies", status_code=201, response_model=StudyDetail)
+@router.post("/studies", status_code=201, response_model=StudyDetail, dependencies=[Depends(submission_quota)])
 def create_study(body: StudyCreate, session: SessionDep, settings: SettingsDep, caller: CallerDep,
                  dispatcher: DispatcherDep, bus: BusDep) -> StudyDetail:
     """Queue a pretraining run per combination of the axes' values (every spec validated first: nothing is
