@@ -97,7 +97,7 @@ def issue_login_code(session: Session, *, token_id: int) -> tuple[ApiToken, str]
     """A one-time code for the login link (10 minutes), minted with the token `token_id`: the link carries this
     code instead of the token itself, so a leaked link (a log, a browser history) is worthless once used."""
     parent = session.get(ApiToken, token_id)
-    if parent is None or parent.revoked:
+    if parent is None or parent.revoked or (parent.expires_at is not None and parent.expires_at < utcnow()):
         raise Unauthorized("invalid, revoked or expired token")
     user = session.get(User, parent.user_id)
     if user is None:

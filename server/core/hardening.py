@@ -1,7 +1,8 @@
 """HTTP hardening as plain ASGI middlewares (no BaseHTTPMiddleware: SSE responses must stream untouched):
 
 - SecurityHeaders: a Content-Security-Policy for the built UI (its own scripts and styles only), nosniff,
-  no referrer, and no framing, on every response.
+  no referrer to other sites, and no framing, on every response. (Not `no-referrer`: a browser then sends
+  `Origin: null` with a same-origin form POST, and SameOrigin would refuse the UI's own logout form.)
 - SameOrigin: a browser's cookie-authenticated POST/PUT/PATCH/DELETE must come from this server's own pages
   (Origin, else Referer, names the Host it was sent to): a cross-site form or fetch cannot use the cookie.
   Token-authenticated clients (the CLI) send no cookie and need no check.
@@ -49,7 +50,7 @@ class SecurityHeaders:
             return
         csp = DOCS_CSP if scope.get("path") in DOCS_PATHS else UI_CSP
         extra = [(b"content-security-policy", csp.encode()), (b"x-content-type-options", b"nosniff"),
-                 (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
+                 (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"DENY")]
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -83,7 +84,10 @@ class SameOrigin:
             return "cross-site request refused: a request authenticated by the session cookie needs an Origin " \
                    "or Referer header from this server's pages"
         host = urlsplit(source).netloc.lower()
-        if host != headers.get("host", "").lower():
+        # behind a proxy that rewrites Host, X-Forwarded-Host names the public one; a cross-site page cannot
+        # set that header (it is no CORS-safelisted header, and this server answers no preflight)
+        ours = {headers.get("host", "").lower(), headers.get("x-forwarded-host", "").split(",")[0].strip().lower()}
+        if host not in ours - {""}:
             return f"cross-site request refused: origin {host or source!r} is not this server " \
                    f"({headers.get('host', '')!r})"
         return None

@@ -56,7 +56,7 @@ class TestSecurityHeaders:
             assert response.headers["content-security-policy"] == UI_CSP
             assert "frame-ancestors 'none'" in UI_CSP and "script-src 'self';" in UI_CSP
             assert response.headers["x-content-type-options"] == "nosniff"
-            assert response.headers["referrer-policy"] == "no-referrer"
+            assert response.headers["referrer-policy"] == "same-origin"
             assert response.headers["x-frame-options"] == "DENY"
 
 
@@ -103,7 +103,10 @@ class TestSameOrigin:
         assert ok.status_code == 201
         ok = client.post("/api/v1/projects", json={"name": "p6"}, headers={"Referer": "http://testserver/runs"})
         assert ok.status_code == 201
-        assert [p["name"] for p in client.get("/api/v1/projects").json()] == [p["name"] for p in before] + ["p5", "p6"]
+        behind_a_proxy = {"Origin": "https://mocolab.example.org", "X-Forwarded-Host": "mocolab.example.org"}
+        assert client.post("/api/v1/projects", json={"name": "p7"}, headers=behind_a_proxy).status_code == 201
+        assert [p["name"] for p in client.get("/api/v1/projects").json()] == [p["name"] for p in before] + [
+            "p5", "p6", "p7"]
 
     def test_token_requests_need_no_origin(self, client: TestClient, alice: Member) -> None:
         response = client.post("/api/v1/projects", json={"name": "cli"},
