@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from mocolab.client import Client
@@ -102,12 +103,19 @@ def test_login_form_exchanges_a_token_for_a_session(anon_page: Page, stack: Stac
 
 
 def test_login_url_opens_a_session(anon_page: Page, stack: Stack) -> None:
+    """A fresh one-time link (the one `mocolab up` printed may be older than its 10 minutes by now); logging out
+    posts the header's form, which the server's same-origin rule must let through."""
     expect = _expect()
-    anon_page.goto(f"/login?token={stack.token}&next=/workers")
+    link = httpx.post(f"{stack.url}/api/v1/login-codes", headers={"Authorization": f"Bearer {stack.token}"}).json()
+    anon_page.goto(f"{link['url']}&next=/workers")
     expect(anon_page).to_have_url(re.compile(r"/workers$"))
     expect(anon_page.get_by_test_id("whoami")).to_contain_text("admin")
     cookies = anon_page.context.cookies()
     assert any(c.get("httpOnly") for c in cookies), cookies
+    anon_page.get_by_role("button", name="Log out").click()
+    expect(anon_page.get_by_test_id("login-token")).to_be_visible()
+    anon_page.goto(link["url"])  # used once already
+    expect(anon_page).to_have_url(re.compile(r"/login-page\?error=invalid-code$"))
 
 
 def test_a_wrong_token_is_refused(anon_page: Page) -> None:
