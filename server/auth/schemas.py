@@ -74,6 +74,7 @@ class TokenPublic(BaseModel):
     last_used_at: datetime | None
     expires_at: datetime | None
     revoked: bool
+    parent_id: int | None = Field(None, description="The token this one was minted with; revoked with it.")
 
 
 class TokenCreated(TokenPublic):

@@ -212,6 +212,11 @@ class TestRevocationAndExpiry:
         listed = {t["name"]: t["revoked"] for t in client.get("/api/v1/tokens", headers=alice.headers).json()}
         assert listed == {"tests": False, "child": True, "grandchild": True, "other": False, "login code": True,
                           "browser session": True}
+        rows = client.get("/api/v1/tokens", headers=alice.headers).json()
+        first = next(t["id"] for t in rows if t["name"] == "tests")
+        assert {t["name"]: t["parent_id"] for t in rows} == {
+            "tests": None, "child": first, "grandchild": child["id"], "other": first, "login code": child["id"],
+            "browser session": child["id"]}
 
     def test_an_expired_token_is_401(self, client: TestClient, engine: Engine, alice: Member) -> None:
         created = client.post("/api/v1/tokens", json={"name": "ci", "expires_in": 3600}, headers=alice.headers)
