@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
 import redis.exceptions
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 
@@ -32,8 +36,26 @@ async def unstorable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, whose `input` may be a NaN or an Infinity: Python's json reads those literals, and FastAPI's
+    own handler then failed to write them back (a 500). They are echoed as the strings 'nan', 'inf', '-inf'."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # 'nan', 'inf', '-inf': the metrics API's spelling
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(OperationalError, backend_down)
     app.add_exception_handler(DataError, unstorable)
     app.add_exception_handler(redis.exceptions.ConnectionError, backend_down)
