@@ -261,6 +261,9 @@ class OptimConfig(_Strict):
 
 class TrainConfig(_Strict):
     seed: int = Field(0, ge=0, le=MAX_INT, description="Seeds data order, augmentation and initialisation.")
+    threads: int | None = Field(None, ge=1, le=1024, description="Intra-op CPU threads; None = torch's default "
+                                "(one per physical core, or OMP_NUM_THREADS). The count changes the last bits of "
+                                "CPU sums: set it for the same digits from processes whose defaults differ.")
     device: Device = Field("auto", description="auto = CUDA when present, else CPU.")
     precision: Precision = Field("auto", description="auto = bf16 on GPUs that have it, else fp16+scaler on CUDA, "
                                  "fp32 on CPU (bf16 is ~15x slower on CPUs without native support).")
