@@ -28,7 +28,7 @@ DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefol
 # server validates with these models and renders its form from their JSON Schema, so they show up in both). Each
 # range leaves room above every published recipe; a comment gives the reason where the number is not obvious.
 MAX_EPOCHS = 10_000
-MAX_BATCH = 1_048_576  # 2**20 images: 170x the paper's largest batch (6144, Table 2)
+MAX_BATCH = 1_048_576  # 2**20 images: 170x the paper's largest batch (6144, in its batch-size study)
 MAX_WIDTH = 16_384  # channels of a backbone or head: 12.8x ViT-H's 1280, 4x the paper's 4096-wide MLP heads
 MAX_DEPTH = 256  # blocks: 8x ViT-H's 32
 MAX_HEADS = 256
