@@ -22,6 +22,16 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "fp32"  # bf16 autocast is ~15x slower on CPUs without native bf16 (environment.md)
 
 
+def pin_threads(threads: int | None) -> int:
+    """Intra-op CPU threads: the spec's `train.threads` when set, else torch's default (one per physical core, or
+    OMP_NUM_THREADS); -> the count in use. A CPU reduction (a matmul's sums) is split over the threads, so the
+    count changes the last bits of each step and, over a run, the evaluations' digits: two processes give the
+    same digits only with the same count (docs/results.md, "Determinism")."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def autocast(precision: str, device: torch.device) -> AbstractContextManager[Any]:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()

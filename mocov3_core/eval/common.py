@@ -16,7 +16,7 @@ from ..data import ArraySet, ImageFolderSet, eval_batches, load_dataset
 from ..events import Emitter, EventSink
 from ..models import build_backbone, wrap_batchnorms
 from ..system import autocast as make_autocast
-from ..system import resolve_device, resolve_precision
+from ..system import pin_threads, resolve_device, resolve_precision
 from ..train.checkpoint import load_backbone
 
 AnyEval = KnnConfig | LinearConfig | FinetuneConfig
@@ -61,9 +61,10 @@ def setup(cfg: AnyEval, sinks: list[EventSink] | None, run_id: str | None, drop_
     precision = resolve_precision(cfg.train.precision, device)
     autocast = make_autocast(precision, device)
     torch.manual_seed(cfg.train.seed)
+    threads = pin_threads(cfg.train.threads)
     data_cfg = cfg.data
     backbone: nn.Module | None = None
-    source: dict[str, Any] = {"random_init": cfg.random_init}
+    source: dict[str, Any] = {"random_init": cfg.random_init, "threads": threads}  # threads: what the digits need
     if need_backbone:
         if cfg.checkpoint:
             backbone, pre_cfg, meta = load_backbone(cfg.checkpoint, drop_path_rate, cfg.random_init)

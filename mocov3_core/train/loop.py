@@ -28,7 +28,7 @@ from ..eval.knn import weighted_knn
 from ..events import Emitter, EventSink
 from ..frameworks import Encoder, Framework, build_framework
 from ..monitor import Alert, StabilityMonitor
-from ..system import autocast, resolve_device, resolve_precision
+from ..system import autocast, pin_threads, resolve_device, resolve_precision
 from .checkpoint import (
     load_checkpoint,
     read_index,
@@ -156,6 +156,7 @@ class Pretrainer:
             torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
         self.autocast = autocast(self.precision, self.device)
         torch.manual_seed(cfg.train.seed)
+        self.threads = pin_threads(cfg.train.threads)
 
         # ---- data
         gb = cfg.optim.batch_size
@@ -416,7 +417,8 @@ class Pretrainer:
         cfg = self.cfg
         step = self.resume(resume, delivered_seq)
         self.emitter.emit("config", spec=cfg.model_dump(), device=str(self.device), precision=self.precision,
-                          world_size=self.dist.world_size, iters_per_epoch=self.ipe, peak_lr=self.peak_lr)
+                          world_size=self.dist.world_size, iters_per_epoch=self.ipe, peak_lr=self.peak_lr,
+                          threads=self.threads)
         self.emitter.emit("status", state="running", phase="pretrain", step=step, total_steps=self.end_step,
                           message=f"pretraining {cfg.model.arch} with {cfg.framework} on {cfg.data.dataset}")
         self.model.train()

@@ -54,8 +54,8 @@ async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(OperationalError, backend_down)
     app.add_exception_handler(DataError, unstorable)
     app.add_exception_handler(redis.exceptions.ConnectionError, backend_down)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from mocov3_core.config import MAX_NAME
 from worker import protocol
 
 MAX_STEP = 2**62  # the largest step a query or body may name (SQL BIGINT holds it on every backend)
@@ -27,11 +28,12 @@ class _Body(BaseModel):
 
 class RunCreate(_Body):
     kind: RunKind = "pretrain"
-    preset: str | None = Field(None, max_length=64, description="A pretraining preset (GET /presets).")
+    preset: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                               description="A pretraining preset (GET /presets).")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted keys on top of preset and spec, "
                                       "e.g. {\"optim.base_lr\": 3e-4}.")
     spec: dict[str, Any] | None = Field(None, description="A (partial) spec tree, layered after the preset.")
-    name: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=MAX_NAME)
     project: Name = "default"
     team: Name | None = Field(None, description="One of your teams; default: your first.")
     tags: list[Tag] = Field(default_factory=list, max_length=32)
@@ -40,7 +42,7 @@ class RunCreate(_Body):
 
 
 class RunUpdate(_Body):
-    name: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=MAX_NAME)
     tags: list[Tag] | None = Field(None, max_length=32)
     notes: str | None = Field(None, max_length=10_000)
 
@@ -49,7 +51,7 @@ class EvaluateRequest(_Body):
     kind: EvalKind
     overrides: dict[str, Any] = Field(default_factory=dict)
     checkpoint_step: int | None = Field(None, ge=0, le=MAX_STEP, description="Default: the latest checkpoint.")
-    name: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=MAX_NAME)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     queue: Queue | None = Field(None, description="Default: the pretraining run's queue.")
 

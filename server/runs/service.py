@@ -12,7 +12,7 @@ from typing import Any
 import redis
 from sqlmodel import Session, col, select
 
-from mocov3_core.config import ConfigError
+from mocov3_core.config import MAX_NAME, ConfigError
 from mocov3_core.presets import build_spec
 from server.auth.service import Caller, get_or_create_project
 from server.core.config import Settings
@@ -103,7 +103,9 @@ def new_evaluation(session: Session, *, settings: Settings, dispatcher: Dispatch
         which = f"at step {checkpoint_step}" if checkpoint_step is not None else "yet"
         raise Conflict(f"run {parent.id} has no checkpoint {which}")
     spec = resolve_spec(settings, kind, None, overrides, {"checkpoint": storage_relative(ckpt.path, parent.id)})
-    run = Run(id=new_run_id(), kind=kind, name=name or f"{kind} of {parent.name or parent.id}",
+    # the default name is capped like any name: "finetune of " + a 200-character name overflowed the column
+    default_name = f"{kind} of {parent.name or parent.id}"[:MAX_NAME]
+    run = Run(id=new_run_id(), kind=kind, name=name or default_name,
               spec=spec, status="queued", team_id=parent.team_id, project_id=parent.project_id,
               owner_id=owner_id, queue=queue or parent.queue, parent_run_id=parent.id,
               checkpoint=spec["checkpoint"], study_id=parent.study_id, study_values=dict(parent.study_values),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -93,6 +94,104 @@ class TestSubmit:
         assert result.resent == [run["id"]]
         assert [m["id"] for m in queue_messages(redis_client, "testq")] == [f"{run['id']}.1"]
         assert Watchdog(engine, redis_client, Dispatcher(settings.redis_url), settings).check().resent == []
+
+
+
+class TestBounds:
+    """Issue 10: numbers the engine cannot run, non-finite JSON and megabyte names were stored as runs."""
+
+    @pytest.mark.parametrize(("key", "literal"), [
+        ("optim.epochs", str(10**30)), ("optim.batch_size", str(10**12)), ("model.embed_dim", str(2**40)),
+        ("optim.base_lr", "Infinity"), ("optim.base_lr", "NaN"), ("optim.base_lr", "1e999"),
+    ])
+    @pytest.mark.parametrize("form", ["overrides", "spec"])
+    def test_an_out_of_range_spec_number_is_422_naming_it_and_nothing_is_stored(
+            self, client: TestClient, redis_client: redis.Redis, alice: Member, key: str, literal: str,
+            form: str) -> None:
+        section, field = key.split(".")
+        inner = f'{{"{key}": {literal}}}' if form == "overrides" else f'{{"{section}": {{"{field}": {literal}}}}}'
+        body = f'{{"preset": "fmnist_tiny", "queue": "testq", "{form}": {inner}}}'  # raw: JSON has no NaN literal
+        response = client.post("/api/v1/runs", content=body,
+                               headers={**alice.headers, "Content-Type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["body", "spec", section, field]
+        assert queue_messages(redis_client, "testq") == []
+        assert client.get("/api/v1/runs", headers=alice.headers).json()["count"] == 0
+
+    @pytest.mark.parametrize("body", [
+        '{"preset": "fmnist_tiny", "name": NaN}', '{"preset": "fmnist_tiny", "notes": Infinity}',
+        '{"preset": "fmnist_tiny", "tags": [-Infinity]}', '{"preset": "fmnist_tiny", "project": NaN}',
+        '{"preset": NaN}', '{"kind": Infinity}', '{"spec": {"data": {"mean": [0.5, NaN, 0.5]}}}',
+        '{"spec": {"augment": {"blur_sigma": [0.1, Infinity]}}}', '{"overrides": {"train.seed": NaN}}',
+        '{"overrides": {"data.root": Infinity}}', '[NaN]', 'NaN',
+    ])
+    def test_non_finite_json_literals_are_422_not_500(self, client: TestClient, alice: Member, body: str) -> None:
+        response = client.post("/api/v1/runs", content=body,
+                               headers={**alice.headers, "Content-Type": "application/json"})
+        assert response.status_code == 422, (body, response.text)
+        assert client.get("/api/v1/runs", headers=alice.headers).json()["count"] == 0
+
+    def test_non_finite_literals_in_a_patch_or_an_evaluation_are_422(
+            self, client: TestClient, redis_client: redis.Redis, ingestor: Ingestor, settings: Settings,
+            alice: Member) -> None:
+        run = submit(client, alice, name="kept", notes="kept")
+        path = settings.storage_root / "runs" / run["id"] / "checkpoints" / "step_0000016.pt"
+        push(redis_client, [ev(run["id"], 0, "checkpoint", step=16, path=str(path), healthy=True)])
+        drain(ingestor)
+        headers = {**alice.headers, "Content-Type": "application/json"}
+        for url, body, loc in (
+                (f"/api/v1/runs/{run['id']}", '{"notes": NaN}', ["body", "notes"]),
+                (f"/api/v1/runs/{run['id']}", '{"tags": [Infinity]}', ["body", "tags", 0]),
+                (f"/api/v1/runs/{run['id']}/evaluate", '{"kind": "knn", "checkpoint_step": NaN}',
+                 ["body", "checkpoint_step"]),
+                (f"/api/v1/runs/{run['id']}/evaluate", '{"kind": "knn", "overrides": {"k": Infinity}}',
+                 ["body", "spec", "k"])):
+            method = client.patch if url.endswith(run["id"]) else client.post
+            response = method(url, content=body, headers=headers)
+            assert response.status_code == 422 and response.json()["detail"][0]["loc"] == loc, (body, response.text)
+        back = client.get(f"/api/v1/runs/{run['id']}", headers=alice.headers).json()
+        assert (back["name"], back["notes"], back["tags"]) == ("kept", "kept", [])
+        assert client.get("/api/v1/runs", headers=alice.headers).json()["count"] == 1  # no evaluation run either
+
+    @pytest.mark.parametrize(("field", "value", "loc"), [
+        ("name", "n" * 201, ["body", "name"]),
+        ("tags", ["t" * 65], ["body", "tags", 0]),
+        ("tags", [f"t{i}" for i in range(33)], ["body", "tags"]),
+        ("notes", "n" * 10_001, ["body", "notes"]),
+    ])
+    def test_name_tags_and_notes_are_capped(self, client: TestClient, alice: Member, field: str, value: Any,
+                                            loc: list[Any]) -> None:
+        response = client.post("/api/v1/runs", headers=alice.headers,
+                               json={"preset": "fmnist_tiny", "queue": "testq", field: value})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == loc, response.text
+        assert client.get("/api/v1/runs", headers=alice.headers).json()["count"] == 0
+        run = submit(client, alice, name="kept", tags=["kept"], notes="kept")
+        response = client.patch(f"/api/v1/runs/{run['id']}", headers=alice.headers, json={field: value})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == loc, response.text
+        back = client.get(f"/api/v1/runs/{run['id']}", headers=alice.headers).json()
+        assert (back["name"], back["tags"], back["notes"]) == ("kept", ["kept"], "kept")
+
+    def test_the_caps_hold_exactly_at_their_limits(self, client: TestClient, alice: Member) -> None:
+        run = submit(client, alice, name="n" * 200, tags=[f"{i:064d}" for i in range(32)], notes="n" * 10_000)
+        assert len(run["name"]) == 200 and len(run["tags"]) == 32 and len(run["notes"]) == 10_000
+
+    def test_an_evaluation_of_a_run_with_the_longest_name_gets_a_name_within_the_cap(
+            self, client: TestClient, redis_client: redis.Redis, ingestor: Ingestor, settings: Settings,
+            alice: Member) -> None:
+        run = submit(client, alice, name="n" * 200)
+        path = settings.storage_root / "runs" / run["id"] / "checkpoints" / "step_0000016.pt"
+        push(redis_client, [ev(run["id"], 0, "checkpoint", step=16, path=str(path), healthy=True)])
+        drain(ingestor)
+        response = client.post(f"/api/v1/runs/{run['id']}/evaluate", headers=alice.headers, json={"kind": "finetune"})
+        assert response.status_code == 201, response.text
+        assert response.json()["name"] == ("finetune of " + "n" * 200)[:200]
+
+    def test_the_spec_name_is_capped_like_the_run_name(self, client: TestClient, alice: Member) -> None:
+        # the run takes the spec's name when the body has none: that was the way round the body's cap
+        response = client.post("/api/v1/runs", headers=alice.headers,
+                               json={"preset": "fmnist_tiny", "queue": "testq", "spec": {"name": "n" * 201}})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "spec", "name"]
+        assert client.get("/api/v1/runs", headers=alice.headers).json()["count"] == 0
 
 
 class TestListAndEdit:
