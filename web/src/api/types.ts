@@ -148,8 +148,13 @@ export interface WorkerPublic {
   current_run_id: string | null;
   first_seen: string;
   last_seen: string;
-  telemetry: Record<string, unknown> & { gpus?: GpuTelemetry[]; cpu_percent?: number; cpu_count?: number;
-    memory_used?: number; memory_total?: number };
+  telemetry: Record<string, unknown> & {
+    gpus?: GpuTelemetry[];
+    cpu_percent?: number;
+    cpu_count?: number;
+    memory_used?: number;
+    memory_total?: number;
+  };
 }
 
 export interface WorkersPublic {

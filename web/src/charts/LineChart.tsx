@@ -8,7 +8,18 @@ import "uplot/dist/uPlot.min.css";
 import { fmtNum } from "../ui/common";
 import { align, type Series } from "./series";
 
-export const PALETTE = ["#2f7ed8", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#1098ad", "#e67700", "#5c7cfa", "#868e96", "#d6336c"];
+export const PALETTE = [
+  "#2f7ed8",
+  "#e8590c",
+  "#2b8a3e",
+  "#ae3ec9",
+  "#c92a2a",
+  "#1098ad",
+  "#e67700",
+  "#5c7cfa",
+  "#868e96",
+  "#d6336c",
+];
 
 export interface ChartLine {
   label: string;
@@ -80,8 +91,20 @@ export function LineChart(p: LineChartProps) {
       const color = l.color ?? PALETTE[i % PALETTE.length];
       const base = 1 + i * 3;
       series.push({ label: l.label, stroke: color, width: 1.5, spanGaps: true, points: { show: false } });
-      series.push({ label: `${l.label} min`, stroke: withAlpha(color, 0.35), width: 0.5, spanGaps: true, points: { show: false } });
-      series.push({ label: `${l.label} max`, stroke: withAlpha(color, 0.35), width: 0.5, spanGaps: true, points: { show: false } });
+      series.push({
+        label: `${l.label} min`,
+        stroke: withAlpha(color, 0.35),
+        width: 0.5,
+        spanGaps: true,
+        points: { show: false },
+      });
+      series.push({
+        label: `${l.label} max`,
+        stroke: withAlpha(color, 0.35),
+        width: 0.5,
+        spanGaps: true,
+        points: { show: false },
+      });
       bands.push({ series: [base + 2, base + 1], fill: withAlpha(color, 0.16) });
     });
     const draw = (u: uPlot) => {
@@ -138,45 +161,56 @@ export function LineChart(p: LineChartProps) {
       },
       axes: [
         { stroke: axisColor, grid: { stroke: gridColor }, ticks: { stroke: gridColor } },
-        { stroke: axisColor, grid: { stroke: gridColor }, ticks: { stroke: gridColor }, size: 64,
-          values: (_u, vals) => vals.map(tickText) },
+        {
+          stroke: axisColor,
+          grid: { stroke: gridColor },
+          ticks: { stroke: gridColor },
+          size: 64,
+          values: (_u, vals) => vals.map(tickText),
+        },
       ],
       cursor: {
         drag: { x: true, y: false, setScale: false },
         sync: p.syncKey ? { key: p.syncKey } : undefined,
       },
       hooks: {
-        draw: [(u) => {
-          draw(u);
-          const b = box.current;
-          if (b && !b.dataset.drawn && (u.data[0]?.length ?? 0) > 0) b.dataset.drawn = "1";
-        }],
-        setSelect: [(u) => {
-          if (u.select.width < 3) return;
-          const lo = u.posToVal(u.select.left, "x");
-          const hi = u.posToVal(u.select.left + u.select.width, "x");
-          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-          latest.current.onZoom?.(Math.max(0, Math.floor(lo)), Math.ceil(hi));
-        }],
-        setCursor: [(u) => {
-          const r = readout.current;
-          if (!r) return;
-          const i = u.cursor.idx;
-          if (i === null || i === undefined) {
-            r.textContent = "";
-            return;
-          }
-          const parts = [`step ${u.data[0][i]}`];
-          latest.current.lines.forEach((l, k) => {
-            const v = u.data[1 + k * 3][i];
-            const hi = u.data[3 + k * 3][i];
-            const lo = u.data[2 + k * 3][i];
-            if (v === null || v === undefined) return;
-            const range = lo !== hi && lo !== null && hi !== null ? ` [${fmtNum(lo, 3)}…${fmtNum(hi, 3)}]` : "";
-            parts.push(`${l.label} ${fmtNum(v)}${range}`);
-          });
-          r.textContent = parts.join("   ");
-        }],
+        draw: [
+          (u) => {
+            draw(u);
+            const b = box.current;
+            if (b && !b.dataset.drawn && (u.data[0]?.length ?? 0) > 0) b.dataset.drawn = "1";
+          },
+        ],
+        setSelect: [
+          (u) => {
+            if (u.select.width < 3) return;
+            const lo = u.posToVal(u.select.left, "x");
+            const hi = u.posToVal(u.select.left + u.select.width, "x");
+            u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+            latest.current.onZoom?.(Math.max(0, Math.floor(lo)), Math.ceil(hi));
+          },
+        ],
+        setCursor: [
+          (u) => {
+            const r = readout.current;
+            if (!r) return;
+            const i = u.cursor.idx;
+            if (i === null || i === undefined) {
+              r.textContent = "";
+              return;
+            }
+            const parts = [`step ${u.data[0][i]}`];
+            latest.current.lines.forEach((l, k) => {
+              const v = u.data[1 + k * 3][i];
+              const hi = u.data[3 + k * 3][i];
+              const lo = u.data[2 + k * 3][i];
+              if (v === null || v === undefined) return;
+              const range = lo !== hi && lo !== null && hi !== null ? ` [${fmtNum(lo, 3)}…${fmtNum(hi, 3)}]` : "";
+              parts.push(`${l.label} ${fmtNum(v)}${range}`);
+            });
+            r.textContent = parts.join("   ");
+          },
+        ],
       },
     };
     const u = new uPlot(opts, data, el);
@@ -213,14 +247,21 @@ export function LineChart(p: LineChartProps) {
         <span class="legend">
           {p.lines.map((l, i) => (
             <span class="legend-item" key={l.label}>
-              <span class="swatch" style={{ background: l.color ?? PALETTE[i % PALETTE.length] }} />{l.label}
+              <span class="swatch" style={{ background: l.color ?? PALETTE[i % PALETTE.length] }} />
+              {l.label}
             </span>
           ))}
-          {nf > 0 && <span class="nonfinite-note" data-testid="nonfinite-marker" title="Buckets whose value is not finite">▼ {nf} non-finite</span>}
+          {nf > 0 && (
+            <span class="nonfinite-note" data-testid="nonfinite-marker" title="Buckets whose value is not finite">
+              ▼ {nf} non-finite
+            </span>
+          )}
         </span>
         {p.loading && <span class="muted small">loading…</span>}
         {p.zoomed && p.onResetZoom && (
-          <button type="button" class="btn small" onClick={p.onResetZoom} data-testid="chart-reset-zoom">Reset zoom</button>
+          <button type="button" class="btn small" onClick={p.onResetZoom} data-testid="chart-reset-zoom">
+            Reset zoom
+          </button>
         )}
       </figcaption>
       <div class="plot" ref={plotEl} />

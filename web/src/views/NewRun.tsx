@@ -28,26 +28,32 @@ export function NewRunPage({ query }: { query: URLSearchParams }) {
   const [filter, setFilter] = useState("");
 
   useEffect(() => {
-    api.presets().then((ps) => {
-      setPresets(ps);
-      if (!cloneId && !query.get("preset") && ps.length) {
-        setPreset(ps.find((p) => p.name === "fmnist_small")?.name ?? ps[0].name);
-      }
-    }).catch(setLoadError);
+    api
+      .presets()
+      .then((ps) => {
+        setPresets(ps);
+        if (!cloneId && !query.get("preset") && ps.length) {
+          setPreset(ps.find((p) => p.name === "fmnist_small")?.name ?? ps[0].name);
+        }
+      })
+      .catch(setLoadError);
   }, []);
 
   useEffect(() => {
     if (!cloneId) return;
-    api.run(cloneId).then((r) => {
-      setClone(r);
-      setKind(r.kind);
-      // Newer servers say what the run was submitted with: its preset and only its own overrides.
-      setPreset(r.kind === "pretrain" && typeof r.preset === "string" ? r.preset : "");
-      setProject(r.project);
-      setTags(r.tags.join(", "));
-      setQueue(r.queue);
-      setNotes(r.notes ? `Clone of ${r.id}. ${r.notes}` : `Clone of ${r.id}.`);
-    }).catch(setLoadError);
+    api
+      .run(cloneId)
+      .then((r) => {
+        setClone(r);
+        setKind(r.kind);
+        // Newer servers say what the run was submitted with: its preset and only its own overrides.
+        setPreset(r.kind === "pretrain" && typeof r.preset === "string" ? r.preset : "");
+        setProject(r.project);
+        setTags(r.tags.join(", "));
+        setQueue(r.queue);
+        setNotes(r.notes ? `Clone of ${r.id}. ${r.notes}` : `Clone of ${r.id}.`);
+      })
+      .catch(setLoadError);
   }, [cloneId]);
 
   useEffect(() => {
@@ -64,9 +70,12 @@ export function NewRunPage({ query }: { query: URLSearchParams }) {
   useEffect(() => {
     if (!fields.length) return;
     const submitted = clone?.overrides && typeof clone.overrides === "object" ? clone.overrides : null;
-    const start = clone && clone.kind === kind
-      ? submitted ? valuesOf(fields, presetTree, submitted) : valuesOf(fields, clone.spec)
-      : base;
+    const start =
+      clone && clone.kind === kind
+        ? submitted
+          ? valuesOf(fields, presetTree, submitted)
+          : valuesOf(fields, clone.spec)
+        : base;
     const t: Record<string, string> = {};
     for (const f of fields) t[f.path] = toText(f, start[f.path]);
     setTexts(t);
@@ -86,13 +95,14 @@ export function NewRunPage({ query }: { query: URLSearchParams }) {
   };
 
   /** After the errors render: bring the first one into view and focus its input. */
-  const focusFirstError = () => requestAnimationFrame(() => {
-    const err = document.querySelector<HTMLElement>('[data-testid^="field-error-"], [data-testid="form-error"]');
-    if (!err) return;
-    err.scrollIntoView({ block: "center" });
-    const input = err.closest(".field, label")?.querySelector<HTMLElement>("input, select");
-    input?.focus({ preventScroll: true });
-  });
+  const focusFirstError = () =>
+    requestAnimationFrame(() => {
+      const err = document.querySelector<HTMLElement>('[data-testid^="field-error-"], [data-testid="form-error"]');
+      if (!err) return;
+      err.scrollIntoView({ block: "center" });
+      const input = err.closest(".field, label")?.querySelector<HTMLElement>("input, select");
+      input?.focus({ preventScroll: true });
+    });
 
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -104,8 +114,14 @@ export function NewRunPage({ query }: { query: URLSearchParams }) {
     setSubmitting(true);
     setErrors({});
     const body: Record<string, unknown> = {
-      kind, overrides, project: project.trim() || "default",
-      tags: tags.split(",").map((t) => t.trim()).filter(Boolean), notes,
+      kind,
+      overrides,
+      project: project.trim() || "default",
+      tags: tags
+        .split(",")
+        .map((t) => t.trim())
+        .filter(Boolean),
+      notes,
     };
     if (kind === "pretrain" && preset) body.preset = preset;
     if (queue.trim()) body.queue = queue.trim();
@@ -123,68 +139,167 @@ export function NewRunPage({ query }: { query: URLSearchParams }) {
     }
   };
 
-  if (loadError) return <main class="page"><ErrorBox error={loadError} /></main>;
-  const shown = filter.trim() ? fields.filter((f) => f.path.toLowerCase().includes(filter.trim().toLowerCase())
-    || f.description.toLowerCase().includes(filter.trim().toLowerCase())) : fields;
+  if (loadError)
+    return (
+      <main class="page">
+        <ErrorBox error={loadError} />
+      </main>
+    );
+  const shown = filter.trim()
+    ? fields.filter(
+        (f) =>
+          f.path.toLowerCase().includes(filter.trim().toLowerCase()) ||
+          f.description.toLowerCase().includes(filter.trim().toLowerCase()),
+      )
+    : fields;
   const nOverrides = Object.keys(overrides).length;
-  const metaError = (k: string) => errors[k] && <div class="field-error" role="alert" data-testid={`field-error-${k}`}>{errors[k]}</div>;
+  const metaError = (k: string) =>
+    errors[k] && (
+      <div class="field-error" role="alert" data-testid={`field-error-${k}`}>
+        {errors[k]}
+      </div>
+    );
 
   return (
     <main class="page new-run">
       <div class="page-head">
-        <h1>{clone ? <>Clone of <Link href={`/runs/${encodeURIComponent(clone.id)}`}>{clone.name || clone.id}</Link></> : "New run"}</h1>
+        <h1>
+          {clone ? (
+            <>
+              Clone of <Link href={`/runs/${encodeURIComponent(clone.id)}`}>{clone.name || clone.id}</Link>
+            </>
+          ) : (
+            "New run"
+          )}
+        </h1>
       </div>
       <form onSubmit={submit} noValidate data-testid="new-run-form">
         <div class="form-top card">
-          <label>Kind
-            <select value={kind} data-testid="field-kind" onChange={(e) => { setKind((e.target as HTMLSelectElement).value); setPreset(""); }}>
-              {RUN_KINDS.map((k) => <option key={k} value={k}>{k}</option>)}
+          <label>
+            Kind
+            <select
+              value={kind}
+              data-testid="field-kind"
+              onChange={(e) => {
+                setKind((e.target as HTMLSelectElement).value);
+                setPreset("");
+              }}
+            >
+              {RUN_KINDS.map((k) => (
+                <option key={k} value={k}>
+                  {k}
+                </option>
+              ))}
             </select>
             {metaError("kind")}
           </label>
           {kind === "pretrain" && (
-            <label>Preset
-              <select value={preset} data-testid="field-preset" onChange={(e) => setPreset((e.target as HTMLSelectElement).value)} disabled={!presets}>
+            <label>
+              Preset
+              <select
+                value={preset}
+                data-testid="field-preset"
+                onChange={(e) => setPreset((e.target as HTMLSelectElement).value)}
+                disabled={!presets}
+              >
                 <option value="">(none: the schema's defaults)</option>
-                {(presets ?? []).map((p) => <option key={p.name} value={p.name}>{p.name}</option>)}
+                {(presets ?? []).map((p) => (
+                  <option key={p.name} value={p.name}>
+                    {p.name}
+                  </option>
+                ))}
               </select>
               {metaError("preset")}
             </label>
           )}
-          <label>Project
-            <input value={project} data-testid="field-project" onInput={(e) => setProject((e.target as HTMLInputElement).value)} />
+          <label>
+            Project
+            <input
+              value={project}
+              data-testid="field-project"
+              onInput={(e) => setProject((e.target as HTMLInputElement).value)}
+            />
             {metaError("project")}
           </label>
-          <label>Tags <span class="muted small">(comma-separated)</span>
-            <input value={tags} data-testid="field-tags" onInput={(e) => setTags((e.target as HTMLInputElement).value)} />
+          <label>
+            Tags <span class="muted small">(comma-separated)</span>
+            <input
+              value={tags}
+              data-testid="field-tags"
+              onInput={(e) => setTags((e.target as HTMLInputElement).value)}
+            />
             {metaError("tags")}
           </label>
-          <label>Queue <span class="muted small">(default: the server's)</span>
-            <input value={queue} data-testid="field-queue" placeholder="default" onInput={(e) => setQueue((e.target as HTMLInputElement).value)} />
+          <label>
+            Queue <span class="muted small">(default: the server's)</span>
+            <input
+              value={queue}
+              data-testid="field-queue"
+              placeholder="default"
+              onInput={(e) => setQueue((e.target as HTMLInputElement).value)}
+            />
             {metaError("queue")}
           </label>
-          <label class="wide">Notes
-            <input value={notes} data-testid="field-notes" onInput={(e) => setNotes((e.target as HTMLInputElement).value)} />
+          <label class="wide">
+            Notes
+            <input
+              value={notes}
+              data-testid="field-notes"
+              onInput={(e) => setNotes((e.target as HTMLInputElement).value)}
+            />
           </label>
         </div>
-        {errors[""] && <div class="state error" role="alert" data-testid="form-error">{errors[""]}</div>}
-        {!schema ? <Loading what="form" /> : (
+        {errors[""] && (
+          <div class="state error" role="alert" data-testid="form-error">
+            {errors[""]}
+          </div>
+        )}
+        {!schema ? (
+          <Loading what="form" />
+        ) : (
           <>
             <div class="form-tools">
-              <label>Find a field <input type="search" value={filter} placeholder="e.g. base_lr" data-testid="field-filter"
-                onInput={(e) => setFilter((e.target as HTMLInputElement).value)} /></label>
-              <span class="muted small" data-testid="overrides-count">{nOverrides} override{nOverrides === 1 ? "" : "s"}
-                {nOverrides > 0 && <>: <code>{Object.entries(overrides).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ")}</code></>}</span>
+              <label>
+                Find a field{" "}
+                <input
+                  type="search"
+                  value={filter}
+                  placeholder="e.g. base_lr"
+                  data-testid="field-filter"
+                  onInput={(e) => setFilter((e.target as HTMLInputElement).value)}
+                />
+              </label>
+              <span class="muted small" data-testid="overrides-count">
+                {nOverrides} override{nOverrides === 1 ? "" : "s"}
+                {nOverrides > 0 && (
+                  <>
+                    :{" "}
+                    <code>
+                      {Object.entries(overrides)
+                        .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+                        .join(" ")}
+                    </code>
+                  </>
+                )}
+              </span>
             </div>
-            <SchemaForm fields={shown} texts={texts} base={base} errors={errors} onChange={onChange}
-              open={filter ? shown.map((f) => f.section) : ["general", "optim"]} />
+            <SchemaForm
+              fields={shown}
+              texts={texts}
+              base={base}
+              errors={errors}
+              onChange={onChange}
+              open={filter ? shown.map((f) => f.section) : ["general", "optim"]}
+            />
           </>
         )}
         <div class="form-actions">
           <button type="submit" class="btn primary" disabled={submitting || !schema} data-testid="submit-run">
             {submitting ? "Submitting…" : "Submit run"}
           </button>
-          <Link href="/" class="btn ghost">Cancel</Link>
+          <Link href="/" class="btn ghost">
+            Cancel
+          </Link>
         </div>
       </form>
     </main>

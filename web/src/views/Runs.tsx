@@ -18,7 +18,11 @@ function progress(r: RunPublic): { pct: number | null; text: string } {
   return { pct: null, text: r.step !== null ? `step ${r.step}` : "—" };
 }
 
-export interface AlertMessage { run_id?: string; seq?: number; kind?: string }
+export interface AlertMessage {
+  run_id?: string;
+  seq?: number;
+  kind?: string;
+}
 
 // Alert kinds seen live this session, by run (the badge's title); counts come with the run itself.
 const alertKinds = new Map<string, string>();
@@ -59,8 +63,11 @@ export function RunsPage() {
   const route = useRoute();
   const qp = route.query;
   const filters: RunQuery = {
-    status: qp.get("status") ?? "", kind: qp.get("kind") ?? "", project: qp.get("project") ?? "",
-    tag: qp.get("tag") ?? "", q: qp.get("q") ?? "",
+    status: qp.get("status") ?? "",
+    kind: qp.get("kind") ?? "",
+    project: qp.get("project") ?? "",
+    tag: qp.get("tag") ?? "",
+    q: qp.get("q") ?? "",
   };
   const page = Math.max(0, Number(qp.get("page") ?? 0) || 0);
   const [rows, setRows] = useState<RunPublic[] | null>(null);
@@ -91,17 +98,20 @@ export function RunsPage() {
   useEffect(() => {
     const ctrl = new AbortController();
     setLoading(true);
-    api.runs({ ...filters, skip: page * PAGE, limit: PAGE }, ctrl.signal).then((r) => {
-      setRows(r.data);
-      setCount(r.count);
-      setError(null);
-      setNewRuns(0);
-      setLoading(false);
-    }).catch((e) => {
-      if ((e as Error).name === "AbortError") return;
-      setError(e);
-      setLoading(false);
-    });
+    api
+      .runs({ ...filters, skip: page * PAGE, limit: PAGE }, ctrl.signal)
+      .then((r) => {
+        setRows(r.data);
+        setCount(r.count);
+        setError(null);
+        setNewRuns(0);
+        setLoading(false);
+      })
+      .catch((e) => {
+        if ((e as Error).name === "AbortError") return;
+        setError(e);
+        setLoading(false);
+      });
     return () => ctrl.abort();
   }, [key, reload]);
 
@@ -154,72 +164,174 @@ export function RunsPage() {
         <h1>Runs</h1>
         <LiveIndicator state={live} />
         <span class="spacer" />
-        <button type="button" class="btn" disabled={selected.length < 2} data-testid="compare-button"
+        <button
+          type="button"
+          class="btn"
+          disabled={selected.length < 2}
+          data-testid="compare-button"
           onClick={() => navigate(`/compare?ids=${selected.map(encodeURIComponent).join(",")}`)}
-          title={selected.length < 2 ? "Select two or more runs to compare" : undefined}>
+          title={selected.length < 2 ? "Select two or more runs to compare" : undefined}
+        >
           Compare{selected.length ? ` (${selected.length})` : ""}
         </button>
-        <Link href="/new" class="btn primary" data-testid="new-run-link">New run</Link>
+        <Link href="/new" class="btn primary" data-testid="new-run-link">
+          New run
+        </Link>
       </div>
-      <form class="filters" role="search" onSubmit={(e) => { e.preventDefault(); setParam({ q: search }); }}>
-        <label>Search
-          <input type="search" value={search} placeholder="id, name, owner, tag…" data-testid="runs-search"
-            onInput={(e) => setSearch((e.target as HTMLInputElement).value)} />
+      <form
+        class="filters"
+        role="search"
+        onSubmit={(e) => {
+          e.preventDefault();
+          setParam({ q: search });
+        }}
+      >
+        <label>
+          Search
+          <input
+            type="search"
+            value={search}
+            placeholder="id, name, owner, tag…"
+            data-testid="runs-search"
+            onInput={(e) => setSearch((e.target as HTMLInputElement).value)}
+          />
         </label>
-        <label>Status
-          <select value={filters.status} data-testid="filter-status" onChange={(e) => setParam({ status: (e.target as HTMLSelectElement).value })}>
+        <label>
+          Status
+          <select
+            value={filters.status}
+            data-testid="filter-status"
+            onChange={(e) => setParam({ status: (e.target as HTMLSelectElement).value })}
+          >
             <option value="">any</option>
-            {RUN_STATUSES.map((s) => <option key={s} value={s}>{s}</option>)}
+            {RUN_STATUSES.map((s) => (
+              <option key={s} value={s}>
+                {s}
+              </option>
+            ))}
           </select>
         </label>
-        <label>Kind
-          <select value={filters.kind} data-testid="filter-kind" onChange={(e) => setParam({ kind: (e.target as HTMLSelectElement).value })}>
+        <label>
+          Kind
+          <select
+            value={filters.kind}
+            data-testid="filter-kind"
+            onChange={(e) => setParam({ kind: (e.target as HTMLSelectElement).value })}
+          >
             <option value="">any</option>
-            {RUN_KINDS.map((s) => <option key={s} value={s}>{s}</option>)}
+            {RUN_KINDS.map((s) => (
+              <option key={s} value={s}>
+                {s}
+              </option>
+            ))}
           </select>
         </label>
-        <label>Project
-          <input value={filters.project} size={10} data-testid="filter-project"
-            onChange={(e) => setParam({ project: (e.target as HTMLInputElement).value.trim() })} />
+        <label>
+          Project
+          <input
+            value={filters.project}
+            size={10}
+            data-testid="filter-project"
+            onChange={(e) => setParam({ project: (e.target as HTMLInputElement).value.trim() })}
+          />
         </label>
-        <label>Tag
-          <input value={filters.tag} size={10} data-testid="filter-tag"
-            onChange={(e) => setParam({ tag: (e.target as HTMLInputElement).value.trim() })} />
+        <label>
+          Tag
+          <input
+            value={filters.tag}
+            size={10}
+            data-testid="filter-tag"
+            onChange={(e) => setParam({ tag: (e.target as HTMLInputElement).value.trim() })}
+          />
         </label>
-        {anyFilter && <button type="button" class="btn small ghost" onClick={() => { setSearch(""); navigate("/", true); }}>Clear</button>}
+        {anyFilter && (
+          <button
+            type="button"
+            class="btn small ghost"
+            onClick={() => {
+              setSearch("");
+              navigate("/", true);
+            }}
+          >
+            Clear
+          </button>
+        )}
       </form>
       {newRuns > 0 && (
-        <div class="notice">{newRuns} new run{newRuns > 1 ? "s" : ""} on the first page. <Link href="/">Show</Link></div>
+        <div class="notice">
+          {newRuns} new run{newRuns > 1 ? "s" : ""} on the first page. <Link href="/">Show</Link>
+        </div>
       )}
       {error ? <ErrorBox error={error} retry={() => setReload((n) => n + 1)} /> : null}
       {rows === null && !error ? (
-        <div class="state loading" role="status" data-testid="loading">Loading runs…</div>
+        <div class="state loading" role="status" data-testid="loading">
+          Loading runs…
+        </div>
       ) : rows && rows.length === 0 ? (
-        <Empty>{anyFilter ? "No run matches these filters." : <>No runs yet. <Link href="/new">Start one</Link>.</>}</Empty>
+        <Empty>
+          {anyFilter ? (
+            "No run matches these filters."
+          ) : (
+            <>
+              No runs yet. <Link href="/new">Start one</Link>.
+            </>
+          )}
+        </Empty>
       ) : rows ? (
         <div class={`table-wrap${loading ? " dim" : ""}`}>
           <table class="runs" data-testid="runs-table" aria-busy={loading}>
             <thead>
               <tr>
-                <th scope="col"><span class="sr-only">Select</span></th>
-                <th scope="col">Run</th><th scope="col">Status</th><th scope="col">Kind</th><th scope="col">Model</th>
-                <th scope="col">Framework</th><th scope="col">Progress</th><th scope="col" title="Best kNN top-1 (%)">kNN</th>
-                <th scope="col" title="Best linear-probe top-1 (%)">Linear</th><th scope="col">Alerts</th>
-                <th scope="col">Owner</th><th scope="col">Tags</th><th scope="col">Age</th>
+                <th scope="col">
+                  <span class="sr-only">Select</span>
+                </th>
+                <th scope="col">Run</th>
+                <th scope="col">Status</th>
+                <th scope="col">Kind</th>
+                <th scope="col">Model</th>
+                <th scope="col">Framework</th>
+                <th scope="col">Progress</th>
+                <th scope="col" title="Best kNN top-1 (%)">
+                  kNN
+                </th>
+                <th scope="col" title="Best linear-probe top-1 (%)">
+                  Linear
+                </th>
+                <th scope="col">Alerts</th>
+                <th scope="col">Owner</th>
+                <th scope="col">Tags</th>
+                <th scope="col">Age</th>
               </tr>
             </thead>
             <tbody>
               {rows.map((r) => {
                 const pr = progress(r);
                 return (
-                  <tr key={r.id} data-testid="run-row" data-run-id={r.id} class={selected.includes(r.id) ? "selected" : ""}>
-                    <td><input type="checkbox" checked={selected.includes(r.id)} onChange={() => toggle(r.id)}
-                      aria-label={`Select run ${r.name ?? r.id}`} data-testid="run-select" /></td>
+                  <tr
+                    key={r.id}
+                    data-testid="run-row"
+                    data-run-id={r.id}
+                    class={selected.includes(r.id) ? "selected" : ""}
+                  >
+                    <td>
+                      <input
+                        type="checkbox"
+                        checked={selected.includes(r.id)}
+                        onChange={() => toggle(r.id)}
+                        aria-label={`Select run ${r.name ?? r.id}`}
+                        data-testid="run-select"
+                      />
+                    </td>
                     <td class="run-name">
                       <Link href={`/runs/${encodeURIComponent(r.id)}`}>{r.name || r.id}</Link>
-                      <div class="muted small mono">{r.id}{r.project !== "default" ? ` · ${r.project}` : ""}</div>
+                      <div class="muted small mono">
+                        {r.id}
+                        {r.project !== "default" ? ` · ${r.project}` : ""}
+                      </div>
                     </td>
-                    <td><StatusBadge status={r.status} /></td>
+                    <td>
+                      <StatusBadge status={r.status} />
+                    </td>
                     <td>{r.kind}</td>
                     <td class="mono small">{r.model ?? (r.kind === "pretrain" ? "—" : "from checkpoint")}</td>
                     <td class="small">{r.framework ?? (r.kind === "pretrain" ? "—" : r.kind)}</td>
@@ -229,17 +341,44 @@ export function RunsPage() {
                           <div class="bar" style={{ width: `${pr.pct}%` }} />
                           <span>{pr.text}</span>
                         </div>
-                      ) : <span class="muted small">{pr.text}</span>}
+                      ) : (
+                        <span class="muted small">{pr.text}</span>
+                      )}
                     </td>
                     <td class="num">{fmtAcc(r.best_knn_top1)}</td>
                     <td class="num">{fmtAcc(r.best_linear_top1)}</td>
-                    <td>{r.alert_count ? <span class="badge alert" data-testid="alert-badge"
-                      title={alertKinds.get(r.id) ?? `${r.alert_count} stability alert${r.alert_count > 1 ? "s" : ""}`}>⚠ {r.alert_count}</span> : ""}</td>
+                    <td>
+                      {r.alert_count ? (
+                        <span
+                          class="badge alert"
+                          data-testid="alert-badge"
+                          title={
+                            alertKinds.get(r.id) ?? `${r.alert_count} stability alert${r.alert_count > 1 ? "s" : ""}`
+                          }
+                        >
+                          ⚠ {r.alert_count}
+                        </span>
+                      ) : (
+                        ""
+                      )}
+                    </td>
                     <td>{r.owner}</td>
-                    <td>{r.tags.map((t) => (
-                      <button type="button" key={t} class="tag" onClick={() => setParam({ tag: t })} title={`Filter by tag ${t}`}>{t}</button>
-                    ))}</td>
-                    <td class="small" title={r.created_at}>{timeAgo(r.created_at)}</td>
+                    <td>
+                      {r.tags.map((t) => (
+                        <button
+                          type="button"
+                          key={t}
+                          class="tag"
+                          onClick={() => setParam({ tag: t })}
+                          title={`Filter by tag ${t}`}
+                        >
+                          {t}
+                        </button>
+                      ))}
+                    </td>
+                    <td class="small" title={r.created_at}>
+                      {timeAgo(r.created_at)}
+                    </td>
                   </tr>
                 );
               })}
@@ -249,9 +388,27 @@ export function RunsPage() {
       ) : null}
       {rows && count > 0 && (
         <nav class="pager" aria-label="Pages">
-          <button type="button" class="btn small" disabled={page === 0} onClick={() => setParam({ page: page - 1 })} data-testid="page-prev">← Previous</button>
-          <span class="muted small">Page {page + 1} of {pages} · {count} run{count === 1 ? "" : "s"}</span>
-          <button type="button" class="btn small" disabled={page + 1 >= pages} onClick={() => setParam({ page: page + 1 })} data-testid="page-next">Next →</button>
+          <button
+            type="button"
+            class="btn small"
+            disabled={page === 0}
+            onClick={() => setParam({ page: page - 1 })}
+            data-testid="page-prev"
+          >
+            ← Previous
+          </button>
+          <span class="muted small">
+            Page {page + 1} of {pages} · {count} run{count === 1 ? "" : "s"}
+          </span>
+          <button
+            type="button"
+            class="btn small"
+            disabled={page + 1 >= pages}
+            onClick={() => setParam({ page: page + 1 })}
+            data-testid="page-next"
+          >
+            Next →
+          </button>
         </nav>
       )}
     </main>
