@@ -145,7 +145,7 @@ describe("SchemaForm (rendered)", () => {
     const texts = Object.fromEntries(fields.map((f) => [f.path, toText(f, base[f.path])]));
     texts["optim.base_lr"] = "-1";
     const errors = errorsByField(
-      [{ loc: ["body", "spec", "optim", "base_lr"], msg: "Input should be greater than 0" }],
+      [{ loc: ["body", "spec", "optim", "base_lr"], msg: "Input should be greater than 0", type: "greater_than" }],
       fields.map((f) => f.path),
     );
     root = document.createElement("div");

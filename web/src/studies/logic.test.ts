@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { RunPublic, StudyRow, TemplatePublic } from "../api/types";
+import type { RunPublic, RunStatus, StudyRow, TemplatePublic } from "../api/types";
 import type { FieldDef } from "../form/schema";
 import {
   buildStudyRequest,
@@ -151,9 +151,9 @@ describe("422 locs", () => {
     expect(studyErrorKey(["body", "whatever"])).toBe("");
     expect(
       studyErrors([
-        { loc: ["body", "axes", "0", "values", "1"], msg: "a" },
-        { loc: ["body", "axes", "0", "values", "1", "x"], msg: "b" },
-        { loc: ["body", "zzz"], msg: "c" },
+        { loc: ["body", "axes", "0", "values", "1"], msg: "a", type: "value_error" },
+        { loc: ["body", "axes", "0", "values", "1", "x"], msg: "b", type: "value_error" },
+        { loc: ["body", "zzz"], msg: "c", type: "value_error" },
       ]),
     ).toEqual({ "axes.0.values.1": "a; b", "": "zzz: c" });
   });
@@ -221,7 +221,7 @@ describe("display helpers", () => {
 });
 
 describe("runsToCancel", () => {
-  const withRun = (status: string, cancel_requested = false, evals: Record<string, string> = {}): StudyRow => ({
+  const withRun = (status: RunStatus, cancel_requested = false, evals: Record<string, RunStatus> = {}): StudyRow => ({
     ...row([status]),
     run: { status, cancel_requested } as unknown as RunPublic,
     evals: Object.fromEntries(

@@ -170,7 +170,7 @@ function StudyTable({ study }: { study: StudyDetail }) {
               ))}
               {study.paper && (
                 <td class="num paper-col" data-testid="study-paper" data-value={row.paper ?? ""}>
-                  {row.paper !== null ? row.paper.toFixed(1) : "—"}
+                  {row.paper != null ? row.paper.toFixed(1) : "—"}
                 </td>
               )}
               <td class="num">
@@ -271,7 +271,7 @@ function StudyGrid({ study }: { study: StudyDetail }) {
                       </div>
                       <div class="grid-sub">
                         <AlertCount n={cell.run?.alert_count} runId={cell.run?.id} />
-                        {study.paper && cell.paper !== null && (
+                        {study.paper && cell.paper != null && (
                           <span class="muted small" title="the paper's number">
                             paper {cell.paper.toFixed(1)}
                           </span>
