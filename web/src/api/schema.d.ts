@@ -1031,6 +1031,21 @@ export interface components {
             /** Best Finetune Top1 */
             best_finetune_top1: number | null;
             /**
+             * Knn Probe Top1
+             * @description The monitor's latest kNN top-1 (%), a training-time probe on a few hundred images (metric knn_top1); null if none or NaN.
+             */
+            knn_probe_top1?: number | null;
+            /**
+             * Knn Probe Step
+             * @description The step of that probe.
+             */
+            knn_probe_step?: number | null;
+            /**
+             * Knn Eval Top1
+             * @description Best kNN evaluation top-1 (%): this run's own (a kNN evaluation run) or its evaluations'. best_knn_top1 mixes it with the probe.
+             */
+            knn_eval_top1?: number | null;
+            /**
              * Alert Count
              * @description Stability alerts raised.
              * @default 0
@@ -1177,6 +1192,21 @@ export interface components {
             best_linear_top1: number | null;
             /** Best Finetune Top1 */
             best_finetune_top1: number | null;
+            /**
+             * Knn Probe Top1
+             * @description The monitor's latest kNN top-1 (%), a training-time probe on a few hundred images (metric knn_top1); null if none or NaN.
+             */
+            knn_probe_top1?: number | null;
+            /**
+             * Knn Probe Step
+             * @description The step of that probe.
+             */
+            knn_probe_step?: number | null;
+            /**
+             * Knn Eval Top1
+             * @description Best kNN evaluation top-1 (%): this run's own (a kNN evaluation run) or its evaluations'. best_knn_top1 mixes it with the probe.
+             */
+            knn_eval_top1?: number | null;
             /**
              * Alert Count
              * @description Stability alerts raised.

@@ -6,6 +6,7 @@ import type { StreamMessage } from "../api/events";
 import { useTeamStream } from "../api/team";
 import { RUN_KINDS, RUN_STATUSES, type RunPublic } from "../api/types";
 import { navigate, useRoute } from "../router";
+import { knnEvalCell, knnProbeCell } from "./runs/knn";
 import { Empty, ErrorBox, Link, LiveIndicator, StatusBadge, fmtAcc, timeAgo } from "../ui/common";
 
 const PAGE = 50;
@@ -291,8 +292,15 @@ export function RunsPage() {
                 <th scope="col">Model</th>
                 <th scope="col">Framework</th>
                 <th scope="col">Progress</th>
-                <th scope="col" title="Best kNN top-1 (%)">
-                  kNN
+                <th
+                  scope="col"
+                  data-testid="runs-col-knn-probe"
+                  title="The monitor's kNN probe: top-1 (%) on a few hundred images at the step shown"
+                >
+                  kNN probe (step)
+                </th>
+                <th scope="col" data-testid="runs-col-knn-eval" title="Best kNN evaluation top-1 (%)">
+                  kNN eval
                 </th>
                 <th scope="col" title="Best linear-probe top-1 (%)">
                   Linear
@@ -306,6 +314,8 @@ export function RunsPage() {
             <tbody>
               {rows.map((r) => {
                 const pr = progress(r);
+                const probe = knnProbeCell(r);
+                const knnEval = knnEvalCell(r);
                 return (
                   <tr
                     key={r.id}
@@ -345,7 +355,12 @@ export function RunsPage() {
                         <span class="muted small">{pr.text}</span>
                       )}
                     </td>
-                    <td class="num">{fmtAcc(r.best_knn_top1)}</td>
+                    <td class="num" data-testid="run-knn-probe" title={probe.title}>
+                      {probe.text}
+                    </td>
+                    <td class="num" data-testid="run-knn-eval" title={knnEval.title}>
+                      {knnEval.text}
+                    </td>
                     <td class="num">{fmtAcc(r.best_linear_top1)}</td>
                     <td>
                       {r.alert_count ? (
