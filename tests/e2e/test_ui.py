@@ -217,6 +217,16 @@ def test_workers_page_shows_the_worker(page: Page, shot: Shot) -> None:
     expect(card).to_be_visible(timeout=90_000)
     expect(card.get_by_test_id("no-gpu")).to_be_visible()
     expect(card.get_by_test_id("worker-heartbeat")).to_contain_text("ago")
+    # its history charted: utilisation and memory (a CPU worker has no GPU temperature), growing live with the
+    # team stream's heartbeats (one every 5 s; the page fetches the history only once)
+    history = card.get_by_test_id("worker-history")
+    for chart in ("util", "mem"):
+        expect(history.locator(f"[data-testid^='chart-worker-'][data-testid$='-{chart}']")).to_have_attribute(
+            "data-drawn", "1", timeout=60_000)
+    expect(history.locator("[data-testid$='-temp']")).to_have_count(0)
+    before = int(history.get_attribute("data-samples") or 0)
+    page.wait_for_function("([el, n]) => Number(el.dataset.samples) > n", arg=[history.element_handle(), before],
+                           timeout=60_000)
     shot(page, "workers")
 
 

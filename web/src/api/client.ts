@@ -16,6 +16,7 @@ import type {
   StudyPublic,
   TemplatePublic,
   ValidationItem,
+  WorkerHistory,
   WorkersPublic,
 } from "./types";
 
@@ -150,6 +151,8 @@ export const api = {
       signal,
     ),
   workers: (signal?: AbortSignal) => request<WorkersPublic>("GET", "/workers", undefined, signal),
+  workerHistory: (id: string, signal?: AbortSignal) =>
+    request<WorkerHistory>("GET", `/workers/${enc(id)}/history`, undefined, signal),
   studyTemplates: (signal?: AbortSignal) => request<TemplatePublic[]>("GET", "/study-templates", undefined, signal),
   studies: (skip: number, limit: number, signal?: AbortSignal) =>
     request<StudyPublic[]>("GET", `/studies${qs({ skip, limit })}`, undefined, signal),

@@ -47,6 +47,8 @@ export interface LineChartProps {
   /** Reports the plot width in CSS pixels (so the owner asks for about that many buckets). */
   onWidth?: (w: number) => void;
   syncKey?: string;
+  /** x is unix seconds (a time axis, the readout shows the time) instead of a step. */
+  xTime?: boolean;
 }
 
 /** Tick labels with enough digits to tell neighbouring ticks apart (momentum 0.9905 vs 0.991). */
@@ -85,7 +87,7 @@ export function LineChart(p: LineChartProps) {
   useEffect(() => {
     const el = plotEl.current!;
     const { aligned, data } = computed;
-    const series: uPlot.Series[] = [{ label: "step" }];
+    const series: uPlot.Series[] = [{ label: p.xTime ? "time" : "step" }];
     const bands: uPlot.Band[] = [];
     p.lines.forEach((l, i) => {
       const color = l.color ?? PALETTE[i % PALETTE.length];
@@ -156,7 +158,7 @@ export function LineChart(p: LineChartProps) {
       bands,
       legend: { show: false },
       scales: {
-        x: { time: false },
+        x: { time: !!p.xTime },
         y: p.logY ? { distr: 3 } : p.yRange ? { range: p.yRange } : {},
       },
       axes: [
@@ -199,7 +201,8 @@ export function LineChart(p: LineChartProps) {
               r.textContent = "";
               return;
             }
-            const parts = [`step ${u.data[0][i]}`];
+            const x = u.data[0][i];
+            const parts = [latest.current.xTime ? new Date(x * 1000).toLocaleTimeString() : `step ${x}`];
             latest.current.lines.forEach((l, k) => {
               const v = u.data[1 + k * 3][i];
               const hi = u.data[3 + k * 3][i];

@@ -1,11 +1,13 @@
-// The workers and their GPUs, live from the team stream's heartbeats; offline ones greyed with the time
-// they went quiet.
+// The workers and their GPUs, live from the team stream's heartbeats, each with its telemetry history
+// charted (the API's last hour, extended by the live beats); offline ones greyed with the time they went quiet.
 import { useCallback, useEffect, useState } from "preact/hooks";
 import { api } from "../api/client";
 import type { StreamMessage } from "../api/events";
 import { useTeamStream } from "../api/team";
 import type { GpuTelemetry, WorkerPublic } from "../api/types";
 import { Empty, ErrorBox, Link, LiveIndicator, Loading, fmtBytes, parseTime, timeAgo } from "../ui/common";
+import { useWorkerHistory } from "./workers/useWorkerHistory";
+import { WorkerHistory } from "./workers/WorkerHistory";
 
 const TTL_MS = 30_000; // worker.protocol.HEARTBEAT_TTL_S
 
@@ -74,40 +76,49 @@ export function WorkersPage() {
     return () => clearInterval(t);
   }, []);
 
-  const onMessage = useCallback((m: StreamMessage) => {
-    if (m.event === "resync") {
-      setReload((n) => n + 1);
-      return;
-    }
-    if (m.event !== "worker") return;
-    const d = m.data as {
-      id: string;
-      host: string | null;
-      queue: string | null;
-      version: string | null;
-      last_seen: string;
-      current_run_id: string | null;
-      telemetry: WorkerPublic["telemetry"];
-    };
-    setWorkers((cur) => {
-      const list = cur ?? [];
-      const state = typeof d.telemetry?.state === "string" ? (d.telemetry.state as string) : null;
-      const i = list.findIndex((w) => w.id === d.id);
-      const w: WorkerPublic = {
-        ...(i >= 0 ? list[i] : { first_seen: d.last_seen }),
-        id: d.id,
-        host: d.host,
-        queue: d.queue,
-        version: d.version,
-        last_seen: d.last_seen,
-        current_run_id: d.current_run_id,
-        telemetry: d.telemetry,
-        online: state !== "stopped",
-        state,
-      } as WorkerPublic;
-      return i >= 0 ? list.map((x, j) => (j === i ? w : x)) : [...list, w];
-    });
-  }, []);
+  const [history, addBeat] = useWorkerHistory(
+    (workers ?? []).map((w) => w.id),
+    reload,
+  );
+
+  const onMessage = useCallback(
+    (m: StreamMessage) => {
+      if (m.event === "resync") {
+        setReload((n) => n + 1);
+        return;
+      }
+      if (m.event !== "worker") return;
+      const d = m.data as {
+        id: string;
+        host: string | null;
+        queue: string | null;
+        version: string | null;
+        last_seen: string;
+        current_run_id: string | null;
+        telemetry: WorkerPublic["telemetry"];
+      };
+      addBeat(d.id, d.last_seen, d.telemetry ?? {});
+      setWorkers((cur) => {
+        const list = cur ?? [];
+        const state = typeof d.telemetry?.state === "string" ? (d.telemetry.state as string) : null;
+        const i = list.findIndex((w) => w.id === d.id);
+        const w: WorkerPublic = {
+          ...(i >= 0 ? list[i] : { first_seen: d.last_seen }),
+          id: d.id,
+          host: d.host,
+          queue: d.queue,
+          version: d.version,
+          last_seen: d.last_seen,
+          current_run_id: d.current_run_id,
+          telemetry: d.telemetry,
+          online: state !== "stopped",
+          state,
+        } as WorkerPublic;
+        return i >= 0 ? list.map((x, j) => (j === i ? w : x)) : [...list, w];
+      });
+    },
+    [addBeat],
+  );
   const live = useTeamStream(onMessage);
 
   const isOnline = (w: WorkerPublic) => w.online && now - parseTime(w.last_seen) <= TTL_MS;
@@ -195,6 +206,7 @@ export function WorkersPage() {
                 ) : (
                   gpus.map((g, i) => <Gpu key={i} g={g} />)
                 )}
+                <WorkerHistory workerId={w.id} samples={history[w.id]} />
               </article>
             );
           })}
