@@ -18,6 +18,7 @@ import { emptySeries, pointsOfPayload } from "../charts/series";
 import { navigate } from "../router";
 import { Empty, ErrorBox, Link, LiveIndicator, Loading, StatusBadge, fmtAcc, fmtNum, timeAgo } from "../ui/common";
 import { AlertsPanel } from "./AlertsPanel";
+import { knnEvalCell, knnProbeCell } from "./runs/knn";
 
 const TERMINAL = ["succeeded", "failed", "cancelled", "lost"];
 const LOG_TYPES = ["status", "log", "alert", "checkpoint", "eval_result", "config"];
@@ -318,8 +319,11 @@ export function RunPage({ id }: { id: string }) {
             </span>
           </span>
         )}
-        <span>
-          kNN <b>{fmtAcc(run.best_knn_top1)}</b>
+        <span title={knnProbeCell(run).title} data-testid="run-knn-probe">
+          kNN probe <b>{knnProbeCell(run).text}</b>
+        </span>
+        <span title={knnEvalCell(run).title} data-testid="run-knn-eval">
+          kNN eval <b>{knnEvalCell(run).text}</b>
         </span>
         <span>
           linear <b>{fmtAcc(run.best_linear_top1)}</b>
