@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 from sqlalchemy import exists, func, or_
 from sqlmodel import Session, col, delete, select
 
-from server.models import Alert, Checkpoint, EvalResult, Event, Project, Run, RunTag, Team, User
+from server.models import Alert, Checkpoint, EvalResult, Event, Metric, Project, Run, RunTag, Team, User
 from server.runs.schemas import RunDetail, RunPublic
+
+KNN_PROBE = "knn_top1"  # the monitor's metric (mocov3_core's training-time kNN probe)
 
 
 @dataclass
@@ -78,9 +81,38 @@ def to_public(session: Session, runs: Sequence[Run]) -> list[RunPublic]:
                                  .where(col(Project.id).in_({r.project_id for r in runs}))).all())
     teams = dict(session.exec(select(Team.id, Team.name).where(col(Team.id).in_({r.team_id for r in runs}))).all())
     owners = dict(session.exec(select(User.id, User.name).where(col(User.id).in_({r.owner_id for r in runs}))).all())
-    tags = tags_of(session, [r.id for r in runs])
+    ids = [r.id for r in runs]
+    tags, probes, evals = tags_of(session, ids), knn_probes(session, ids), knn_evals(session, ids)
     return [RunPublic(**_fields(r), project=projects.get(r.project_id, ""), team=teams.get(r.team_id, ""),
-                      owner=owners.get(r.owner_id, ""), tags=tags[r.id]) for r in runs]
+                      owner=owners.get(r.owner_id, ""), tags=tags[r.id], knn_probe_step=probes.get(r.id, (None,))[0],
+                      knn_probe_top1=probes.get(r.id, (None, None))[1], knn_eval_top1=evals.get(r.id))
+            for r in runs]
+
+
+def knn_probes(session: Session, run_ids: Sequence[str]) -> dict[str, tuple[int, float | None]]:
+    """run id -> (step, value) of its latest monitor kNN point (metrics key knn_top1; NULL = NaN)."""
+    last = (select(Metric.run_id, func.max(Metric.step).label("step"))
+            .where(col(Metric.run_id).in_(run_ids), Metric.key == KNN_PROBE).group_by(col(Metric.run_id)).subquery())
+    rows = session.exec(select(Metric.run_id, Metric.step, Metric.value)
+                        .join(last, (col(Metric.run_id) == last.c.run_id) & (col(Metric.step) == last.c.step))
+                        .where(Metric.key == KNN_PROBE))
+    return {run_id: (step, value if value is None or math.isfinite(value) else None) for run_id, step, value in rows}
+
+
+def knn_evals(session: Session, run_ids: Sequence[str]) -> dict[str, float]:
+    """run id -> best kNN evaluation top-1 among its own results and those of its evaluation runs."""
+    rows = session.exec(select(EvalResult.run_id, Run.parent_run_id, EvalResult.top1)
+                        .join(Run, col(Run.id) == col(EvalResult.run_id))
+                        .where(EvalResult.protocol == "knn", col(EvalResult.top1).is_not(None),
+                               or_(col(EvalResult.run_id).in_(run_ids), col(Run.parent_run_id).in_(run_ids))))
+    wanted, best = set(run_ids), dict[str, float]()
+    for run_id, parent_id, top1 in rows:
+        if top1 is None or not math.isfinite(top1):
+            continue
+        for target in (run_id, parent_id):
+            if target in wanted:
+                best[target] = max(best.get(target, top1), top1)
+    return best
 
 
 def to_detail(session: Session, run: Run) -> RunDetail:

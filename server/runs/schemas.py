@@ -85,6 +85,11 @@ class RunPublic(BaseModel):
     best_knn_top1: float | None
     best_linear_top1: float | None
     best_finetune_top1: float | None
+    knn_probe_top1: float | None = Field(None, description="The monitor's latest kNN top-1 (%), a training-time probe "
+                                         "on a few hundred images (metric knn_top1); null if none or NaN.")
+    knn_probe_step: int | None = Field(None, description="The step of that probe.")
+    knn_eval_top1: float | None = Field(None, description="Best kNN evaluation top-1 (%): this run's own (a kNN "
+                                        "evaluation run) or its evaluations'. best_knn_top1 mixes it with the probe.")
     alert_count: int = Field(0, description="Stability alerts raised.")
     model: str | None = Field(None, description="The backbone (spec model.arch).")
     framework: str | None = Field(None, description="Pretraining framework (spec framework).")

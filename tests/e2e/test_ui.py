@@ -191,7 +191,13 @@ def test_knn_evaluation_started_from_the_run_page_shows_its_accuracy(page: Page,
     expect(page.get_by_test_id("eval-pending-row").or_(page.get_by_test_id("eval-row")).first).to_be_visible()
     top1 = page.locator("[data-testid=eval-row][data-protocol=knn] [data-testid=eval-top1]").first
     expect(top1).to_have_text(re.compile(r"^\d{1,3}\.\d\d$"), timeout=240_000)
-    assert 10.0 < float(top1.inner_text()) <= 100.0  # 10 classes: better than chance
+    accuracy = top1.inner_text()
+    assert 10.0 < float(accuracy) <= 100.0  # 10 classes: better than chance
+    # the runs table keeps the monitor's kNN probe (last run at step 47 of 60) apart from the evaluation
+    page.goto("/")
+    row = page.locator(f"[data-testid=run-row][data-run-id='{form_run}']")
+    expect(row.get_by_test_id("run-knn-eval")).to_have_text(accuracy)
+    expect(row.get_by_test_id("run-knn-probe")).to_have_text(re.compile(r"^\d{1,3}\.\d\d \(step 47\)$"))
 
 
 @pytest.mark.fmnist
@@ -219,6 +225,16 @@ def test_workers_page_shows_the_worker(page: Page, shot: Shot) -> None:
     expect(card).to_be_visible(timeout=90_000)
     expect(card.get_by_test_id("no-gpu")).to_be_visible()
     expect(card.get_by_test_id("worker-heartbeat")).to_contain_text("ago")
+    # its history charted: utilisation and memory (a CPU worker has no GPU temperature), growing live with the
+    # team stream's heartbeats (one every 5 s; the page fetches the history only once)
+    history = card.get_by_test_id("worker-history")
+    for chart in ("util", "mem"):
+        expect(history.locator(f"[data-testid^='chart-worker-'][data-testid$='-{chart}']")).to_have_attribute(
+            "data-drawn", "1", timeout=60_000)
+    expect(history.locator("[data-testid$='-temp']")).to_have_count(0)
+    before = int(history.get_attribute("data-samples") or 0)
+    page.wait_for_function("([el, n]) => Number(el.dataset.samples) > n", arg=[history.element_handle(), before],
+                           timeout=60_000)
     shot(page, "workers")
 
 

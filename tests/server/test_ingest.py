@@ -183,6 +183,7 @@ class TestDerived:
         assert detail["status"] == "succeeded" and detail["worker_id"] == "w1"
         assert detail["started_at"] and detail["finished_at"] and detail["total_steps"] == 64
         assert detail["best_knn_top1"] == 40.0 and detail["last_seq"] == 8
+        assert (detail["knn_probe_top1"], detail["knn_probe_step"], detail["knn_eval_top1"]) == (35.0, 2, None)
         assert detail["alert_count"] == 1 and detail["model"] == "vit_micro_p7" and detail["framework"] == "mocov3"
         assert detail["dataset"] == "fashion_mnist"
         push(redis_client, [ev(rid, 4, "alert", kind="grad_spike", step=1)])  # a replay counts nothing
@@ -215,6 +216,26 @@ class TestDerived:
         evals = client.get(f"/api/v1/runs/{run['id']}/evals", headers=alice.headers).json()
         assert [(e["run_id"], e["top1"]) for e in evals] == [(cid, 71.5)]
         assert count(engine, EvalResult) == 1 and count(engine, Alert) == 0 and count(engine, Checkpoint) == 1
+
+    def test_the_knn_probe_and_knn_evaluations_are_told_apart(
+            self, redis_client: redis.Redis, ingestor: Ingestor, client: TestClient, alice: Member) -> None:
+        run = submit(client, alice)
+        rid = run["id"]
+        path = str(client.app.state.settings.storage_root / "runs" / rid / "c.pt")  # type: ignore[attr-defined]
+        push(redis_client, [metrics_ev(rid, 0, 3, knn_top1=40.0), metrics_ev(rid, 1, 7, knn_top1="nan"),
+                            ev(rid, 2, "checkpoint", step=8, path=path)])
+        drain(ingestor)
+        knn = client.post(f"/api/v1/runs/{rid}/evaluate", json={"kind": "knn"}, headers=alice.headers).json()["id"]
+        linear = client.post(f"/api/v1/runs/{rid}/evaluate", json={"kind": "linear"}, headers=alice.headers).json()
+        push(redis_client, [ev(knn, 0, "eval_result", protocol="knn", top1=61.5, top5=90.0),
+                            ev(linear["id"], 0, "eval_result", protocol="linear", top1=80.0, top5=95.0)])
+        drain(ingestor)
+        rows = client.get("/api/v1/runs", headers=alice.headers).json()["data"]
+        keys = ("knn_probe_top1", "knn_probe_step", "knn_eval_top1", "best_knn_top1")
+        got = {r["id"]: tuple(r[k] for k in keys) for r in rows}
+        # the probe's latest point is NaN at step 7 (no value), the best kNN mixes both
+        assert got == {rid: (None, 7, 61.5, 61.5), knn: (None, None, 61.5, 61.5),
+                       linear["id"]: (None, None, None, None)}
 
     def test_heartbeats_keep_worker_state_and_history(self, engine: Engine, redis_client: redis.Redis,
                                                       ingestor: Ingestor, client: TestClient, alice: Member) -> None:

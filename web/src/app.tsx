@@ -23,10 +23,13 @@ export function App() {
 
   const check = () => {
     setAuth({ state: "loading" });
-    api.me().then((me) => setAuth({ state: "in", me })).catch((e) => {
-      if (e instanceof ApiError && e.status === 401) setAuth({ state: "out" });
-      else setAuth({ state: "error", error: e });
-    });
+    api
+      .me()
+      .then((me) => setAuth({ state: "in", me }))
+      .catch((e) => {
+        if (e instanceof ApiError && e.status === 401) setAuth({ state: "out" });
+        else setAuth({ state: "error", error: e });
+      });
   };
   useEffect(() => {
     const out = () => {
@@ -41,8 +44,18 @@ export function App() {
   if (route.path === "/login-page" || auth.state === "out") {
     return <LoginPage signedIn={auth.state === "in"} />;
   }
-  if (auth.state === "loading") return <main class="page"><Loading what="mocolab" /></main>;
-  if (auth.state === "error") return <main class="page"><ErrorBox error={auth.error} retry={check} /></main>;
+  if (auth.state === "loading")
+    return (
+      <main class="page">
+        <Loading what="mocolab" />
+      </main>
+    );
+  if (auth.state === "error")
+    return (
+      <main class="page">
+        <ErrorBox error={auth.error} retry={check} />
+      </main>
+    );
 
   const path = route.path;
   let page;
@@ -59,7 +72,14 @@ export function App() {
     page = <RunPage key={runMatch[1]} id={decodeURIComponent(runMatch[1])} />;
     section = "runs";
   } else if (path === "/compare") {
-    page = <ComparePage ids={(route.query.get("ids") ?? "").split(",").map((s) => s.trim()).filter(Boolean)} />;
+    page = (
+      <ComparePage
+        ids={(route.query.get("ids") ?? "")
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean)}
+      />
+    );
     section = "compare";
   } else if (path === "/studies" || path === "/studies/") {
     page = <StudiesPage />;
@@ -80,27 +100,54 @@ export function App() {
     page = (
       <main class="page">
         <h1>Not found</h1>
-        <p>There is no page at <code>{path}</code>. <Link href="/">Back to the runs</Link>.</p>
+        <p>
+          There is no page at <code>{path}</code>. <Link href="/">Back to the runs</Link>.
+        </p>
       </main>
     );
   }
   return (
     <>
-      <a class="skip" href="#main">Skip to content</a>
+      <a class="skip" href="#main">
+        Skip to content
+      </a>
       <header class="topbar">
-        <Link href="/" class="brand">mocolab</Link>
+        <Link href="/" class="brand">
+          mocolab
+        </Link>
         <nav aria-label="Main">
-          <Link href="/" aria-current={section === "runs" ? "page" : undefined}>Runs</Link>
-          <Link href="/new" aria-current={section === "new" ? "page" : undefined} data-testid="nav-new">New run</Link>
-          <Link href="/compare" aria-current={section === "compare" ? "page" : undefined}>Compare</Link>
-          <Link href="/studies" aria-current={section === "studies" ? "page" : undefined} data-testid="nav-studies">Studies</Link>
-          <Link href="/leaderboard" aria-current={section === "leaderboard" ? "page" : undefined} data-testid="nav-leaderboard">Leaderboard</Link>
-          <Link href="/workers" aria-current={section === "workers" ? "page" : undefined}>Workers</Link>
+          <Link href="/" aria-current={section === "runs" ? "page" : undefined}>
+            Runs
+          </Link>
+          <Link href="/new" aria-current={section === "new" ? "page" : undefined} data-testid="nav-new">
+            New run
+          </Link>
+          <Link href="/compare" aria-current={section === "compare" ? "page" : undefined}>
+            Compare
+          </Link>
+          <Link href="/studies" aria-current={section === "studies" ? "page" : undefined} data-testid="nav-studies">
+            Studies
+          </Link>
+          <Link
+            href="/leaderboard"
+            aria-current={section === "leaderboard" ? "page" : undefined}
+            data-testid="nav-leaderboard"
+          >
+            Leaderboard
+          </Link>
+          <Link href="/workers" aria-current={section === "workers" ? "page" : undefined}>
+            Workers
+          </Link>
         </nav>
         <span class="spacer" />
-        <span class="muted small" data-testid="whoami">{auth.me.user.name}{auth.me.teams.length ? ` · ${auth.me.teams.map((t) => t.name).join(", ")}` : ""}</span>
+        <span class="muted small" data-testid="whoami">
+          {auth.me.user.name}
+          {auth.me.teams.length ? ` · ${auth.me.teams.map((t) => t.name).join(", ")}` : ""}
+        </span>
         <form method="post" action="/logout" class="inline">
-          <button type="submit" class="btn small ghost" onClick={() => closeTeamStream()}>Log out</button>
+          <button type="submit" class="btn small ghost" onClick={() => closeTeamStream()}>
+            Log out
+          </button>
         </form>
       </header>
       <div id="main">{page}</div>

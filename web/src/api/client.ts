@@ -1,13 +1,32 @@
 // The one place that talks to /api/v1: base URL, credentials and the handling of 401 live here.
 import type {
-  AlertPublic, CheckpointPublic, EvalKind, EvalResultPublic, EventsPublic, Leaderboard, Me, PresetPublic, RunDetail,
-  RunMetrics, RunsPublic, StudyCreate, StudyDetail, StudyPublic, TemplatePublic, ValidationItem, WorkersPublic,
+  AlertPublic,
+  CheckpointPublic,
+  EvalKind,
+  EvalResultPublic,
+  EventsPublic,
+  Leaderboard,
+  Me,
+  PresetPublic,
+  RunDetail,
+  RunMetrics,
+  RunsPublic,
+  StudyCreate,
+  StudyDetail,
+  StudyPublic,
+  TemplatePublic,
+  ValidationItem,
+  WorkerHistory,
+  WorkersPublic,
 } from "./types";
 
 export const API = "/api/v1";
 
 export class ApiError extends Error {
-  constructor(public status: number, public detail: unknown) {
+  constructor(
+    public status: number,
+    public detail: unknown,
+  ) {
     super(ApiError.describe(status, detail));
   }
 
@@ -18,7 +37,8 @@ export class ApiError extends Error {
 
   static describe(status: number, detail: unknown): string {
     if (typeof detail === "string") return detail;
-    if (Array.isArray(detail)) return detail.map((d: ValidationItem) => `${(d.loc ?? []).join(".")}: ${d.msg}`).join("; ");
+    if (Array.isArray(detail))
+      return detail.map((d: ValidationItem) => `${(d.loc ?? []).join(".")}: ${d.msg}`).join("; ");
     return `HTTP ${status}`;
   }
 }
@@ -36,7 +56,10 @@ export async function request<T>(method: string, path: string, body?: unknown, s
     res = await fetch(API + path, {
       method,
       credentials: "same-origin",
-      headers: body === undefined ? { Accept: "application/json" } : { "Content-Type": "application/json", Accept: "application/json" },
+      headers:
+        body === undefined
+          ? { Accept: "application/json" }
+          : { "Content-Type": "application/json", Accept: "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
     });
@@ -70,11 +93,23 @@ export function qs(params: Record<string, string | number | boolean | null | und
 }
 
 export interface RunQuery {
-  status?: string; kind?: string; project?: string; owner?: string; tag?: string; q?: string;
-  parent_run_id?: string; skip?: number; limit?: number;
+  status?: string;
+  kind?: string;
+  project?: string;
+  owner?: string;
+  tag?: string;
+  q?: string;
+  parent_run_id?: string;
+  skip?: number;
+  limit?: number;
 }
 
-export interface MetricQuery { keys: string[]; buckets?: number; start?: number; end?: number }
+export interface MetricQuery {
+  keys: string[];
+  buckets?: number;
+  start?: number;
+  end?: number;
+}
 
 const enc = encodeURIComponent;
 
@@ -88,19 +123,36 @@ export const api = {
   cancel: (id: string) => request<RunDetail>("POST", `/runs/${enc(id)}/cancel`),
   resume: (id: string) => request<RunDetail>("POST", `/runs/${enc(id)}/resume`),
   evaluate: (id: string, kind: EvalKind, checkpoint_step?: number) =>
-    request<RunDetail>("POST", `/runs/${enc(id)}/evaluate`, checkpoint_step === undefined ? { kind } : { kind, checkpoint_step }),
-  metricKeys: (id: string, signal?: AbortSignal) => request<string[]>("GET", `/runs/${enc(id)}/metric-keys`, undefined, signal),
+    request<RunDetail>(
+      "POST",
+      `/runs/${enc(id)}/evaluate`,
+      checkpoint_step === undefined ? { kind } : { kind, checkpoint_step },
+    ),
+  metricKeys: (id: string, signal?: AbortSignal) =>
+    request<string[]>("GET", `/runs/${enc(id)}/metric-keys`, undefined, signal),
   metrics: (id: string, q: MetricQuery, signal?: AbortSignal) =>
-    request<RunMetrics>("GET", `/runs/${enc(id)}/metrics${qs({ keys: q.keys.join(","), buckets: q.buckets, start: q.start, end: q.end })}`,
-      undefined, signal),
-  alerts: (id: string, signal?: AbortSignal) => request<AlertPublic[]>("GET", `/runs/${enc(id)}/alerts`, undefined, signal),
+    request<RunMetrics>(
+      "GET",
+      `/runs/${enc(id)}/metrics${qs({ keys: q.keys.join(","), buckets: q.buckets, start: q.start, end: q.end })}`,
+      undefined,
+      signal,
+    ),
+  alerts: (id: string, signal?: AbortSignal) =>
+    request<AlertPublic[]>("GET", `/runs/${enc(id)}/alerts`, undefined, signal),
   checkpoints: (id: string, signal?: AbortSignal) =>
     request<CheckpointPublic[]>("GET", `/runs/${enc(id)}/checkpoints`, undefined, signal),
-  evals: (id: string, signal?: AbortSignal) => request<EvalResultPublic[]>("GET", `/runs/${enc(id)}/evals`, undefined, signal),
+  evals: (id: string, signal?: AbortSignal) =>
+    request<EvalResultPublic[]>("GET", `/runs/${enc(id)}/evals`, undefined, signal),
   events: (id: string, afterSeq: number, limit: number, types?: string[], signal?: AbortSignal) =>
-    request<EventsPublic>("GET", `/runs/${enc(id)}/events${qs({ after_seq: afterSeq, limit, types: types?.join(",") })}`,
-      undefined, signal),
+    request<EventsPublic>(
+      "GET",
+      `/runs/${enc(id)}/events${qs({ after_seq: afterSeq, limit, types: types?.join(",") })}`,
+      undefined,
+      signal,
+    ),
   workers: (signal?: AbortSignal) => request<WorkersPublic>("GET", "/workers", undefined, signal),
+  workerHistory: (id: string, signal?: AbortSignal) =>
+    request<WorkerHistory>("GET", `/workers/${enc(id)}/history`, undefined, signal),
   studyTemplates: (signal?: AbortSignal) => request<TemplatePublic[]>("GET", "/study-templates", undefined, signal),
   studies: (skip: number, limit: number, signal?: AbortSignal) =>
     request<StudyPublic[]>("GET", `/studies${qs({ skip, limit })}`, undefined, signal),
@@ -111,7 +163,11 @@ export const api = {
     request<Leaderboard>("GET", `/leaderboard${qs({ ...q })}`, undefined, signal),
 };
 
-export interface LeaderboardQuery { protocol?: string; dataset?: string; project?: string }
+export interface LeaderboardQuery {
+  protocol?: string;
+  dataset?: string;
+  project?: string;
+}
 
 /** Export links (opened by the browser, so the session cookie goes with them). */
 export const exportUrl = {

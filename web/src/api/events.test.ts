@@ -42,7 +42,9 @@ class FakeConn {
     this.push({ done: true });
   }
   async read(): Promise<{ done: boolean; value?: Uint8Array }> {
-    const item = this.queue.shift() ?? (await new Promise<{ done: boolean; value?: Uint8Array } | Error>((r) => (this.waiting = r)));
+    const item =
+      this.queue.shift() ??
+      (await new Promise<{ done: boolean; value?: Uint8Array } | Error>((r) => (this.waiting = r)));
     if (item instanceof Error) throw item;
     return item;
   }
@@ -81,8 +83,15 @@ function setup(afterSeq = -1) {
   const got: StreamMessage[] = [];
   const states: LiveState[] = [];
   const stream = new LiveStream({
-    url: "/api/v1/runs/r/stream", mode: "seq", afterSeq, fetch: server.fetch, onMessage: (m) => got.push(m),
-    onState: (s) => states.push(s), setTimeout: timers.set, clearTimeout: timers.clear, random: () => 0.5,
+    url: "/api/v1/runs/r/stream",
+    mode: "seq",
+    afterSeq,
+    fetch: server.fetch,
+    onMessage: (m) => got.push(m),
+    onState: (s) => states.push(s),
+    setTimeout: timers.set,
+    clearTimeout: timers.clear,
+    random: () => 0.5,
   }).start();
   return { server, timers, got, states, stream };
 }
@@ -90,9 +99,9 @@ function setup(afterSeq = -1) {
 describe("SseParser", () => {
   it("parses events split across chunks, multi-line data, comments and CRLF", () => {
     const p = new SseParser();
-    expect(p.feed(": ping\r\nid: 7\r\nevent: metrics\r\ndata: {\"a\":")).toEqual([]);
+    expect(p.feed(': ping\r\nid: 7\r\nevent: metrics\r\ndata: {"a":')).toEqual([]);
     const out = p.feed("1}\r\ndata: x\r\n\r\nretry: 1000\n\n");
-    expect(out).toEqual([{ event: "metrics", data: "{\"a\":1}\nx", id: "7" }]);
+    expect(out).toEqual([{ event: "metrics", data: '{"a":1}\nx', id: "7" }]);
     expect(p.retry).toBe(1000);
   });
 });
@@ -160,8 +169,14 @@ describe("LiveStream resume", () => {
     const server = new FakeServer();
     const timers = new ManualTimers();
     const got: StreamMessage[] = [];
-    const stream = new LiveStream({ url: "/api/v1/stream", mode: "id", fetch: server.fetch, onMessage: (m) => got.push(m),
-      setTimeout: timers.set, clearTimeout: timers.clear }).start();
+    const stream = new LiveStream({
+      url: "/api/v1/stream",
+      mode: "id",
+      fetch: server.fetch,
+      onMessage: (m) => got.push(m),
+      setTimeout: timers.set,
+      clearTimeout: timers.clear,
+    }).start();
     await flush();
     expect(server.calls[0].headers["Last-Event-ID"]).toBeUndefined();
     server.last.write('id: e1-3\nevent: run\ndata: {"id":"a","status":"running"}\n\n');
@@ -181,8 +196,13 @@ describe("LiveStream resume", () => {
     const server = new FakeServer();
     server.status = 401;
     let unauthorized = 0;
-    const stream = new LiveStream({ url: "/x", mode: "seq", fetch: server.fetch, onMessage: () => {},
-      onUnauthorized: () => unauthorized++ }).start();
+    const stream = new LiveStream({
+      url: "/x",
+      mode: "seq",
+      fetch: server.fetch,
+      onMessage: () => {},
+      onUnauthorized: () => unauthorized++,
+    }).start();
     await flush();
     expect(unauthorized).toBe(1);
     expect(stream.state).toBe("offline");

@@ -25,8 +25,10 @@ export interface ResponseLike {
   body: { getReader(): ReaderLike } | null;
 }
 
-export type FetchLike = (url: string, init: { headers: Record<string, string>; signal: AbortSignal;
-  credentials: RequestCredentials }) => Promise<ResponseLike>;
+export type FetchLike = (
+  url: string,
+  init: { headers: Record<string, string>; signal: AbortSignal; credentials: RequestCredentials },
+) => Promise<ResponseLike>;
 
 export interface StreamOptions {
   /** Path of the stream, e.g. /api/v1/runs/abc/stream. */
@@ -62,7 +64,8 @@ export class LiveStream {
   private timer: unknown = null;
   private idleTimer: unknown = null;
   private serverRetry: number | null = null;
-  private readonly o: Required<Omit<StreamOptions, "afterSeq" | "onUnauthorized">> & Pick<StreamOptions, "onUnauthorized">;
+  private readonly o: Required<Omit<StreamOptions, "afterSeq" | "onUnauthorized">> &
+    Pick<StreamOptions, "onUnauthorized">;
 
   constructor(opts: StreamOptions) {
     this.lastSeq = opts.afterSeq ?? -1;

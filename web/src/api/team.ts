@@ -16,7 +16,8 @@ export function setTeamUnauthorized(fn: () => void): void {
 function ensure(): void {
   if (stream) return;
   stream = new LiveStream({
-    url: teamStreamUrl, mode: "id",
+    url: teamStreamUrl,
+    mode: "id",
     onMessage: (m) => listeners.forEach((l) => l(m)),
     onState: (s) => {
       state = s;

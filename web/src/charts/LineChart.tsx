@@ -8,7 +8,18 @@ import "uplot/dist/uPlot.min.css";
 import { fmtNum } from "../ui/common";
 import { align, type Series } from "./series";
 
-export const PALETTE = ["#2f7ed8", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#1098ad", "#e67700", "#5c7cfa", "#868e96", "#d6336c"];
+export const PALETTE = [
+  "#2f7ed8",
+  "#e8590c",
+  "#2b8a3e",
+  "#ae3ec9",
+  "#c92a2a",
+  "#1098ad",
+  "#e67700",
+  "#5c7cfa",
+  "#868e96",
+  "#d6336c",
+];
 
 export interface ChartLine {
   label: string;
@@ -36,6 +47,8 @@ export interface LineChartProps {
   /** Reports the plot width in CSS pixels (so the owner asks for about that many buckets). */
   onWidth?: (w: number) => void;
   syncKey?: string;
+  /** x is unix seconds (a time axis, the readout shows the time) instead of a step. */
+  xTime?: boolean;
 }
 
 /** Tick labels with enough digits to tell neighbouring ticks apart (momentum 0.9905 vs 0.991). */
@@ -74,14 +87,26 @@ export function LineChart(p: LineChartProps) {
   useEffect(() => {
     const el = plotEl.current!;
     const { aligned, data } = computed;
-    const series: uPlot.Series[] = [{ label: "step" }];
+    const series: uPlot.Series[] = [{ label: p.xTime ? "time" : "step" }];
     const bands: uPlot.Band[] = [];
     p.lines.forEach((l, i) => {
       const color = l.color ?? PALETTE[i % PALETTE.length];
       const base = 1 + i * 3;
       series.push({ label: l.label, stroke: color, width: 1.5, spanGaps: true, points: { show: false } });
-      series.push({ label: `${l.label} min`, stroke: withAlpha(color, 0.35), width: 0.5, spanGaps: true, points: { show: false } });
-      series.push({ label: `${l.label} max`, stroke: withAlpha(color, 0.35), width: 0.5, spanGaps: true, points: { show: false } });
+      series.push({
+        label: `${l.label} min`,
+        stroke: withAlpha(color, 0.35),
+        width: 0.5,
+        spanGaps: true,
+        points: { show: false },
+      });
+      series.push({
+        label: `${l.label} max`,
+        stroke: withAlpha(color, 0.35),
+        width: 0.5,
+        spanGaps: true,
+        points: { show: false },
+      });
       bands.push({ series: [base + 2, base + 1], fill: withAlpha(color, 0.16) });
     });
     const draw = (u: uPlot) => {
@@ -133,50 +158,62 @@ export function LineChart(p: LineChartProps) {
       bands,
       legend: { show: false },
       scales: {
-        x: { time: false },
+        x: { time: !!p.xTime },
         y: p.logY ? { distr: 3 } : p.yRange ? { range: p.yRange } : {},
       },
       axes: [
         { stroke: axisColor, grid: { stroke: gridColor }, ticks: { stroke: gridColor } },
-        { stroke: axisColor, grid: { stroke: gridColor }, ticks: { stroke: gridColor }, size: 64,
-          values: (_u, vals) => vals.map(tickText) },
+        {
+          stroke: axisColor,
+          grid: { stroke: gridColor },
+          ticks: { stroke: gridColor },
+          size: 64,
+          values: (_u, vals) => vals.map(tickText),
+        },
       ],
       cursor: {
         drag: { x: true, y: false, setScale: false },
         sync: p.syncKey ? { key: p.syncKey } : undefined,
       },
       hooks: {
-        draw: [(u) => {
-          draw(u);
-          const b = box.current;
-          if (b && !b.dataset.drawn && (u.data[0]?.length ?? 0) > 0) b.dataset.drawn = "1";
-        }],
-        setSelect: [(u) => {
-          if (u.select.width < 3) return;
-          const lo = u.posToVal(u.select.left, "x");
-          const hi = u.posToVal(u.select.left + u.select.width, "x");
-          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-          latest.current.onZoom?.(Math.max(0, Math.floor(lo)), Math.ceil(hi));
-        }],
-        setCursor: [(u) => {
-          const r = readout.current;
-          if (!r) return;
-          const i = u.cursor.idx;
-          if (i === null || i === undefined) {
-            r.textContent = "";
-            return;
-          }
-          const parts = [`step ${u.data[0][i]}`];
-          latest.current.lines.forEach((l, k) => {
-            const v = u.data[1 + k * 3][i];
-            const hi = u.data[3 + k * 3][i];
-            const lo = u.data[2 + k * 3][i];
-            if (v === null || v === undefined) return;
-            const range = lo !== hi && lo !== null && hi !== null ? ` [${fmtNum(lo, 3)}…${fmtNum(hi, 3)}]` : "";
-            parts.push(`${l.label} ${fmtNum(v)}${range}`);
-          });
-          r.textContent = parts.join("   ");
-        }],
+        draw: [
+          (u) => {
+            draw(u);
+            const b = box.current;
+            if (b && !b.dataset.drawn && (u.data[0]?.length ?? 0) > 0) b.dataset.drawn = "1";
+          },
+        ],
+        setSelect: [
+          (u) => {
+            if (u.select.width < 3) return;
+            const lo = u.posToVal(u.select.left, "x");
+            const hi = u.posToVal(u.select.left + u.select.width, "x");
+            u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+            latest.current.onZoom?.(Math.max(0, Math.floor(lo)), Math.ceil(hi));
+          },
+        ],
+        setCursor: [
+          (u) => {
+            const r = readout.current;
+            if (!r) return;
+            const i = u.cursor.idx;
+            if (i === null || i === undefined) {
+              r.textContent = "";
+              return;
+            }
+            const x = u.data[0][i];
+            const parts = [latest.current.xTime ? new Date(x * 1000).toLocaleTimeString() : `step ${x}`];
+            latest.current.lines.forEach((l, k) => {
+              const v = u.data[1 + k * 3][i];
+              const hi = u.data[3 + k * 3][i];
+              const lo = u.data[2 + k * 3][i];
+              if (v === null || v === undefined) return;
+              const range = lo !== hi && lo !== null && hi !== null ? ` [${fmtNum(lo, 3)}…${fmtNum(hi, 3)}]` : "";
+              parts.push(`${l.label} ${fmtNum(v)}${range}`);
+            });
+            r.textContent = parts.join("   ");
+          },
+        ],
       },
     };
     const u = new uPlot(opts, data, el);
@@ -213,14 +250,21 @@ export function LineChart(p: LineChartProps) {
         <span class="legend">
           {p.lines.map((l, i) => (
             <span class="legend-item" key={l.label}>
-              <span class="swatch" style={{ background: l.color ?? PALETTE[i % PALETTE.length] }} />{l.label}
+              <span class="swatch" style={{ background: l.color ?? PALETTE[i % PALETTE.length] }} />
+              {l.label}
             </span>
           ))}
-          {nf > 0 && <span class="nonfinite-note" data-testid="nonfinite-marker" title="Buckets whose value is not finite">▼ {nf} non-finite</span>}
+          {nf > 0 && (
+            <span class="nonfinite-note" data-testid="nonfinite-marker" title="Buckets whose value is not finite">
+              ▼ {nf} non-finite
+            </span>
+          )}
         </span>
         {p.loading && <span class="muted small">loading…</span>}
         {p.zoomed && p.onResetZoom && (
-          <button type="button" class="btn small" onClick={p.onResetZoom} data-testid="chart-reset-zoom">Reset zoom</button>
+          <button type="button" class="btn small" onClick={p.onResetZoom} data-testid="chart-reset-zoom">
+            Reset zoom
+          </button>
         )}
       </figcaption>
       <div class="plot" ref={plotEl} />

@@ -31,13 +31,17 @@ export function useOverlaySeries(ids: string[], only?: string[], reload = 0, buc
     const ctrl = new AbortController();
     const want = (k: string) => !only || only.some((o) => (o.endsWith("/") ? k.startsWith(o) : k === o));
     (async () => {
-      const keyLists = (await Promise.all(ids.map((id) => api.metricKeys(id, ctrl.signal)))).map((ks) => ks.filter(want));
+      const keyLists = (await Promise.all(ids.map((id) => api.metricKeys(id, ctrl.signal)))).map((ks) =>
+        ks.filter(want),
+      );
       const out = new Map<string, Map<string, Series>>();
-      await Promise.all(ids.map(async (id, i) => {
-        if (!keyLists[i].length) return;
-        const res = await api.metrics(id, { keys: keyLists[i], buckets }, ctrl.signal);
-        out.set(id, fromResponse(res).series);
-      }));
+      await Promise.all(
+        ids.map(async (id, i) => {
+          if (!keyLists[i].length) return;
+          const res = await api.metrics(id, { keys: keyLists[i], buckets }, ctrl.signal);
+          out.set(id, fromResponse(res).series);
+        }),
+      );
       const all = Array.from(new Set(keyLists.flat())).sort();
       setKeys(only ? [...only.filter((k) => all.includes(k)), ...all.filter((k) => !only.includes(k))] : all);
       setSeries(out);
@@ -50,8 +54,22 @@ export function useOverlaySeries(ids: string[], only?: string[], reload = 0, buc
   return { series, keys, error };
 }
 
-export function OverlayCharts({ runs, only, reload, syncKey }: { runs: OverlayRun[]; only?: string[]; reload?: number; syncKey: string }) {
-  const { series, keys, error } = useOverlaySeries(runs.map((r) => r.id), only, reload);
+export function OverlayCharts({
+  runs,
+  only,
+  reload,
+  syncKey,
+}: {
+  runs: OverlayRun[];
+  only?: string[];
+  reload?: number;
+  syncKey: string;
+}) {
+  const { series, keys, error } = useOverlaySeries(
+    runs.map((r) => r.id),
+    only,
+    reload,
+  );
   if (error) return <ErrorBox error={error} />;
   if (!series) return <Loading what="curves" />;
   if (!keys.length) return <Empty>None of these runs has logged {only ? "these metrics" : "metrics"} yet.</Empty>;

@@ -19,8 +19,14 @@ export interface GroupState {
 export const DEFAULT_BUCKETS = 600;
 
 export function useRunCharts(runId: string, buckets: number) {
-  const store = useRef<{ groups: GroupState[]; keys: Set<string>; ready: boolean; error: unknown; buffer: Map<string, LivePoint[]>;
-    frame: number | null }>({ groups: [], keys: new Set(), ready: false, error: null, buffer: new Map(), frame: null });
+  const store = useRef<{
+    groups: GroupState[];
+    keys: Set<string>;
+    ready: boolean;
+    error: unknown;
+    buffer: Map<string, LivePoint[]>;
+    frame: number | null;
+  }>({ groups: [], keys: new Set(), ready: false, error: null, buffer: new Map(), frame: null });
   const [, setVersion] = useState(0);
   const bump = () => setVersion((v) => v + 1);
   const bucketsRef = useRef(buckets);
@@ -34,7 +40,15 @@ export function useRunCharts(runId: string, buckets: number) {
     s.groups = groups.map((group) => {
       const prev = old.get(group.id);
       if (prev) return { ...prev, group };
-      return { group, geometry: { start: null, width: 1 }, series: new Map(), zoom: null, fetching: false, error: null, pending: new Map() };
+      return {
+        group,
+        geometry: { start: null, width: 1 },
+        series: new Map(),
+        zoom: null,
+        fetching: false,
+        error: null,
+        pending: new Map(),
+      };
     });
   };
 
@@ -119,8 +133,12 @@ export function useRunCharts(runId: string, buckets: number) {
     g.error = null;
     bump();
     try {
-      const res = await api.metrics(runId, { keys: g.group.keys, buckets: bucketsRef.current,
-        start: range?.[0], end: range?.[1] });
+      const res = await api.metrics(runId, {
+        keys: g.group.keys,
+        buckets: bucketsRef.current,
+        start: range?.[0],
+        end: range?.[1],
+      });
       const { geometry, series } = fromResponse(res);
       g.geometry = geometry;
       g.series = series;
@@ -134,7 +152,10 @@ export function useRunCharts(runId: string, buckets: number) {
 
   const s = store.current;
   return {
-    ready: s.ready, error: s.error, groups: s.groups, push,
+    ready: s.ready,
+    error: s.error,
+    groups: s.groups,
+    push,
     zoom: (id: string, lo: number, hi: number) => void fetchRange(id, [lo, hi]),
     resetZoom: (id: string) => void fetchRange(id, null),
   };

@@ -1,17 +1,35 @@
 import { describe, expect, it } from "vitest";
-import { align, fromResponse, mergeLive, mergePoints, parseValue, pointsOfPayload, rebucket, type Series } from "./series";
+import {
+  align,
+  fromResponse,
+  mergeLive,
+  mergePoints,
+  parseValue,
+  pointsOfPayload,
+  rebucket,
+  type Series,
+} from "./series";
 
 // The server cut steps [0, 99] into buckets of width 10: last, min, max per bucket.
-const wire = () => fromResponse({
-  run_id: "r", buckets: 10, bucket_width: 10, start: 0, end: 99, truncated: false,
-  series: [{ key: "loss", step: [9, 19], value: [2, 1.5], min: [1.9, 1.4], max: [2.5, 1.8], count: [10, 10] }],
-});
+const wire = () =>
+  fromResponse({
+    run_id: "r",
+    buckets: 10,
+    bucket_width: 10,
+    start: 0,
+    end: 99,
+    truncated: false,
+    series: [{ key: "loss", step: [9, 19], value: [2, 1.5], min: [1.9, 1.4], max: [2.5, 1.8], count: [10, 10] }],
+  });
 
 describe("mergePoints", () => {
   it("merges a live point into the last bucket and keeps a spike as its max", () => {
     const { geometry, series } = wire();
     const s0 = series.get("loss")!;
-    const s1 = mergePoints({ ...s0, step: [9, 15], count: [10, 6] }, geometry, [{ step: 16, value: 40 }, { step: 17, value: 1.2 }]);
+    const s1 = mergePoints({ ...s0, step: [9, 15], count: [10, 6] }, geometry, [
+      { step: 16, value: 40 },
+      { step: 17, value: 1.2 },
+    ]);
     expect(s1.step).toEqual([9, 17]);
     expect(s1.value).toEqual([2, 1.2]); // last
     expect(s1.max[1]).toBe(40); // the spike survives although the last value is low again
@@ -21,7 +39,10 @@ describe("mergePoints", () => {
 
   it("appends a new bucket for a step past the last bucket", () => {
     const { geometry, series } = wire();
-    const s = mergePoints(series.get("loss")!, geometry, [{ step: 20, value: 1.1 }, { step: 35, value: 0.9 }]);
+    const s = mergePoints(series.get("loss")!, geometry, [
+      { step: 20, value: 1.1 },
+      { step: 35, value: 0.9 },
+    ]);
     expect(s.step).toEqual([9, 19, 20, 35]);
     expect(s.value).toEqual([2, 1.5, 1.1, 0.9]);
     expect(s.min.slice(2)).toEqual([1.1, 0.9]);
@@ -32,8 +53,17 @@ describe("mergePoints", () => {
     const { geometry, series } = wire();
     const s0 = series.get("loss")!;
     const frozen = JSON.stringify(s0);
-    expect(mergePoints(s0, geometry, [{ step: 19, value: 99 }, { step: 3, value: -5 }])).toBe(s0);
-    const s1 = mergePoints(s0, geometry, [{ step: 21, value: 1 }, { step: 21, value: 50 }, { step: 20, value: 60 }]);
+    expect(
+      mergePoints(s0, geometry, [
+        { step: 19, value: 99 },
+        { step: 3, value: -5 },
+      ]),
+    ).toBe(s0);
+    const s1 = mergePoints(s0, geometry, [
+      { step: 21, value: 1 },
+      { step: 21, value: 50 },
+      { step: 20, value: 60 },
+    ]);
     expect(s1.step).toEqual([9, 19, 21]);
     expect(s1.max[2]).toBe(1);
     expect(JSON.stringify(s0)).toBe(frozen);
@@ -41,7 +71,10 @@ describe("mergePoints", () => {
 
   it("keeps non-finite values: 'nan' and 'inf' strings become NaN/Infinity, shown as markers", () => {
     const { geometry, series } = wire();
-    const s = mergePoints(series.get("loss")!, geometry, [{ step: 25, value: "nan" }, { step: 31, value: "inf" }]);
+    const s = mergePoints(series.get("loss")!, geometry, [
+      { step: 25, value: "nan" },
+      { step: 31, value: "inf" },
+    ]);
     expect(Number.isNaN(s.value[2])).toBe(true);
     expect(s.value[3]).toBe(Infinity);
     const a = align([s]);
@@ -53,8 +86,10 @@ describe("mergePoints", () => {
 
 describe("mergeLive", () => {
   it("starts the geometry of an empty chart at the first live step, and re-cuts past maxBuckets", () => {
-    let state: { geometry: { start: number | null; width: number }; series: Map<string, Series> } =
-      { geometry: { start: null, width: 1 }, series: new Map() };
+    let state: { geometry: { start: number | null; width: number }; series: Map<string, Series> } = {
+      geometry: { start: null, width: 1 },
+      series: new Map(),
+    };
     for (let step = 100; step < 110; step++) {
       state = mergeLive(state, new Map([["loss", [{ step, value: step === 104 ? 1000 : 1 }]]]), 4);
     }
@@ -79,7 +114,14 @@ describe("helpers", () => {
     expect(Number.isNaN(parseValue("nan"))).toBe(true);
   });
   it("rebucket keeps min and max over merged buckets", () => {
-    const s: Series = { key: "k", step: [0, 1, 2, 3], value: [1, 2, 3, 4], min: [1, 2, 3, 4], max: [1, 9, 3, 4], count: [1, 1, 1, 1] };
+    const s: Series = {
+      key: "k",
+      step: [0, 1, 2, 3],
+      value: [1, 2, 3, 4],
+      min: [1, 2, 3, 4],
+      max: [1, 9, 3, 4],
+      count: [1, 1, 1, 1],
+    };
     const r = rebucket(s, { start: 0, width: 1 }, 2);
     expect(r).toEqual({ key: "k", step: [1, 3], value: [2, 4], min: [1, 3], max: [9, 4], count: [2, 2] });
   });
@@ -99,10 +141,18 @@ describe("helpers", () => {
 });
 
 describe("NaN inside a bucket (the server's nan counts)", () => {
-  const withNan = () => fromResponse({
-    run_id: "r", buckets: 10, bucket_width: 10, start: 0, end: 99, truncated: false,
-    series: [{ key: "loss", step: [9, 19], value: [2, 1.5], min: [1.9, 1.4], max: [2.5, 1.8], count: [10, 10], nan: [0, 2] }],
-  });
+  const withNan = () =>
+    fromResponse({
+      run_id: "r",
+      buckets: 10,
+      bucket_width: 10,
+      start: 0,
+      end: 99,
+      truncated: false,
+      series: [
+        { key: "loss", step: [9, 19], value: [2, 1.5], min: [1.9, 1.4], max: [2.5, 1.8], count: [10, 10], nan: [0, 2] },
+      ],
+    });
 
   it("marks a bucket whose last value is finite but which held a NaN", () => {
     const { series } = withNan();
@@ -112,7 +162,10 @@ describe("NaN inside a bucket (the server's nan counts)", () => {
 
   it("keeps the count through live merges and re-bucketing, and counts NaNs merged live", () => {
     const { geometry, series } = wire();
-    let s = mergePoints(series.get("loss")!, geometry, [{ step: 19.5, value: "nan" }, { step: 19.7, value: 1.3 }]);
+    let s = mergePoints(series.get("loss")!, geometry, [
+      { step: 19.5, value: "nan" },
+      { step: 19.7, value: 1.3 },
+    ]);
     expect(s.nan).toEqual([0, 1]);
     expect(align([s]).nonFinite.map((n) => n.step)).toEqual([19.7]);
     s = mergePoints(s, geometry, [{ step: 25, value: 1 }]);

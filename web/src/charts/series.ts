@@ -92,7 +92,14 @@ export function mergePoints(s: Series, g: Geometry, points: LivePoint[]): Series
     const lastStep = n ? cur.step[n - 1] : -Infinity;
     if (!(p.step > lastStep)) continue;
     if (!out) {
-      out = { key: s.key, step: s.step.slice(), value: s.value.slice(), min: s.min.slice(), max: s.max.slice(), count: s.count.slice() };
+      out = {
+        key: s.key,
+        step: s.step.slice(),
+        value: s.value.slice(),
+        min: s.min.slice(),
+        max: s.max.slice(),
+        count: s.count.slice(),
+      };
       if (s.nan) out.nan = s.nan.slice();
     }
     const v = parseValue(p.value);
@@ -152,8 +159,11 @@ export function rebucket(s: Series, g: Geometry, width: number): Series {
  * chart that had no data, and when a series grows past `maxBuckets` every series is re-cut at double width
  * (so a chart never holds much more than its pixel width, however long the run).
  */
-export function mergeLive(state: { geometry: Geometry; series: Map<string, Series> }, points: Map<string, LivePoint[]>,
-  maxBuckets: number): { geometry: Geometry; series: Map<string, Series> } {
+export function mergeLive(
+  state: { geometry: Geometry; series: Map<string, Series> },
+  points: Map<string, LivePoint[]>,
+  maxBuckets: number,
+): { geometry: Geometry; series: Map<string, Series> } {
   let geometry = state.geometry;
   if (geometry.start === null) {
     let first = Infinity;
@@ -222,8 +232,10 @@ export function align(list: Series[]): Aligned {
       min[j] = finiteOrNull(s.min[i]);
       max[j] = finiteOrNull(s.max[i]);
       if (!Number.isFinite(s.value[i])) nonFinite.push({ series: si, step: s.step[i], value: s.value[i] });
-      else if (!Number.isFinite(s.max[i]) && !Number.isNaN(s.max[i])) nonFinite.push({ series: si, step: s.step[i], value: s.max[i] });
-      else if (!Number.isFinite(s.min[i]) && !Number.isNaN(s.min[i])) nonFinite.push({ series: si, step: s.step[i], value: s.min[i] });
+      else if (!Number.isFinite(s.max[i]) && !Number.isNaN(s.max[i]))
+        nonFinite.push({ series: si, step: s.step[i], value: s.max[i] });
+      else if (!Number.isFinite(s.min[i]) && !Number.isNaN(s.min[i]))
+        nonFinite.push({ series: si, step: s.step[i], value: s.min[i] });
       else if ((s.nan?.[i] ?? 0) > 0) nonFinite.push({ series: si, step: s.step[i], value: NaN });
     }
     points += s.step.length;

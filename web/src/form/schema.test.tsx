@@ -8,7 +8,8 @@ import { errorsByField, fieldsOf, overridesOf, parseText, toText, valuesOf, type
 const schema: Schema = {
   $defs: {
     OptimConfig: {
-      type: "object", title: "OptimConfig",
+      type: "object",
+      title: "OptimConfig",
       properties: {
         name: { default: "adamw", enum: ["adamw", "lars", "lamb"], type: "string" },
         base_lr: { default: 1.5e-4, exclusiveMinimum: 0, type: "number", description: "lr per 256 images" },
@@ -40,11 +41,24 @@ const preset = { optim: { base_lr: 1e-3, batch_size: 256 } };
 describe("fieldsOf", () => {
   it("lists every leaf with its dotted path, type and default; const fields are left out", () => {
     const f = fieldsOf(schema);
-    expect(f.map((x) => x.path)).toEqual(["name", "model.stop_grad_patch_proj", "optim.name", "optim.base_lr", "optim.batch_size",
-      "optim.betas", "data.root", "data.limit"]);
+    expect(f.map((x) => x.path)).toEqual([
+      "name",
+      "model.stop_grad_patch_proj",
+      "optim.name",
+      "optim.base_lr",
+      "optim.batch_size",
+      "optim.betas",
+      "data.root",
+      "data.limit",
+    ]);
     const lr = f.find((x) => x.path === "optim.base_lr")!;
     expect(lr).toMatchObject({ type: "number", default: 1.5e-4, section: "optim", exclusiveMinimum: 0 });
-    expect(f.find((x) => x.path === "data.limit")).toMatchObject({ type: "integer", nullable: true, default: null, minimum: 1 });
+    expect(f.find((x) => x.path === "data.limit")).toMatchObject({
+      type: "integer",
+      nullable: true,
+      default: null,
+      minimum: 1,
+    });
     expect(f.find((x) => x.path === "optim.name")!.options).toEqual(["adamw", "lars", "lamb"]);
   });
 });
@@ -69,7 +83,12 @@ describe("overridesOf", () => {
     t["model.stop_grad_patch_proj"] = "true";
     t["optim.batch_size"] = " 256 "; // same value, other text: not an override
     expect(overridesOf(fields, base, t)).toEqual({
-      overrides: { "optim.base_lr": 3e-4, "data.limit": 2048, "optim.betas": [0.9, 0.99], "model.stop_grad_patch_proj": true },
+      overrides: {
+        "optim.base_lr": 3e-4,
+        "data.limit": 2048,
+        "optim.betas": [0.9, 0.99],
+        "model.stop_grad_patch_proj": true,
+      },
       errors: {},
     });
   });
@@ -81,12 +100,19 @@ describe("overridesOf", () => {
     const r = overridesOf(fields, base, t);
     expect(r.errors).toEqual({ "optim.batch_size": "must be a whole number", "optim.base_lr": "must be > 0" });
     expect(r.overrides).toEqual({});
-    expect(parseText(fields.find((f) => f.path === "data.root")!, "")).toEqual({ ok: true, value: null });
+    expect(
+      parseText(
+        fields.find((f) => f.path === "data.root")!,
+        "",
+      ),
+    ).toEqual({ ok: true, value: null });
   });
 });
 
 describe("errorsByField", () => {
-  const paths = fieldsOf(schema).map((f) => f.path).concat(["preset"]);
+  const paths = fieldsOf(schema)
+    .map((f) => f.path)
+    .concat(["preset"]);
   it("maps the engine's 422 loc paths onto fields (longest prefix), and keeps the rest for the top", () => {
     const detail = [
       { loc: ["body", "spec", "optim", "base_lr"], msg: "Input should be greater than 0", type: "value_error" },
@@ -118,12 +144,24 @@ describe("SchemaForm (rendered)", () => {
     const base = valuesOf(fields, preset);
     const texts = Object.fromEntries(fields.map((f) => [f.path, toText(f, base[f.path])]));
     texts["optim.base_lr"] = "-1";
-    const errors = errorsByField([{ loc: ["body", "spec", "optim", "base_lr"], msg: "Input should be greater than 0" }], fields.map((f) => f.path));
+    const errors = errorsByField(
+      [{ loc: ["body", "spec", "optim", "base_lr"], msg: "Input should be greater than 0", type: "greater_than" }],
+      fields.map((f) => f.path),
+    );
     root = document.createElement("div");
     document.body.appendChild(root);
     const changes: [string, string][] = [];
     act(() => {
-      render(<SchemaForm fields={fields} texts={texts} base={base} errors={errors} onChange={(p, t) => changes.push([p, t])} />, root!);
+      render(
+        <SchemaForm
+          fields={fields}
+          texts={texts}
+          base={base}
+          errors={errors}
+          onChange={(p, t) => changes.push([p, t])}
+        />,
+        root!,
+      );
     });
     const q = (id: string) => root!.querySelector(`[data-testid="${id}"]`) as HTMLInputElement | null;
     expect(q("field-optim.batch_size")!.value).toBe("256");

@@ -68,8 +68,10 @@ export function fieldsOf(root: Schema): FieldDef[] {
       const path = prefix ? `${prefix}.${key}` : key;
       const { node: n, nullable } = unwrapNullable(root, raw);
       if ("const" in n) continue;
-      const fromParent = parentDefault && typeof parentDefault === "object" && !Array.isArray(parentDefault)
-        ? (parentDefault as Record<string, Json>)[key] : undefined;
+      const fromParent =
+        parentDefault && typeof parentDefault === "object" && !Array.isArray(parentDefault)
+          ? (parentDefault as Record<string, Json>)[key]
+          : undefined;
       const dflt: Json | undefined = "default" in n ? (n.default as Json) : fromParent;
       if (n.type === "object" || n.properties) {
         walk(n, path, prefix ? section : key, dflt ?? undefined);
@@ -83,12 +85,18 @@ export function fieldsOf(root: Schema): FieldDef[] {
       else if (n.type === "string") type = "string";
       else if (n.type === "array") type = "array";
       out.push({
-        path, section: prefix ? section : "general", title: (n.title as string) || human(key),
-        description: (n.description as string) || "", type, nullable,
+        path,
+        section: prefix ? section : "general",
+        title: (n.title as string) || human(key),
+        description: (n.description as string) || "",
+        type,
+        nullable,
         options: Array.isArray(n.enum) ? (n.enum as unknown[]).map(String) : [],
         default: dflt === undefined ? null : dflt,
-        minimum: n.minimum as number | undefined, maximum: n.maximum as number | undefined,
-        exclusiveMinimum: n.exclusiveMinimum as number | undefined, exclusiveMaximum: n.exclusiveMaximum as number | undefined,
+        minimum: n.minimum as number | undefined,
+        maximum: n.maximum as number | undefined,
+        exclusiveMinimum: n.exclusiveMinimum as number | undefined,
+        exclusiveMaximum: n.exclusiveMaximum as number | undefined,
       });
     }
   };
@@ -97,7 +105,11 @@ export function fieldsOf(root: Schema): FieldDef[] {
 }
 
 /** A nested tree flattened to dotted keys ({optim: {base_lr: 1}} -> {"optim.base_lr": 1}). */
-export function flatten(tree: Record<string, unknown>, prefix = "", out: Record<string, unknown> = {}): Record<string, unknown> {
+export function flatten(
+  tree: Record<string, unknown>,
+  prefix = "",
+  out: Record<string, unknown> = {},
+): Record<string, unknown> {
   for (const [k, v] of Object.entries(tree)) {
     const path = prefix ? `${prefix}.${k}` : k;
     if (v && typeof v === "object" && !Array.isArray(v)) flatten(v as Record<string, unknown>, path, out);
@@ -130,18 +142,26 @@ export type Parsed = { ok: true; value: unknown } | { ok: false; error: string }
 export function parseText(f: FieldDef, text: string): Parsed {
   const t = text.trim();
   if (f.type === "boolean") return { ok: true, value: t === "true" };
-  if (t === "") return f.nullable ? { ok: true, value: null } : f.type === "string" ? { ok: true, value: "" } : { ok: false, error: "required" };
+  if (t === "")
+    return f.nullable
+      ? { ok: true, value: null }
+      : f.type === "string"
+        ? { ok: true, value: "" }
+        : { ok: false, error: "required" };
   if (f.type === "number" || f.type === "integer") {
     const n = Number(t);
     if (!Number.isFinite(n)) return { ok: false, error: "not a number" };
     if (f.type === "integer" && !Number.isInteger(n)) return { ok: false, error: "must be a whole number" };
     if (f.minimum !== undefined && n < f.minimum) return { ok: false, error: `must be ≥ ${f.minimum}` };
     if (f.maximum !== undefined && n > f.maximum) return { ok: false, error: `must be ≤ ${f.maximum}` };
-    if (f.exclusiveMinimum !== undefined && n <= f.exclusiveMinimum) return { ok: false, error: `must be > ${f.exclusiveMinimum}` };
-    if (f.exclusiveMaximum !== undefined && n >= f.exclusiveMaximum) return { ok: false, error: `must be < ${f.exclusiveMaximum}` };
+    if (f.exclusiveMinimum !== undefined && n <= f.exclusiveMinimum)
+      return { ok: false, error: `must be > ${f.exclusiveMinimum}` };
+    if (f.exclusiveMaximum !== undefined && n >= f.exclusiveMaximum)
+      return { ok: false, error: `must be < ${f.exclusiveMaximum}` };
     return { ok: true, value: n };
   }
-  if (f.type === "enum") return f.options.includes(t) ? { ok: true, value: t } : { ok: false, error: `one of ${f.options.join(", ")}` };
+  if (f.type === "enum")
+    return f.options.includes(t) ? { ok: true, value: t } : { ok: false, error: `one of ${f.options.join(", ")}` };
   if (f.type === "string") return { ok: true, value: text };
   if (f.type === "array" && !t.startsWith("[")) {
     const items = t.split(",").map((x) => Number(x.trim()));
@@ -163,8 +183,11 @@ function same(a: unknown, b: unknown): boolean {
  * The overrides to send: dotted keys of the fields whose value differs from `base` (the schema defaults
  * with the chosen preset applied). Fields whose text does not parse are returned as errors instead.
  */
-export function overridesOf(fields: FieldDef[], base: Record<string, unknown>, texts: Record<string, string>):
-  { overrides: Record<string, unknown>; errors: Record<string, string> } {
+export function overridesOf(
+  fields: FieldDef[],
+  base: Record<string, unknown>,
+  texts: Record<string, string>,
+): { overrides: Record<string, unknown>; errors: Record<string, string> } {
   const overrides: Record<string, unknown> = {};
   const errors: Record<string, string> = {};
   for (const f of fields) {

@@ -1,7 +1,16 @@
 // The pure logic of the study pages: the study request built from the form (axes as a spec path and
 // comma-separated values, parsed by the field's type from the JSON Schema), the API's 422 `loc`s mapped to
 // the axis value or field they name, the 2-D grid of a two-axis study, and small display helpers.
-import type { AxisIn, EvalKind, StudyCreate, StudyDetail, StudyRow, TemplatePublic, ValidationItem, WireValue } from "../api/types";
+import type {
+  AxisIn,
+  EvalKind,
+  StudyCreate,
+  StudyDetail,
+  StudyRow,
+  TemplatePublic,
+  ValidationItem,
+  WireValue,
+} from "../api/types";
 import { parseText, type FieldDef } from "../form/schema";
 
 // ----------------------------------------------------------------- the form
@@ -33,8 +42,16 @@ export interface StudyForm {
 }
 
 export const emptyForm = (): StudyForm => ({
-  name: "", template: "", axes: [], preset: "", overrides: "", evaluations: ["knn"], project: "default", tags: "",
-  queue: "", notes: "",
+  name: "",
+  template: "",
+  axes: [],
+  preset: "",
+  overrides: "",
+  evaluations: ["knn"],
+  project: "default",
+  tags: "",
+  queue: "",
+  notes: "",
 });
 
 /** Split on commas that are outside brackets, braces and quotes; trims; drops empty items. */
@@ -63,7 +80,10 @@ export function splitValues(text: string): string[] {
 const unquote = (s: string) => (/^(["']).*\1$/.test(s) ? s.slice(1, -1) : s);
 
 /** One value's text as the field's type (booleans also as yes/no, on/off); without a field, JSON or a string. */
-export function parseValue(field: FieldDef | undefined, text: string): { ok: true; value: unknown } | { ok: false; error: string } {
+export function parseValue(
+  field: FieldDef | undefined,
+  text: string,
+): { ok: true; value: unknown } | { ok: false; error: string } {
   const t = unquote(text.trim());
   if (!field) {
     try {
@@ -83,8 +103,10 @@ export function parseValue(field: FieldDef | undefined, text: string): { ok: tru
 }
 
 /** key=value lines (or comma-separated pairs) -> overrides, each value parsed by its field. */
-export function parseOverrides(text: string, fields: Map<string, FieldDef>):
-  { overrides: Record<string, unknown>; errors: Record<string, string> } {
+export function parseOverrides(
+  text: string,
+  fields: Map<string, FieldDef>,
+): { overrides: Record<string, unknown>; errors: Record<string, string> } {
   const overrides: Record<string, unknown> = {};
   const errors: Record<string, string> = {};
   const items = text.split("\n").flatMap((line) => splitValues(line));
@@ -111,8 +133,10 @@ export function parseOverrides(text: string, fields: Map<string, FieldDef>):
  * The POST /studies body from the form, or the errors the browser can find itself, keyed as the API's are
  * mapped by `studyErrorKey` ("name", "axes.0.path", "axes.0.values.1", "overrides.optim.base_lr", ...).
  */
-export function buildStudyRequest(form: StudyForm, fields: FieldDef[]):
-  { body: StudyCreate | null; errors: Record<string, string> } {
+export function buildStudyRequest(
+  form: StudyForm,
+  fields: FieldDef[],
+): { body: StudyCreate | null; errors: Record<string, string> } {
   const byPath = new Map(fields.map((f) => [f.path, f]));
   const errors: Record<string, string> = {};
   if (!form.name.trim()) errors.name = "give the study a name";
@@ -149,8 +173,15 @@ export function buildStudyRequest(form: StudyForm, fields: FieldDef[]):
   } else if (!form.template) errors.axes = "pick a template or define an axis";
   if (Object.keys(errors).length) return { body: null, errors };
   const body: StudyCreate = {
-    name: form.name.trim(), overrides, evaluations: form.evaluations, project: form.project.trim() || "default",
-    tags: form.tags.split(",").map((t) => t.trim()).filter(Boolean), notes: form.notes,
+    name: form.name.trim(),
+    overrides,
+    evaluations: form.evaluations,
+    project: form.project.trim() || "default",
+    tags: form.tags
+      .split(",")
+      .map((t) => t.trim())
+      .filter(Boolean),
+    notes: form.notes,
   };
   if (form.template) body.template = form.template;
   if (axes) body.axes = axes;
@@ -172,8 +203,12 @@ export function templateAxes(t: TemplatePublic): AxisForm[] | null {
     const path = Array.from(keys)[0];
     const labels: Record<string, string> = {};
     vals.forEach((v, j) => (labels[JSON.stringify(v[path])] = t.axes[i].labels[j]));
-    out.push({ path, name: t.axes[i].name, labels,
-      text: vals.map((v) => (typeof v[path] === "string" ? (v[path] as string) : JSON.stringify(v[path]))).join(", ") });
+    out.push({
+      path,
+      name: t.axes[i].name,
+      labels,
+      text: vals.map((v) => (typeof v[path] === "string" ? (v[path] as string) : JSON.stringify(v[path]))).join(", "),
+    });
   }
   return out;
 }
@@ -305,8 +340,11 @@ export function chipText(key: string, value: unknown): string {
   const parts = key.split(".");
   const k = parts.length > 2 ? parts.slice(-2).join(".") : key;
   let v: string;
-  if (typeof value === "number") v = Number.isInteger(value) || (Math.abs(value) >= 1e-3 && Math.abs(value) < 1e5)
-    ? String(Number(value.toPrecision(4))) : value.toExponential(1).replace(".0e", "e");
+  if (typeof value === "number")
+    v =
+      Number.isInteger(value) || (Math.abs(value) >= 1e-3 && Math.abs(value) < 1e5)
+        ? String(Number(value.toPrecision(4)))
+        : value.toExponential(1).replace(".0e", "e");
   else if (typeof value === "string") v = value;
   else v = JSON.stringify(value);
   if (v.length > 24) v = `${v.slice(0, 23)}…`;
@@ -317,7 +355,10 @@ export function chipText(key: string, value: unknown): string {
  * The config keys of a leaderboard table in display order: first those whose values differ between its
  * rows (what tells the models apart), then those every row shares (the preset's common ground).
  */
-export function chipOrder(configs: Record<string, unknown>[]): { varying: Set<string>; order: (c: Record<string, unknown>) => string[] } {
+export function chipOrder(configs: Record<string, unknown>[]): {
+  varying: Set<string>;
+  order: (c: Record<string, unknown>) => string[];
+} {
   const keys = new Set<string>();
   configs.forEach((c) => Object.keys(c).forEach((k) => keys.add(k)));
   const varying = new Set<string>();
@@ -325,7 +366,7 @@ export function chipOrder(configs: Record<string, unknown>[]): { varying: Set<st
     const vals = configs.map((c) => (k in c ? JSON.stringify(c[k]) : "\u0000absent"));
     if (vals.some((v) => v !== vals[0])) varying.add(k);
   }
-  const order = (c: Record<string, unknown>) => Object.keys(c).sort((a, b) =>
-    Number(varying.has(b)) - Number(varying.has(a)) || a.localeCompare(b));
+  const order = (c: Record<string, unknown>) =>
+    Object.keys(c).sort((a, b) => Number(varying.has(b)) - Number(varying.has(a)) || a.localeCompare(b));
   return { varying, order };
 }

@@ -7,24 +7,43 @@ export function Link(props: JSX.HTMLAttributes<HTMLAnchorElement> & { href: stri
 }
 
 export function StatusBadge({ status }: { status: string }) {
-  return <span class={`badge status-${status}`} data-testid="run-status" data-status={status}>{status}</span>;
+  return (
+    <span class={`badge status-${status}`} data-testid="run-status" data-status={status}>
+      {status}
+    </span>
+  );
 }
 
 const LIVE_TEXT: Record<LiveState, string> = {
-  connecting: "connecting…", live: "live", reconnecting: "reconnecting…", offline: "offline", closed: "offline",
+  connecting: "connecting…",
+  live: "live",
+  reconnecting: "reconnecting…",
+  offline: "offline",
+  closed: "offline",
 };
 
 export function LiveIndicator({ state }: { state: LiveState }) {
   return (
-    <span class={`live live-${state}`} data-testid="live-indicator" data-state={state} role="status" aria-live="polite"
-      title={state === "live" ? "Receiving updates as they happen" : "Not receiving updates; retrying"}>
-      <span class="dot" aria-hidden="true" />{LIVE_TEXT[state]}
+    <span
+      class={`live live-${state}`}
+      data-testid="live-indicator"
+      data-state={state}
+      role="status"
+      aria-live="polite"
+      title={state === "live" ? "Receiving updates as they happen" : "Not receiving updates; retrying"}
+    >
+      <span class="dot" aria-hidden="true" />
+      {LIVE_TEXT[state]}
     </span>
   );
 }
 
 export function Loading({ what }: { what?: string }) {
-  return <div class="state loading" role="status" data-testid="loading">Loading{what ? ` ${what}` : ""}…</div>;
+  return (
+    <div class="state loading" role="status" data-testid="loading">
+      Loading{what ? ` ${what}` : ""}…
+    </div>
+  );
 }
 
 export function ErrorBox({ error, retry }: { error: unknown; retry?: () => void }) {
@@ -32,18 +51,29 @@ export function ErrorBox({ error, retry }: { error: unknown; retry?: () => void 
   return (
     <div class="state error" role="alert" data-testid="error">
       <strong>Something went wrong:</strong> {msg}
-      {retry && <button type="button" class="btn small" onClick={retry}>Retry</button>}
+      {retry && (
+        <button type="button" class="btn small" onClick={retry}>
+          Retry
+        </button>
+      )}
     </div>
   );
 }
 
 export function Empty({ children }: { children: ComponentChildren }) {
-  return <div class="state empty" data-testid="empty">{children}</div>;
+  return (
+    <div class="state empty" data-testid="empty">
+      {children}
+    </div>
+  );
 }
 
 export function timeAgo(iso: string | number | null | undefined, now = Date.now()): string {
   if (iso === null || iso === undefined) return "—";
-  const t = typeof iso === "number" ? iso * 1000 : Date.parse(iso.endsWith("Z") || /[+-]\d\d:\d\d$/.test(iso) ? iso : `${iso}Z`);
+  const t =
+    typeof iso === "number"
+      ? iso * 1000
+      : Date.parse(iso.endsWith("Z") || /[+-]\d\d:\d\d$/.test(iso) ? iso : `${iso}Z`);
   if (!Number.isFinite(t)) return "—";
   const s = Math.max(0, Math.round((now - t) / 1000));
   if (s < 60) return `${s}s ago`;

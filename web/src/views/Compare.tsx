@@ -13,10 +13,13 @@ export function diffKeys(specs: Record<string, unknown>[]): string[] {
   const flats = specs.map((s) => flatten(s));
   const keys = new Set<string>();
   flats.forEach((f) => Object.keys(f).forEach((k) => keys.add(k)));
-  return Array.from(keys).filter((k) => {
-    const vals = flats.map((f) => JSON.stringify(f[k] ?? null));
-    return vals.some((v) => v !== vals[0]);
-  }).filter((k) => k !== "name").sort();
+  return Array.from(keys)
+    .filter((k) => {
+      const vals = flats.map((f) => JSON.stringify(f[k] ?? null));
+      return vals.some((v) => v !== vals[0]);
+    })
+    .filter((k) => k !== "name")
+    .sort();
 }
 
 const label = (r: RunDetail) => r.name || r.id;
@@ -30,20 +33,41 @@ export function ComparePage({ ids }: { ids: string[] }) {
     if (ids.length === 0) return;
     setRuns(null);
     const ctrl = new AbortController();
-    Promise.all(ids.map((id) => api.run(id, ctrl.signal))).then(setRuns).catch((e) => {
-      if ((e as Error).name !== "AbortError") setError(e);
-    });
+    Promise.all(ids.map((id) => api.run(id, ctrl.signal)))
+      .then(setRuns)
+      .catch((e) => {
+        if ((e as Error).name !== "AbortError") setError(e);
+      });
     return () => ctrl.abort();
   }, [ids.join(",")]);
   const diff = useMemo(() => (runs ? diffKeys(runs.map((r) => r.spec)) : []), [runs]);
 
   const picker = (
-    <form class="filters" onSubmit={(e) => {
-      e.preventDefault();
-      navigate(`/compare?ids=${input.split(/[\s,]+/).filter(Boolean).map(encodeURIComponent).join(",")}`);
-    }}>
-      <label>Run ids <input value={input} size={60} data-testid="compare-ids" onInput={(e) => setInput((e.target as HTMLInputElement).value)} /></label>
-      <button type="submit" class="btn small">Compare</button>
+    <form
+      class="filters"
+      onSubmit={(e) => {
+        e.preventDefault();
+        navigate(
+          `/compare?ids=${input
+            .split(/[\s,]+/)
+            .filter(Boolean)
+            .map(encodeURIComponent)
+            .join(",")}`,
+        );
+      }}
+    >
+      <label>
+        Run ids{" "}
+        <input
+          value={input}
+          size={60}
+          data-testid="compare-ids"
+          onInput={(e) => setInput((e.target as HTMLInputElement).value)}
+        />
+      </label>
+      <button type="submit" class="btn small">
+        Compare
+      </button>
     </form>
   );
 
@@ -52,37 +76,76 @@ export function ComparePage({ ids }: { ids: string[] }) {
       <main class="page">
         <h1>Compare</h1>
         {picker}
-        <Empty>Select two or more runs on the <Link href="/">runs page</Link> and press Compare, or paste their ids above.</Empty>
+        <Empty>
+          Select two or more runs on the <Link href="/">runs page</Link> and press Compare, or paste their ids above.
+        </Empty>
       </main>
     );
   }
-  if (error) return <main class="page"><h1>Compare</h1>{picker}<ErrorBox error={error} /></main>;
-  if (!runs) return <main class="page"><h1>Compare</h1><Loading what="runs" /></main>;
+  if (error)
+    return (
+      <main class="page">
+        <h1>Compare</h1>
+        {picker}
+        <ErrorBox error={error} />
+      </main>
+    );
+  if (!runs)
+    return (
+      <main class="page">
+        <h1>Compare</h1>
+        <Loading what="runs" />
+      </main>
+    );
 
   const color = runColor;
   const flats = runs.map((r) => flatten(r.spec));
   return (
     <main class="page">
-      <div class="page-head"><h1>Compare {runs.length} runs</h1></div>
+      <div class="page-head">
+        <h1>Compare {runs.length} runs</h1>
+      </div>
       {picker}
       <div class="table-wrap">
         <table class="simple compare" data-testid="compare-table">
           <thead>
             <tr>
-              <th scope="col">Run</th><th scope="col">Status</th>
-              {diff.map((k) => <th scope="col" key={k} class="mono small">{k}</th>)}
-              <th scope="col">kNN top-1</th><th scope="col">Linear top-1</th><th scope="col">Fine-tune top-1</th>
+              <th scope="col">Run</th>
+              <th scope="col">Status</th>
+              {diff.map((k) => (
+                <th scope="col" key={k} class="mono small">
+                  {k}
+                </th>
+              ))}
+              <th scope="col">kNN top-1</th>
+              <th scope="col">Linear top-1</th>
+              <th scope="col">Fine-tune top-1</th>
             </tr>
           </thead>
           <tbody>
             {runs.map((r, i) => (
               <tr key={r.id} data-testid="compare-row" data-run-id={r.id}>
-                <td><span class="swatch" style={{ background: color(i) }} /> <Link href={`/runs/${encodeURIComponent(r.id)}`}>{label(r)}</Link></td>
-                <td><StatusBadge status={r.status} /></td>
-                {diff.map((k) => <td key={k} class="mono small">{JSON.stringify(flats[i][k] ?? null)}</td>)}
-                <td class="num"><b>{fmtAcc(r.best_knn_top1)}</b></td>
-                <td class="num"><b>{fmtAcc(r.best_linear_top1)}</b></td>
-                <td class="num"><b>{fmtAcc(r.best_finetune_top1)}</b></td>
+                <td>
+                  <span class="swatch" style={{ background: color(i) }} />{" "}
+                  <Link href={`/runs/${encodeURIComponent(r.id)}`}>{label(r)}</Link>
+                </td>
+                <td>
+                  <StatusBadge status={r.status} />
+                </td>
+                {diff.map((k) => (
+                  <td key={k} class="mono small">
+                    {JSON.stringify(flats[i][k] ?? null)}
+                  </td>
+                ))}
+                <td class="num">
+                  <b>{fmtAcc(r.best_knn_top1)}</b>
+                </td>
+                <td class="num">
+                  <b>{fmtAcc(r.best_linear_top1)}</b>
+                </td>
+                <td class="num">
+                  <b>{fmtAcc(r.best_finetune_top1)}</b>
+                </td>
               </tr>
             ))}
           </tbody>

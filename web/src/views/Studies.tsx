@@ -16,9 +16,13 @@ export function ProgressBar({ progress, total }: { progress: Record<string, numb
   return (
     <div class="study-progress" title={text} aria-label={`Runs: ${text}`} data-testid="study-progress">
       <div class="segments">
-        {segs.map((s) => <span key={s.status} class={`seg status-${s.status}`} style={{ width: `${s.pct}%` }} />)}
+        {segs.map((s) => (
+          <span key={s.status} class={`seg status-${s.status}`} style={{ width: `${s.pct}%` }} />
+        ))}
       </div>
-      <span class="small muted">{progress.succeeded ?? 0}/{total} done</span>
+      <span class="small muted">
+        {progress.succeeded ?? 0}/{total} done
+      </span>
     </div>
   );
 }
@@ -44,12 +48,15 @@ export function StudiesPage() {
 
   useEffect(() => {
     const ctrl = new AbortController();
-    api.studies(page * PAGE, PAGE + 1, ctrl.signal).then((s) => {
-      setStudies(s);
-      setError(null);
-    }).catch((e) => {
-      if ((e as Error).name !== "AbortError") setError(e);
-    });
+    api
+      .studies(page * PAGE, PAGE + 1, ctrl.signal)
+      .then((s) => {
+        setStudies(s);
+        setError(null);
+      })
+      .catch((e) => {
+        if ((e as Error).name !== "AbortError") setError(e);
+      });
     return () => ctrl.abort();
   }, [page, reload]);
 
@@ -64,9 +71,12 @@ export function StudiesPage() {
       setReload((n) => n + 1);
     }, 1500);
   }, []);
-  useEffect(() => () => {
-    if (timer.current !== null) clearTimeout(timer.current);
-  }, []);
+  useEffect(
+    () => () => {
+      if (timer.current !== null) clearTimeout(timer.current);
+    },
+    [],
+  );
   const live = useTeamStream(onMessage);
 
   const shown = studies?.slice(0, PAGE) ?? [];
@@ -76,20 +86,33 @@ export function StudiesPage() {
         <h1>Studies</h1>
         <LiveIndicator state={live} />
         <span class="spacer" />
-        <Link href="/studies/new" class="btn primary" data-testid="new-study-link">New study</Link>
+        <Link href="/studies/new" class="btn primary" data-testid="new-study-link">
+          New study
+        </Link>
       </div>
-      <p class="muted small">A study varies one or two settings from a base config, a run per value, each followed by
-        the chosen evaluations, and reads the answer as a table, as the paper does.</p>
+      <p class="muted small">
+        A study varies one or two settings from a base config, a run per value, each followed by the chosen evaluations,
+        and reads the answer as a table, as the paper does.
+      </p>
       {error ? <ErrorBox error={error} retry={() => setReload((n) => n + 1)} /> : null}
-      {!studies && !error ? <Loading what="studies" /> : studies && studies.length === 0 && page === 0 ? (
-        <Empty>No studies yet. <Link href="/studies/new">Start one</Link> from one of the paper's comparisons.</Empty>
+      {!studies && !error ? (
+        <Loading what="studies" />
+      ) : studies && studies.length === 0 && page === 0 ? (
+        <Empty>
+          No studies yet. <Link href="/studies/new">Start one</Link> from one of the paper's comparisons.
+        </Empty>
       ) : studies ? (
         <div class="table-wrap">
           <table class="runs" data-testid="studies-table">
             <thead>
               <tr>
-                <th scope="col">Study</th><th scope="col">Template</th><th scope="col">Varies</th>
-                <th scope="col">Runs</th><th scope="col">Evaluations</th><th scope="col">Owner</th><th scope="col">Age</th>
+                <th scope="col">Study</th>
+                <th scope="col">Template</th>
+                <th scope="col">Varies</th>
+                <th scope="col">Runs</th>
+                <th scope="col">Evaluations</th>
+                <th scope="col">Owner</th>
+                <th scope="col">Age</th>
               </tr>
             </thead>
             <tbody>
@@ -97,20 +120,32 @@ export function StudiesPage() {
                 <tr key={s.id} data-testid="studies-item" data-study-id={s.id}>
                   <td class="run-name">
                     <Link href={`/studies/${encodeURIComponent(s.id)}`}>{s.name}</Link>
-                    <div class="muted small mono">{s.id}{s.project !== "default" ? ` · ${s.project}` : ""}</div>
+                    <div class="muted small mono">
+                      {s.id}
+                      {s.project !== "default" ? ` · ${s.project}` : ""}
+                    </div>
                   </td>
                   <td>{s.title ?? <span class="muted">custom</span>}</td>
                   <td class="small">{s.axes.map((a) => `${a.name} (${a.labels.length})`).join(" × ")}</td>
-                  <td><ProgressBar progress={s.progress} total={s.runs} /></td>
+                  <td>
+                    <ProgressBar progress={s.progress} total={s.runs} />
+                  </td>
                   <td class="small">
                     <span class="progress" title={`${s.evals_done} of ${s.evals_total} evaluations done`}>
-                      <span class="bar" style={{ width: `${s.evals_total ? (100 * s.evals_done) / s.evals_total : 0}%` }} />
-                      <span>{s.evals_done}/{s.evals_total}</span>
+                      <span
+                        class="bar"
+                        style={{ width: `${s.evals_total ? (100 * s.evals_done) / s.evals_total : 0}%` }}
+                      />
+                      <span>
+                        {s.evals_done}/{s.evals_total}
+                      </span>
                     </span>{" "}
                     <span class="muted">{s.evaluations.join(", ")}</span>
                   </td>
                   <td>{s.owner}</td>
-                  <td class="small" title={s.created_at}>{timeAgo(s.created_at)}</td>
+                  <td class="small" title={s.created_at}>
+                    {timeAgo(s.created_at)}
+                  </td>
                 </tr>
               ))}
             </tbody>
@@ -119,9 +154,13 @@ export function StudiesPage() {
       ) : null}
       {studies && (page > 0 || studies.length > PAGE) && (
         <nav class="pager" aria-label="Pages">
-          <button type="button" class="btn small" disabled={page === 0} onClick={() => setPage(page - 1)}>← Previous</button>
+          <button type="button" class="btn small" disabled={page === 0} onClick={() => setPage(page - 1)}>
+            ← Previous
+          </button>
           <span class="muted small">Page {page + 1}</span>
-          <button type="button" class="btn small" disabled={studies.length <= PAGE} onClick={() => setPage(page + 1)}>Next →</button>
+          <button type="button" class="btn small" disabled={studies.length <= PAGE} onClick={() => setPage(page + 1)}>
+            Next →
+          </button>
         </nav>
       )}
     </main>

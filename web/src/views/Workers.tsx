@@ -1,20 +1,34 @@
-// The workers and their GPUs, live from the team stream's heartbeats; offline ones greyed with the time
-// they went quiet.
+// The workers and their GPUs, live from the team stream's heartbeats, each with its telemetry history
+// charted (the API's last hour, extended by the live beats); offline ones greyed with the time they went quiet.
 import { useCallback, useEffect, useState } from "preact/hooks";
 import { api } from "../api/client";
 import type { StreamMessage } from "../api/events";
 import { useTeamStream } from "../api/team";
 import type { GpuTelemetry, WorkerPublic } from "../api/types";
 import { Empty, ErrorBox, Link, LiveIndicator, Loading, fmtBytes, parseTime, timeAgo } from "../ui/common";
+import { useWorkerHistory } from "./workers/useWorkerHistory";
+import { WorkerHistory } from "./workers/WorkerHistory";
 
 const TTL_MS = 30_000; // worker.protocol.HEARTBEAT_TTL_S
 
-function Meter({ value, max, label, unit }: { value: number | null | undefined; max: number; label: string; unit: string }) {
+function Meter({
+  value,
+  max,
+  label,
+  unit,
+}: {
+  value: number | null | undefined;
+  max: number;
+  label: string;
+  unit: string;
+}) {
   const pct = value === null || value === undefined ? null : Math.max(0, Math.min(100, (100 * value) / max));
   return (
     <div class="meter" title={`${label}: ${pct === null ? "n/a" : `${value}${unit}`}`}>
       <span class="meter-label">{label}</span>
-      <span class="meter-bar"><span style={{ width: `${pct ?? 0}%` }} class={pct !== null && pct > 90 ? "hot" : ""} /></span>
+      <span class="meter-bar">
+        <span style={{ width: `${pct ?? 0}%` }} class={pct !== null && pct > 90 ? "hot" : ""} />
+      </span>
       <span class="meter-val">{pct === null ? "—" : `${Math.round(value!)}${unit}`}</span>
     </div>
   );
@@ -24,10 +38,15 @@ function Gpu({ g }: { g: GpuTelemetry }) {
   const memPct = g.memory_used != null && g.memory_total ? (100 * g.memory_used) / g.memory_total : null;
   return (
     <div class="gpu" data-testid="gpu">
-      <div><b>GPU {g.index ?? ""}</b> <span class="muted small">{g.name ?? "unknown"}</span></div>
+      <div>
+        <b>GPU {g.index ?? ""}</b> <span class="muted small">{g.name ?? "unknown"}</span>
+      </div>
       <Meter value={g.utilization} max={100} label="util" unit="%" />
       <Meter value={memPct} max={100} label="mem" unit="%" />
-      <div class="muted small">{fmtBytes(g.memory_used)} / {fmtBytes(g.memory_total)} · {g.temperature != null ? `${g.temperature} °C` : "temp n/a"}</div>
+      <div class="muted small">
+        {fmtBytes(g.memory_used)} / {fmtBytes(g.memory_total)} ·{" "}
+        {g.temperature != null ? `${g.temperature} °C` : "temp n/a"}
+      </div>
     </div>
   );
 }
@@ -40,9 +59,15 @@ export function WorkersPage() {
 
   useEffect(() => {
     const ctrl = new AbortController();
-    api.workers(ctrl.signal).then((r) => { setWorkers(r.data); setError(null); }).catch((e) => {
-      if ((e as Error).name !== "AbortError") setError(e);
-    });
+    api
+      .workers(ctrl.signal)
+      .then((r) => {
+        setWorkers(r.data);
+        setError(null);
+      })
+      .catch((e) => {
+        if ((e as Error).name !== "AbortError") setError(e);
+      });
     return () => ctrl.abort();
   }, [reload]);
 
@@ -51,71 +76,142 @@ export function WorkersPage() {
     return () => clearInterval(t);
   }, []);
 
-  const onMessage = useCallback((m: StreamMessage) => {
-    if (m.event === "resync") {
-      setReload((n) => n + 1);
-      return;
-    }
-    if (m.event !== "worker") return;
-    const d = m.data as { id: string; host: string | null; queue: string | null; version: string | null; last_seen: string;
-      current_run_id: string | null; telemetry: WorkerPublic["telemetry"] };
-    setWorkers((cur) => {
-      const list = cur ?? [];
-      const state = typeof d.telemetry?.state === "string" ? (d.telemetry.state as string) : null;
-      const i = list.findIndex((w) => w.id === d.id);
-      const w: WorkerPublic = {
-        ...(i >= 0 ? list[i] : { first_seen: d.last_seen }), id: d.id, host: d.host, queue: d.queue, version: d.version,
-        last_seen: d.last_seen, current_run_id: d.current_run_id, telemetry: d.telemetry, online: state !== "stopped", state,
-      } as WorkerPublic;
-      return i >= 0 ? list.map((x, j) => (j === i ? w : x)) : [...list, w];
-    });
-  }, []);
+  const [history, addBeat] = useWorkerHistory(
+    (workers ?? []).map((w) => w.id),
+    reload,
+  );
+
+  const onMessage = useCallback(
+    (m: StreamMessage) => {
+      if (m.event === "resync") {
+        setReload((n) => n + 1);
+        return;
+      }
+      if (m.event !== "worker") return;
+      const d = m.data as {
+        id: string;
+        host: string | null;
+        queue: string | null;
+        version: string | null;
+        last_seen: string;
+        current_run_id: string | null;
+        telemetry: WorkerPublic["telemetry"];
+      };
+      addBeat(d.id, d.last_seen, d.telemetry ?? {});
+      setWorkers((cur) => {
+        const list = cur ?? [];
+        const state = typeof d.telemetry?.state === "string" ? (d.telemetry.state as string) : null;
+        const i = list.findIndex((w) => w.id === d.id);
+        const w: WorkerPublic = {
+          ...(i >= 0 ? list[i] : { first_seen: d.last_seen }),
+          id: d.id,
+          host: d.host,
+          queue: d.queue,
+          version: d.version,
+          last_seen: d.last_seen,
+          current_run_id: d.current_run_id,
+          telemetry: d.telemetry,
+          online: state !== "stopped",
+          state,
+        } as WorkerPublic;
+        return i >= 0 ? list.map((x, j) => (j === i ? w : x)) : [...list, w];
+      });
+    },
+    [addBeat],
+  );
   const live = useTeamStream(onMessage);
 
   const isOnline = (w: WorkerPublic) => w.online && now - parseTime(w.last_seen) <= TTL_MS;
-  const sorted = (workers ?? []).slice().sort((a, b) => Number(isOnline(b)) - Number(isOnline(a)) || a.id.localeCompare(b.id));
+  const sorted = (workers ?? [])
+    .slice()
+    .sort((a, b) => Number(isOnline(b)) - Number(isOnline(a)) || a.id.localeCompare(b.id));
 
   return (
     <main class="page">
       <div class="page-head">
         <h1>Workers</h1>
         <LiveIndicator state={live} />
-        <span class="muted small">{sorted.filter(isOnline).length} online of {sorted.length}</span>
+        <span class="muted small">
+          {sorted.filter(isOnline).length} online of {sorted.length}
+        </span>
       </div>
-      {error ? <ErrorBox error={error} retry={() => setReload((n) => n + 1)} /> : workers === null ? <Loading what="workers" /> :
-        sorted.length === 0 ? <Empty>No worker has reported yet. Start one with <code>mocolab worker</code>.</Empty> : (
-          <div class="worker-grid">
-            {sorted.map((w) => {
-              const online = isOnline(w);
-              const t = w.telemetry ?? {};
-              const gpus = Array.isArray(t.gpus) ? t.gpus : [];
-              const memPct = t.memory_used != null && t.memory_total ? (100 * t.memory_used) / t.memory_total : null;
-              return (
-                <article key={w.id} class={`card worker${online ? "" : " offline"}`} data-testid="worker-card" data-online={online ? "1" : "0"}
-                  data-worker-id={w.id} aria-label={`Worker ${w.id}, ${online ? "online" : "offline"}`}>
-                  <header>
-                    <span class={`dot ${online ? "on" : "off"}`} aria-hidden="true" />
-                    <b class="mono">{w.id}</b>
-                    <span class="spacer" />
-                    <span class={`badge ${online ? "status-running" : "status-lost"}`}>{online ? (w.state ?? "online") : "offline"}</span>
-                  </header>
-                  <div class="muted small">{w.host ?? "?"} · queue <b>{w.queue ?? "?"}</b>{w.version ? ` · v${w.version}` : ""}</div>
-                  <div class="small">
-                    {online ? <>last heartbeat <span data-testid="worker-heartbeat">{timeAgo(w.last_seen, now)}</span></>
-                      : <>quiet since <b>{new Date(parseTime(w.last_seen)).toLocaleString()}</b> ({timeAgo(w.last_seen, now)})</>}
+      {error ? (
+        <ErrorBox error={error} retry={() => setReload((n) => n + 1)} />
+      ) : workers === null ? (
+        <Loading what="workers" />
+      ) : sorted.length === 0 ? (
+        <Empty>
+          No worker has reported yet. Start one with <code>mocolab worker</code>.
+        </Empty>
+      ) : (
+        <div class="worker-grid">
+          {sorted.map((w) => {
+            const online = isOnline(w);
+            const t = w.telemetry ?? {};
+            const gpus = Array.isArray(t.gpus) ? t.gpus : [];
+            const memPct = t.memory_used != null && t.memory_total ? (100 * t.memory_used) / t.memory_total : null;
+            return (
+              <article
+                key={w.id}
+                class={`card worker${online ? "" : " offline"}`}
+                data-testid="worker-card"
+                data-online={online ? "1" : "0"}
+                data-worker-id={w.id}
+                aria-label={`Worker ${w.id}, ${online ? "online" : "offline"}`}
+              >
+                <header>
+                  <span class={`dot ${online ? "on" : "off"}`} aria-hidden="true" />
+                  <b class="mono">{w.id}</b>
+                  <span class="spacer" />
+                  <span class={`badge ${online ? "status-running" : "status-lost"}`}>
+                    {online ? (w.state ?? "online") : "offline"}
+                  </span>
+                </header>
+                <div class="muted small">
+                  {w.host ?? "?"} · queue <b>{w.queue ?? "?"}</b>
+                  {w.version ? ` · v${w.version}` : ""}
+                </div>
+                <div class="small">
+                  {online ? (
+                    <>
+                      last heartbeat <span data-testid="worker-heartbeat">{timeAgo(w.last_seen, now)}</span>
+                    </>
+                  ) : (
+                    <>
+                      quiet since <b>{new Date(parseTime(w.last_seen)).toLocaleString()}</b> (
+                      {timeAgo(w.last_seen, now)})
+                    </>
+                  )}
+                </div>
+                <div class="small">
+                  {online && w.current_run_id ? (
+                    <>
+                      running{" "}
+                      <Link href={`/runs/${encodeURIComponent(w.current_run_id)}`} class="mono">
+                        {w.current_run_id}
+                      </Link>
+                    </>
+                  ) : (
+                    <span class="muted">idle</span>
+                  )}
+                </div>
+                <div class="host-meters">
+                  <Meter value={t.cpu_percent} max={100} label="cpu" unit="%" />
+                  <Meter value={memPct} max={100} label="ram" unit="%" />
+                </div>
+                {gpus.length === 0 ? (
+                  <div class="no-gpu muted small" data-testid="no-gpu">
+                    CPU only: no GPU on this worker{t.cpu_count ? ` (${t.cpu_count} CPU cores)` : ""}
                   </div>
-                  <div class="small">{online && w.current_run_id ? <>running <Link href={`/runs/${encodeURIComponent(w.current_run_id)}`} class="mono">{w.current_run_id}</Link></> : <span class="muted">idle</span>}</div>
-                  <div class="host-meters">
-                    <Meter value={t.cpu_percent} max={100} label="cpu" unit="%" />
-                    <Meter value={memPct} max={100} label="ram" unit="%" />
-                  </div>
-                  {gpus.length === 0 ? <div class="no-gpu muted small" data-testid="no-gpu">CPU only: no GPU on this worker{t.cpu_count ? ` (${t.cpu_count} CPU cores)` : ""}</div>
-                    : gpus.map((g, i) => <Gpu key={i} g={g} />)}
-                </article>
-              );
-            })}
-          </div>
-        )}
+                ) : (
+                  gpus.map((g, i) => <Gpu key={i} g={g} />)
+                )}
+                <WorkerHistory workerId={w.id} samples={history[w.id]} />
+              </article>
+            );
+          })}
+        </div>
+      )}
     </main>
   );
 }

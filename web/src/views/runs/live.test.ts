@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import type { RunPublic } from "../api/types";
-import { bumpAlerts } from "./Runs";
+import type { RunPublic } from "../../api/types";
+import { bumpAlerts } from "./live";
 
-const run = (id: string, last_seq: number, alert_count = 0) => ({ id, last_seq, alert_count } as unknown as RunPublic);
+const run = (id: string, last_seq: number, alert_count = 0) => ({ id, last_seq, alert_count }) as unknown as RunPublic;
 
 describe("bumpAlerts", () => {
   it("counts a live alert once, and not one a run snapshot already counts", () => {

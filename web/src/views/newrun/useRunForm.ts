@@ -1,0 +1,168 @@
+// The new-run form's state: presets, the kind's JSON Schema and the cloned run loaded; the texts of the
+// fields (reset when the schema, preset or clone changes), the overrides they make against the preset, the
+// errors (the browser's own, then the API's 422 by field) and the submission.
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { api, ApiError } from "../../api/client";
+import type { PresetPublic, RunDetail } from "../../api/types";
+import { errorsByField, fieldsOf, overridesOf, toText, valuesOf, type FieldDef, type Schema } from "../../form/schema";
+import { navigate } from "../../router";
+
+const META = ["kind", "preset", "project", "tags", "queue", "notes"];
+
+export type RunForm = ReturnType<typeof useRunForm>;
+
+export function useRunForm(query: URLSearchParams) {
+  const cloneId = query.get("clone");
+  const [kind, setKind] = useState(query.get("kind") ?? "pretrain");
+  const [presets, setPresets] = useState<PresetPublic[] | null>(null);
+  const [preset, setPreset] = useState<string>(query.get("preset") ?? "");
+  const [schema, setSchema] = useState<Schema | null>(null);
+  const [clone, setClone] = useState<RunDetail | null>(null);
+  const [loadError, setLoadError] = useState<unknown>(null);
+  const [texts, setTexts] = useState<Record<string, string>>({});
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [project, setProject] = useState("default");
+  const [tags, setTags] = useState("");
+  const [queue, setQueue] = useState("");
+  const [notes, setNotes] = useState("");
+  const [submitting, setSubmitting] = useState(false);
+
+  useEffect(() => {
+    api
+      .presets()
+      .then((ps) => {
+        setPresets(ps);
+        if (!cloneId && !query.get("preset") && ps.length) {
+          setPreset(ps.find((p) => p.name === "fmnist_small")?.name ?? ps[0].name);
+        }
+      })
+      .catch(setLoadError);
+  }, []);
+
+  useEffect(() => {
+    if (!cloneId) return;
+    api
+      .run(cloneId)
+      .then((r) => {
+        setClone(r);
+        setKind(r.kind);
+        // Newer servers say what the run was submitted with: its preset and only its own overrides.
+        setPreset(r.kind === "pretrain" && typeof r.preset === "string" ? r.preset : "");
+        setProject(r.project);
+        setTags(r.tags.join(", "));
+        setQueue(r.queue);
+        setNotes(r.notes ? `Clone of ${r.id}. ${r.notes}` : `Clone of ${r.id}.`);
+      })
+      .catch(setLoadError);
+  }, [cloneId]);
+
+  useEffect(() => {
+    setSchema(null);
+    api.schema(kind).then(setSchema).catch(setLoadError);
+  }, [kind]);
+
+  const fields: FieldDef[] = useMemo(() => (schema ? fieldsOf(schema) : []), [schema]);
+  const presetTree = (kind === "pretrain" && presets?.find((p) => p.name === preset)?.overrides) || {};
+  // The baseline that overrides are measured against: schema defaults with the preset on top.
+  const base = useMemo(() => valuesOf(fields, presetTree), [fields, preset, presets]);
+
+  // Reset the texts when the schema, the preset or the cloned run changes.
+  useEffect(() => {
+    if (!fields.length) return;
+    const submitted = clone?.overrides && typeof clone.overrides === "object" ? clone.overrides : null;
+    const start =
+      clone && clone.kind === kind
+        ? submitted
+          ? valuesOf(fields, presetTree, submitted)
+          : valuesOf(fields, clone.spec)
+        : base;
+    const t: Record<string, string> = {};
+    for (const f of fields) t[f.path] = toText(f, start[f.path]);
+    setTexts(t);
+    setErrors({});
+  }, [fields, base, clone]);
+
+  const { overrides, errors: localErrors } = useMemo(() => overridesOf(fields, base, texts), [fields, base, texts]);
+
+  const onChange = (path: string, text: string) => {
+    setTexts((t) => ({ ...t, [path]: text }));
+    setErrors((e) => {
+      if (!e[path]) return e;
+      const n = { ...e };
+      delete n[path];
+      return n;
+    });
+  };
+
+  /** After the errors render: bring the first one into view and focus its input. */
+  const focusFirstError = () =>
+    requestAnimationFrame(() => {
+      const err = document.querySelector<HTMLElement>('[data-testid^="field-error-"], [data-testid="form-error"]');
+      if (!err) return;
+      err.scrollIntoView({ block: "center" });
+      const input = err.closest(".field, label")?.querySelector<HTMLElement>("input, select");
+      input?.focus({ preventScroll: true });
+    });
+
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    if (Object.keys(localErrors).length) {
+      setErrors(localErrors);
+      focusFirstError();
+      return;
+    }
+    setSubmitting(true);
+    setErrors({});
+    const body: Record<string, unknown> = {
+      kind,
+      overrides,
+      project: project.trim() || "default",
+      tags: tags
+        .split(",")
+        .map((t) => t.trim())
+        .filter(Boolean),
+      notes,
+    };
+    if (kind === "pretrain" && preset) body.preset = preset;
+    if (queue.trim()) body.queue = queue.trim();
+    try {
+      const run = await api.submit(body);
+      navigate(`/runs/${encodeURIComponent(run.id)}`);
+    } catch (err) {
+      if (err instanceof ApiError && err.validation.length) {
+        setErrors(errorsByField(err.validation, [...fields.map((f) => f.path), ...META]));
+        focusFirstError();
+      } else {
+        setErrors({ "": err instanceof Error ? err.message : String(err) });
+      }
+      setSubmitting(false);
+    }
+  };
+
+  return {
+    kind,
+    setKind,
+    presets,
+    preset,
+    setPreset,
+    schema,
+    clone,
+    loadError,
+    texts,
+    errors,
+    project,
+    setProject,
+    tags,
+    setTags,
+    queue,
+    setQueue,
+    notes,
+    setNotes,
+    submitting,
+    fields,
+    base,
+    overrides,
+    onChange,
+    submit,
+  };
+}

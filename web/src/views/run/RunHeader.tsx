@@ -1,0 +1,108 @@
+// The run page's head: name, status, live state and the actions (cancel, resume, clone, CSV), then the
+// run's facts (ids, project, progress, accuracies).
+import type { LiveState } from "../../api/events";
+import type { RunDetail } from "../../api/types";
+import { navigate } from "../../router";
+import { Link, LiveIndicator, StatusBadge, fmtAcc, timeAgo } from "../../ui/common";
+import { knnEvalCell, knnProbeCell } from "../runs/knn";
+
+export const TERMINAL = ["succeeded", "failed", "cancelled", "lost"];
+
+export function RunHeader({
+  run,
+  live,
+  busy,
+  onCancel,
+  onResume,
+}: {
+  run: RunDetail;
+  live: LiveState;
+  busy: string | null;
+  onCancel: () => void;
+  onResume: () => void;
+}) {
+  const id = run.id;
+  const running = !TERMINAL.includes(run.status);
+  const canResume = ["failed", "cancelled", "lost"].includes(run.status);
+  const pct = run.total_steps && run.step !== null ? Math.min(100, (100 * run.step) / run.total_steps) : null;
+  return (
+    <>
+      <div class="page-head">
+        <h1 class="run-title">{run.name || run.id}</h1>
+        <StatusBadge status={run.status} />
+        <LiveIndicator state={live} />
+        <span class="spacer" />
+        {running && (
+          <button
+            type="button"
+            class="btn danger"
+            disabled={busy !== null || run.cancel_requested}
+            data-testid="cancel-button"
+            onClick={() => confirm("Cancel this run? It stops at its next step and keeps a checkpoint.") && onCancel()}
+          >
+            {run.cancel_requested ? "Cancelling…" : "Cancel"}
+          </button>
+        )}
+        {canResume && (
+          <button type="button" class="btn" disabled={busy !== null} data-testid="resume-button" onClick={onResume}>
+            Resume
+          </button>
+        )}
+        <button
+          type="button"
+          class="btn"
+          data-testid="clone-button"
+          onClick={() => navigate(`/new?clone=${encodeURIComponent(id)}`)}
+        >
+          Clone and edit
+        </button>
+        <a class="btn ghost" href={`/api/v1/runs/${encodeURIComponent(id)}/export.csv`} download>
+          CSV
+        </a>
+      </div>
+      <div class="run-meta">
+        <span class="mono">{run.id}</span>
+        <span>{run.kind}</span>
+        <span>
+          project <b>{run.project}</b>
+        </span>
+        <span>by {run.owner}</span>
+        {run.parent_run_id && (
+          <span>
+            of <Link href={`/runs/${encodeURIComponent(run.parent_run_id)}`}>{run.parent_run_id}</Link>
+          </span>
+        )}
+        {run.tags.map((t) => (
+          <span key={t} class="tag">
+            {t}
+          </span>
+        ))}
+        <span title={run.created_at}>created {timeAgo(run.created_at)}</span>
+        {run.worker_id && <span>on {run.worker_id}</span>}
+        {run.attempt > 1 && <span>attempt {run.attempt}</span>}
+        {pct !== null && (
+          <span class="progress wide" title={`${run.step}/${run.total_steps}`} data-testid="run-progress">
+            <span class="bar" style={{ width: `${pct}%` }} />
+            <span>
+              step {run.step}/{run.total_steps}
+            </span>
+          </span>
+        )}
+        <span title={knnProbeCell(run).title} data-testid="run-knn-probe">
+          kNN probe <b>{knnProbeCell(run).text}</b>
+        </span>
+        <span title={knnEvalCell(run).title} data-testid="run-knn-eval">
+          kNN eval <b>{knnEvalCell(run).text}</b>
+        </span>
+        <span>
+          linear <b>{fmtAcc(run.best_linear_top1)}</b>
+        </span>
+        {run.best_finetune_top1 !== null && (
+          <span>
+            fine-tune <b>{fmtAcc(run.best_finetune_top1)}</b>
+          </span>
+        )}
+      </div>
+    </>
+  );
+}
