@@ -445,6 +445,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/login-codes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Login Code
+         * @description A one-time login link for a browser (10 minutes), minted with the calling token.
+         */
+        post: operations["create_login_code_api_v1_login_codes_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/study-templates": {
         parameters: {
             query?: never;
@@ -837,6 +857,24 @@ export interface components {
             };
             /** Finished At */
             finished_at: string | null;
+        };
+        /** LoginCode */
+        LoginCode: {
+            /**
+             * Code
+             * @description One-time, valid for 10 minutes; only its hash is stored.
+             */
+            code: string;
+            /**
+             * Url
+             * @description Open this path on the server in a browser: it exchanges the code for a session.
+             */
+            url: string;
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            expires_at: string;
         };
         /** Me */
         Me: {
@@ -1523,6 +1561,16 @@ export interface components {
         TokenCreate: {
             /** Name */
             name: string;
+            /**
+             * Expires In
+             * @description Seconds until the token expires (at most ten years); default: never, or when the token you create it with expires, whichever is first.
+             */
+            expires_in?: number | null;
+            /**
+             * Expires At
+             * @description When the token expires (a future time with its UTC offset); give this or expires_in, not both.
+             */
+            expires_at?: string | null;
         };
         /** TokenCreated */
         TokenCreated: {
@@ -1545,6 +1593,11 @@ export interface components {
             expires_at: string | null;
             /** Revoked */
             revoked: boolean;
+            /**
+             * Parent Id
+             * @description The token this one was minted with; revoked with it.
+             */
+            parent_id?: number | null;
             /**
              * Token
              * @description Shown once; only its hash is stored.
@@ -1572,6 +1625,11 @@ export interface components {
             expires_at: string | null;
             /** Revoked */
             revoked: boolean;
+            /**
+             * Parent Id
+             * @description The token this one was minted with; revoked with it.
+             */
+            parent_id?: number | null;
         };
         /** UserPublic */
         UserPublic: {
@@ -1689,6 +1747,15 @@ export interface operations {
                     "application/json": components["schemas"]["PresetPublic"][];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -1698,7 +1765,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1718,6 +1785,24 @@ export interface operations {
             };
             /** @description Not possible in the run's current state. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1758,6 +1843,15 @@ export interface operations {
                     };
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -1767,7 +1861,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1794,6 +1888,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -1801,6 +1904,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -1842,6 +1954,15 @@ export interface operations {
                     "application/json": components["schemas"]["RunsPublic"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -1851,7 +1972,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1878,6 +1999,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -1885,6 +2015,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -1920,6 +2059,15 @@ export interface operations {
                     "application/json": components["schemas"]["RunDetail"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -1929,7 +2077,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1956,6 +2104,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -1963,6 +2120,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -1996,6 +2162,15 @@ export interface operations {
                     "application/json": components["schemas"]["RunDetail"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2005,7 +2180,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2032,6 +2207,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2039,6 +2223,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2076,6 +2269,15 @@ export interface operations {
                     "application/json": components["schemas"]["RunDetail"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2085,7 +2287,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2112,6 +2314,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2119,6 +2330,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2152,6 +2372,15 @@ export interface operations {
                     "application/json": components["schemas"]["RunDetail"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2161,7 +2390,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2188,6 +2417,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2195,6 +2433,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2228,6 +2475,15 @@ export interface operations {
                     "application/json": components["schemas"]["RunDetail"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2237,7 +2493,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2264,6 +2520,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2271,6 +2536,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2308,6 +2582,15 @@ export interface operations {
                     "application/json": components["schemas"]["RunDetail"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2317,7 +2600,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2344,6 +2627,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2351,6 +2643,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2392,6 +2693,15 @@ export interface operations {
                     "application/json": components["schemas"]["RunMetrics"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2401,7 +2711,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2428,6 +2738,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2435,6 +2754,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2468,6 +2796,15 @@ export interface operations {
                     "application/json": string[];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2477,7 +2814,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2504,6 +2841,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2511,6 +2857,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2544,6 +2899,15 @@ export interface operations {
                     "application/json": components["schemas"]["AlertPublic"][];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2553,7 +2917,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2580,6 +2944,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2587,6 +2960,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2620,6 +3002,15 @@ export interface operations {
                     "application/json": components["schemas"]["CheckpointPublic"][];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2629,7 +3020,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2656,6 +3047,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2663,6 +3063,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2696,6 +3105,15 @@ export interface operations {
                     "application/json": components["schemas"]["EvalResultPublic"][];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2705,7 +3123,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2732,6 +3150,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2739,6 +3166,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2777,6 +3213,15 @@ export interface operations {
                     "application/json": components["schemas"]["EventsPublic"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2786,7 +3231,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2813,6 +3258,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2820,6 +3274,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2853,6 +3316,15 @@ export interface operations {
                     "application/json": components["schemas"]["RunExport"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2862,7 +3334,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2889,6 +3361,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2896,6 +3377,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -2929,6 +3419,15 @@ export interface operations {
                     "text/csv": string;
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -2938,7 +3437,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2965,6 +3464,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -2972,6 +3480,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -3009,6 +3526,15 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3018,7 +3544,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3045,6 +3571,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3052,6 +3587,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -3085,6 +3629,15 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3094,7 +3647,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3121,6 +3674,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3128,6 +3690,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -3161,6 +3732,15 @@ export interface operations {
                     "application/json": components["schemas"]["WorkersPublic"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3170,7 +3750,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3197,6 +3777,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3204,6 +3793,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -3241,6 +3839,15 @@ export interface operations {
                     "application/json": components["schemas"]["WorkerHistory"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3250,7 +3857,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3277,6 +3884,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3284,6 +3900,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -3315,6 +3940,15 @@ export interface operations {
                     "application/json": components["schemas"]["Me"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3324,7 +3958,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3344,6 +3978,24 @@ export interface operations {
             };
             /** @description Not possible in the run's current state. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3380,6 +4032,15 @@ export interface operations {
                     "application/json": components["schemas"]["ProjectPublic"][];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3389,7 +4050,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3409,6 +4070,24 @@ export interface operations {
             };
             /** @description Not possible in the run's current state. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3449,6 +4128,15 @@ export interface operations {
                     "application/json": components["schemas"]["ProjectPublic"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3458,7 +4146,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3485,6 +4173,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3492,6 +4189,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -3523,6 +4229,15 @@ export interface operations {
                     "application/json": components["schemas"]["TokenPublic"][];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3532,7 +4247,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3552,6 +4267,24 @@ export interface operations {
             };
             /** @description Not possible in the run's current state. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3592,6 +4325,15 @@ export interface operations {
                     "application/json": components["schemas"]["TokenCreated"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3601,7 +4343,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3628,6 +4370,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3635,6 +4386,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -3666,6 +4426,15 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3675,7 +4444,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3702,6 +4471,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3709,6 +4487,107 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description SQL or Redis is unreachable; retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+        };
+    };
+    create_login_code_api_v1_login_codes_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoginCode"];
+                };
+            };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description No valid token or session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not found, or not in your teams. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not possible in the run's current state. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -3740,6 +4619,15 @@ export interface operations {
                     "application/json": components["schemas"]["TemplatePublic"][];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3749,7 +4637,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3769,6 +4657,24 @@ export interface operations {
             };
             /** @description Not possible in the run's current state. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3808,6 +4714,15 @@ export interface operations {
                     "application/json": components["schemas"]["StudyPublic"][];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3817,7 +4732,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3844,6 +4759,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3851,6 +4775,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -3886,6 +4819,15 @@ export interface operations {
                     "application/json": components["schemas"]["StudyDetail"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3895,7 +4837,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3922,6 +4864,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3929,6 +4880,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -3962,6 +4922,15 @@ export interface operations {
                     "application/json": components["schemas"]["StudyDetail"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -3971,7 +4940,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3998,6 +4967,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -4005,6 +4983,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -4038,6 +5025,15 @@ export interface operations {
                     "application/json": components["schemas"]["StudyDetail"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -4047,7 +5043,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4074,6 +5070,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -4081,6 +5086,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -4114,6 +5128,15 @@ export interface operations {
                     "text/markdown": string;
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -4123,7 +5146,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4150,6 +5173,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -4157,6 +5189,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -4193,6 +5234,15 @@ export interface operations {
                     "application/json": components["schemas"]["Leaderboard"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -4202,7 +5252,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4229,6 +5279,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -4236,6 +5295,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -4272,6 +5340,15 @@ export interface operations {
                     "text/csv": string;
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -4281,7 +5358,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4308,6 +5385,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -4315,6 +5401,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -4351,6 +5446,15 @@ export interface operations {
                     "text/markdown": string;
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -4360,7 +5464,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4387,6 +5491,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -4394,6 +5507,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
             /** @description SQL or Redis is unreachable; retry. */
@@ -4425,6 +5547,15 @@ export interface operations {
                     "application/json": components["schemas"]["ServerStatus"];
                 };
             };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
             /** @description No valid token or session cookie. */
             401: {
                 headers: {
@@ -4434,7 +5565,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorPublic"];
                 };
             };
-            /** @description Not enough permissions. */
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4454,6 +5585,24 @@ export interface operations {
             };
             /** @description Not possible in the run's current state. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
