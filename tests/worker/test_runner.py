@@ -156,7 +156,8 @@ def test_spooled_events_of_a_dead_process_go_first_and_numbering_continues(setti
 
 def test_an_engine_error_fails_the_run_with_its_traceback_logged(settings: Settings, r: Redis, run_id: str,
                                                                  tmp_path: Path) -> None:
-    spec = tiny_spec(**{"data.root": str(tmp_path / "no-such-dataset")})
+    # inside the worker's dataset roots (the default: <storage>/datasets), so that the engine gets to fail on it
+    spec = tiny_spec(**{"data.root": str(settings.storage / "datasets" / "no-such-dataset")})
     assert execute_run(run_id, "pretrain", spec, 1, settings) == "failed"
     events = stream_events(r, run_id)
     assert_gapless(events)
