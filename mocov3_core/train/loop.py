@@ -289,7 +289,8 @@ class Pretrainer:
             self.checkpoints, problem = load_index(self.ckpt_dir)
             if problem:
                 self._checkpoint_alert(problem, None, "the previous index and the checkpoint files found are used")
-                write_index(self.ckpt_dir, self.checkpoints)
+                if self.dist.is_main:  # one process repairs the shared folder
+                    write_index(self.ckpt_dir, self.checkpoints)
             if delivered_seq is not None:
                 self._drop_undelivered(delivered_seq)
             restored = self._restore_latest()
@@ -317,10 +318,12 @@ class Pretrainer:
             path = self.ckpt_dir / chosen["file"]
             try:
                 return self.restore(path), chosen
-            except CheckpointError as exc:
+            except (CheckpointError, FileNotFoundError) as exc:  # not found: set aside by another rank meanwhile
                 self.checkpoints.pop()
-                path.replace(path.with_name(path.name + ".corrupt"))
-                write_index(self.ckpt_dir, self.checkpoints)
+                if self.dist.is_main:
+                    if path.exists():
+                        path.replace(path.with_name(path.name + ".corrupt"))
+                    write_index(self.ckpt_dir, self.checkpoints)
                 fallback = self.checkpoints[-1] if self.checkpoints else None
                 self._checkpoint_alert(str(exc), chosen["step"], f"resuming from step {fallback['step']}"
                                        if fallback else "no earlier checkpoint: starting from step 0", fallback)
