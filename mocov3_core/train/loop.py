@@ -24,9 +24,9 @@ from torch import nn
 
 from ..config import PretrainConfig
 from ..data import TrainStream, TwoViewAugment, eval_batches, load_dataset
-from ..eval.knn import weighted_knn
 from ..events import Emitter, EventSink
 from ..frameworks import Encoder, Framework, build_framework
+from ..knn import weighted_knn
 from ..monitor import Alert, StabilityMonitor
 from ..system import autocast, resolve_device, resolve_precision
 from .checkpoint import (
