@@ -32,7 +32,8 @@ from PIL import Image, ImageFilter, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from mocov3_core.data import load_dataset
-from mocov3_core.moco import MoCo, symmetric_loss
+from mocov3_core.frameworks import MoCo
+from mocov3_core.moco import symmetric_loss
 from mocov3_core.presets import build_spec
 from mocov3_core.train.loop import Pretrainer
 from mocov3_core.train.schedules import learning_rate, momentum, scaled_lr

@@ -22,7 +22,7 @@ from .presets import build_spec, list_presets
 
 if TYPE_CHECKING:
     from .eval import evaluate
-    from .moco import MoCo as build_model
+    from .frameworks import MoCo as build_model
     from .train import pretrain
 
 __all__ = ["ConfigError", "ConsoleSink", "Emitter", "Event", "EventSink", "FinetuneConfig", "JsonlSink", "KnnConfig",
@@ -42,7 +42,7 @@ def __getattr__(name: str) -> Any:  # lazy: keep `import mocov3_core` free of to
 
         return evaluate
     if name == "build_model":
-        from .moco import MoCo
+        from .frameworks import MoCo
 
         return MoCo
     raise AttributeError(f"module 'mocov3_core' has no attribute {name!r}")

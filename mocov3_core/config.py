@@ -405,8 +405,8 @@ class LinearConfig(_EvalBase):
         "features once, then many fast epochs.")
     epochs: int = Field(90, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(1024, ge=1, le=MAX_BATCH)
-    base_lr: float = Field(3.0, gt=0.0, le=MAX_LR, description="Per-256 lr: 3 for ViT (official CONFIG), 0.1 for "
-                           "R50.")
+    base_lr: float | None = Field(None, gt=0.0, le=MAX_LR, description="Per-256 lr; None = the official recipe's "
+                                  "for the backbone: 3 for ViT, 0.1 for ResNet-50 (moco-v3 CONFIG.md, main_lincls.py).")
     weight_decay: float = Field(0.0, ge=0.0, le=MAX_WEIGHT_DECAY)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
 

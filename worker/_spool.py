@@ -14,6 +14,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -32,34 +33,67 @@ class Entry:
 
 @dataclass
 class SpoolFile:
+    """One spool file. Its events stay on disk, never in memory: the sender reads them back `batch_max` at a
+    time from `offset`, so a long outage costs disk space, not the worker's memory."""
+
     path: Path
     fh: IO[str]  # holds the flock for as long as it is open
+    count: int = 0  # readable entries in the file
     sent: int = 0  # entries of this file already delivered
-    entries: list[Entry] | None = None  # loaded lazily when it is sent (an own file appends to it)
+    offset: int = 0  # byte offset of the first line not yet delivered
     max_seq: dict[str, int] = field(default_factory=dict)
 
-    def load(self) -> list[Entry]:
-        if self.entries is None:
-            self.entries = read_entries(self.path)
-            for e in self.entries:
-                self.max_seq[e.run_id] = max(self.max_seq.get(e.run_id, -1), e.seq)
-        return self.entries
+    def scan(self) -> None:
+        """Count an adopted file's entries and their highest seq per run, one line at a time."""
+        for entry in iter_entries(self.path):
+            self.note(entry)
+
+    def note(self, entry: Entry) -> None:
+        self.count += 1
+        self.max_seq[entry.run_id] = max(self.max_seq.get(entry.run_id, -1), entry.seq)
+
+    def next_chunk(self, limit: int) -> tuple[list[Entry], int]:
+        """Up to `limit` undelivered entries -> (entries, the offset just past them)."""
+        return read_chunk(self.path, self.offset, limit)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)  # unlink before unlocking: no one can adopt a file being removed
         self.fh.close()
 
 
-def read_entries(path: Path) -> list[Entry]:
+def _parse(line: bytes, path: Path) -> Entry | None:
+    try:
+        obj = json.loads(line)
+        return Entry(str(obj["run_id"]), int(obj["seq"]), line.decode("utf-8").strip())
+    except (ValueError, KeyError, TypeError):  # a line damaged by a crash mid-write
+        log.warning("spool %s: skipping an unreadable line", path.name)
+        return None
+
+
+def read_chunk(path: Path, offset: int, limit: int) -> tuple[list[Entry], int]:
+    """Up to `limit` entries from byte `offset` -> (entries, offset after them). A last line without its
+    newline (cut short by a crash) is never read: its writer died before it was whole."""
     out: list[Entry] = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                obj = json.loads(line)
-                out.append(Entry(str(obj["run_id"]), int(obj["seq"]), line.strip()))
-            except (ValueError, KeyError, TypeError):  # a line cut short by a crash mid-write
-                log.warning("spool %s: skipping an unreadable line", path.name)
-    return out
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        while len(out) < limit:
+            line = fh.readline()
+            if not line.endswith(b"\n"):
+                break
+            offset += len(line)
+            entry = _parse(line, path)
+            if entry is not None:
+                out.append(entry)
+    return out, offset
+
+
+def iter_entries(path: Path) -> Iterator[Entry]:
+    offset = 0
+    while True:
+        chunk, offset = read_chunk(path, offset, 1000)
+        if not chunk:
+            return
+        yield from chunk
 
 
 class Spool:
@@ -89,13 +123,13 @@ class Spool:
                 fh.close()
                 continue
             orphan = SpoolFile(path, fh)
-            orphan.load()
+            orphan.scan()
             adopted.append(orphan)
         if adopted:
             # orphans hold older events than anything this sink spooled: they go first
             own = [self.own] if self.own is not None and self.own in self.backlog else []
             self.backlog = [f for f in self.backlog if f is not self.own] + adopted + own
-            log.info("adopted %d spool file(s) with %d events", len(adopted), sum(len(f.load()) for f in adopted))
+            log.info("adopted %d spool file(s) with %d events", len(adopted), sum(f.count for f in adopted))
         return len(adopted)
 
     def append(self, entries: list[Entry]) -> None:
@@ -107,19 +141,17 @@ class Spool:
             path = self.dir / name
             fh = path.open("a+", encoding="utf-8")
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self.own = SpoolFile(path, fh, entries=[])
+            self.own = SpoolFile(path, fh)
             self.backlog.append(self.own)
         own = self.own
         own.fh.write("".join(e.text + "\n" for e in entries))
         own.fh.flush()
         os.fsync(own.fh.fileno())
-        assert own.entries is not None
-        own.entries.extend(entries)
         for e in entries:
-            own.max_seq[e.run_id] = max(own.max_seq.get(e.run_id, -1), e.seq)
+            own.note(e)
 
     def pending(self) -> int:
-        return sum(len(f.load()) - f.sent for f in self.backlog)
+        return sum(f.count - f.sent for f in self.backlog)
 
     def max_seq(self, run_id: str) -> int | None:
         seqs = [f.max_seq[run_id] for f in self.backlog if run_id in f.max_seq]
@@ -135,7 +167,7 @@ class Spool:
     def close(self) -> None:
         """Release the locks; files that still hold events stay for the next sink to adopt."""
         for f in self.backlog:
-            if f.sent >= len(f.load()):
+            if f.sent >= f.count:
                 f.remove()
             else:
                 f.fh.close()

@@ -36,7 +36,7 @@ from mocov3_core.events import Event, EventSink, EventType
 from . import protocol
 from ._redis import OUTAGE_ERRORS, Redis, connect
 from .lock import RunLock
-from .settings import Settings
+from .settings import Settings, inside
 from .sink import RedisStreamSink, last_seq
 from .workdir import ProgressSink, WorkerDir
 
@@ -220,6 +220,10 @@ class _Run:
         except ConfigError as exc:
             watch.stop()
             return "failed", f"invalid spec: {exc}", {"field": exc.path}
+        refused = self._refused_path(cfg)
+        if refused is not None:
+            watch.stop()
+            return "failed", f"invalid spec: {refused[0]}: {refused[1]}", {"field": refused[0]}
         self.status("running", f"started on worker {self.worker_id} (attempt {self.attempt})", final=False,
                     host=os.uname().nodename, pid=os.getpid())
         progress = ProgressSink(self.workdir, self.run_id)
@@ -279,6 +283,19 @@ class _Run:
         if self.kind in EVAL_KINDS and isinstance(ckpt, str) and ckpt and not os.path.isabs(ckpt):
             spec["checkpoint"] = str(self.settings.storage / ckpt)
         return spec
+
+    def _refused_path(self, cfg: Any) -> tuple[str, str] | None:
+        """-> (field, why) for a path this worker must not open: a data.root outside the dataset roots, a
+        checkpoint outside the storage root (symlinks and '..' resolved). The server checks the same before
+        queueing; the worker checks again before the engine touches anything, trusting nothing it is sent."""
+        roots = self.settings.allowed_dataset_roots
+        if cfg.data.root and not inside(cfg.data.root, roots):
+            return "data.root", f"must be inside one of the dataset roots {', '.join(map(str, roots))}"
+        checkpoint = getattr(cfg, "checkpoint", None)
+        storage = self.settings.storage.resolve()
+        if checkpoint and not inside(checkpoint, [storage]):
+            return "checkpoint", f"must be inside the storage root {storage}"
+        return None
 
     @property
     def _marker(self) -> Path:

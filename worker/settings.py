@@ -6,6 +6,8 @@ MOCOLAB_QUEUE        the Celery queue this worker consumes (default protocol.DEF
 MOCOLAB_GPU          the GPU index this worker owns; empty = none given (the engine picks CUDA if visible, else CPU)
 MOCOLAB_WORKER_ID    the worker's name in heartbeats and locks (default <host>-<pid>); `python -m worker` exports it
                      so that its pool processes share it
+MOCOLAB_DATASET_ROOTS folders a spec's data.root may point into, separated by ':' or ','; empty = <storage>/datasets
+                     and /usr/share/datasets (the server's rule: the worker checks again, trusting nothing it is sent)
 MOCOLAB_SPOOL_DIR    local folder for events held while Redis is unreachable, and the files the worker's processes
                      share (default ./.mocolab/spool; keep it on a local disk, one per host)
 """
@@ -33,10 +35,12 @@ class Settings:
     gpu: int | None = None
     worker_id: str = ""
     spool_dir: Path = Path(".mocolab/spool")
+    dataset_roots: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage", Path(self.storage))  # accept strings from callers and tests
         object.__setattr__(self, "spool_dir", Path(self.spool_dir))
+        object.__setattr__(self, "dataset_roots", tuple(Path(p) for p in self.dataset_roots))
         if not self.worker_id:
             object.__setattr__(self, "worker_id", default_worker_id())
 
@@ -55,7 +59,9 @@ class Settings:
                    queue=get("MOCOLAB_QUEUE") or cls.queue,
                    gpu=int(gpu) if gpu else None,
                    worker_id=get("MOCOLAB_WORKER_ID"),
-                   spool_dir=Path(get("MOCOLAB_SPOOL_DIR") or cls.spool_dir).expanduser().absolute())
+                   spool_dir=Path(get("MOCOLAB_SPOOL_DIR") or cls.spool_dir).expanduser().absolute(),
+                   dataset_roots=tuple(Path(p.strip()).expanduser() for chunk in get("MOCOLAB_DATASET_ROOTS").split(",")
+                                       for p in chunk.split(os.pathsep) if p.strip()))
 
     @property
     def runs_dir(self) -> Path:
@@ -63,3 +69,17 @@ class Settings:
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
+
+    @property
+    def allowed_dataset_roots(self) -> list[Path]:
+        return [r.resolve() for r in self.dataset_roots] or [(self.storage / "datasets").resolve(),
+                                                              Path("/usr/share/datasets")]
+
+
+def inside(path: str | Path, roots: list[Path]) -> bool:
+    """`path`, symlinks and '..' resolved, is one of `roots` or below one (roots given resolved)."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        return False
+    return any(resolved == root or resolved.is_relative_to(root) for root in roots)

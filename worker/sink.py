@@ -7,6 +7,9 @@ backoff; when Redis answers again it sends the spool first, in order, then the q
 at most `close_timeout` seconds; what is still undelivered stays in the spool, and the next sink opened on
 the same spool folder sends it. sync() makes what was written durable at once (sent, or spooled while Redis
 is away): the engine calls it before every checkpoint, so a checkpoint never outlives the curve behind it.
+Memory stays bounded however long Redis is away: the spool's events live on disk only (read back a batch at
+a time), and a queue that reaches `max_queue` (the sender held up in a call) is moved to the spool by write()
+itself. Only when the spool's disk fails too are events dropped, each logged as an error and counted.
 
 Each batch goes out in one Lua call that appends the entry AND records the highest delivered seq per run
 (``protocol.seq_key``), skipping events whose seq is not above it. So a replayed spool, or a batch resent
@@ -74,7 +77,8 @@ class RedisStreamSink:
     def __init__(self, redis_url: str, stream: str = protocol.EVENTS_STREAM, batch_max: int = 500,
                  flush_interval: float = 0.2, spool_dir: str | Path | None = None,
                  maxlen: int = protocol.EVENTS_MAXLEN, close_timeout: float = 10.0,
-                 seq_ttl_s: float | None = None, max_backoff: float = 5.0, adopt_every_s: float = 30.0) -> None:
+                 seq_ttl_s: float | None = None, max_backoff: float = 5.0, adopt_every_s: float = 30.0,
+                 max_queue: int = 10_000) -> None:
         if spool_dir is None:
             from .settings import Settings
 
@@ -87,9 +91,11 @@ class RedisStreamSink:
         self.seq_ttl_ms = int(seq_ttl_s * 1000) if seq_ttl_s else 0
         self.max_backoff = max_backoff
         self.adopt_every_s = adopt_every_s
+        self.max_queue = max(max_queue, batch_max)
         self.sent_events = 0  # delivered by this sink (spool replays included; skipped duplicates not)
         self.spooled_events = 0
         self.undelivered = 0  # set by close(): events left in the spool for the next sink
+        self.dropped_events = 0  # the queue full and the spool's disk failing: logged as errors, counted here
 
         self._redis = connect(redis_url, decode=False)
         self._deliver = self._redis.register_script(_DELIVER)
@@ -108,6 +114,7 @@ class RedisStreamSink:
         self._close_deadline = 0.0
         self._abandoned = False
         self._closed = False
+        self._inflight = False  # the sender is in a Redis call with the condition released
         self._thread = threading.Thread(target=self._loop, name="redis-stream-sink", daemon=True)
         self._thread.start()
 
@@ -118,6 +125,8 @@ class RedisStreamSink:
                 log.warning("event %s/%d written after close: spooled", event.run_id, event.seq)
                 self._spool.append([Entry(event.run_id, event.seq, event.to_json())])
                 return
+            if len(self._queue) >= self.max_queue and not self._overflow(event):
+                return
             if not self._queue:
                 self._first_at = time.monotonic()
             self._queue.append(event)
@@ -125,6 +134,21 @@ class RedisStreamSink:
                 self._known[event.run_id] = event.seq
             if len(self._queue) >= self.batch_max:
                 self._cond.notify_all()
+
+    def _overflow(self, event: Event) -> bool:
+        """The in-memory queue is full (the sender is behind: Redis slow or away): move it to the spool on disk
+        now, after the sender's call in progress (a socket timeout at most: its batch is the queue's head, and
+        the spool must stay older than the queue). -> False when even the disk refuses: the event is dropped,
+        with an error in the log and `dropped_events` counting it. Holds self._cond."""
+        while self._inflight:
+            self._cond.wait()
+        self._spool_queue()
+        if len(self._queue) < self.max_queue:
+            return True
+        self.dropped_events += 1
+        log.error("event %s/%d dropped: %d events wait in memory and the spool %s cannot take them",
+                  event.run_id, event.seq, len(self._queue), self._spool.dir)
+        return False
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver what is pending within `timeout` seconds (default close_timeout); the rest stays in the
@@ -236,13 +260,17 @@ class RedisStreamSink:
         """Send the spool, then the queue; on failure spool the queue and back off. Holds self._cond."""
         try:
             for spool_file in list(self._spool.backlog):
-                entries = spool_file.load()
-                while spool_file.sent < len(entries):
-                    chunk = entries[spool_file.sent:spool_file.sent + self.batch_max]
+                while spool_file.sent < spool_file.count:
+                    chunk, end = spool_file.next_chunk(self.batch_max)
+                    if not chunk:  # the file lost lines it was known to hold (edited meanwhile): nothing more to send
+                        log.error("spool %s: %d entries missing", spool_file.path.name,
+                                  spool_file.count - spool_file.sent)
+                        break
                     self._send_unlocked(chunk)
                     if self._abandoned:
                         return
                     spool_file.sent += len(chunk)
+                    spool_file.offset = end
                 self._spool.done(spool_file)
             while self._queue:
                 events = [self._queue[i] for i in range(min(self.batch_max, len(self._queue)))]
@@ -271,6 +299,7 @@ class RedisStreamSink:
         never waits on JSON or the network."""
         if not batch:
             return
+        self._inflight = True
         self._cond.release()
         try:
             entries = self._serialise(batch)
@@ -283,6 +312,8 @@ class RedisStreamSink:
                 self._deliver(keys=[self.stream] + [protocol.seq_key(run_id) for run_id in runs], args=args)
         finally:
             self._cond.acquire()
+            self._inflight = False
+            self._cond.notify_all()
         self.sent_events += len(entries)
 
     def _serialise(self, batch: Sequence[Entry | Event]) -> list[Entry]:

@@ -215,12 +215,48 @@ def read_cifar(root: str | Path, train: bool, variant: str = "cifar10") -> Array
     return ArraySet(images.contiguous(), torch.tensor(labels, dtype=torch.int64), classes, mean, std)
 
 
+# What a CIFAR batch's pickle may import: numpy's array reconstruction and nothing else (its dicts, lists,
+# bytes and ints need no import). numpy 2 writes numpy._core, numpy 1 numpy.core; protocol 5 uses _frombuffer.
+CIFAR_PICKLE_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+})
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle that would import something a CIFAR batch never holds (a crafted file): refused unrun."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle.load that runs no code from the file: find_class answers only CIFAR_PICKLE_GLOBALS."""
+
+    def __init__(self, file: Any, path: Path) -> None:
+        super().__init__(file, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise UnsafePickleError(f"{self.path}: refused, it would import {module}.{name}; a CIFAR batch holds "
+                                    "only numpy arrays, lists and bytes")
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):  # numpy 2 warns on its numpy.core alias
+            module = "numpy._core." + module[len("numpy.core."):]
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[str, Any]:
-    # Pickles can run code: only point this at files you trust (the official CIFAR release).
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (expected the CIFAR python release)")
     with open(path, "rb") as f:
-        raw = pickle.load(f, encoding="bytes")
+        try:
+            raw = _CifarUnpickler(f, path).load()
+        except UnsafePickleError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+            raise ValueError(f"{path}: not a CIFAR python batch ({type(exc).__name__}: {exc})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not a CIFAR python batch (holds a {type(raw).__name__}, not a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
 

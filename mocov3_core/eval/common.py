@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +12,17 @@ import torch
 from torch import nn
 
 from ..config import DataConfig, FinetuneConfig, KnnConfig, LinearConfig
-from ..data import ArraySet, ImageFolderSet, eval_batches, load_dataset
+from ..data import (
+    ArraySet,
+    ImageFolderSet,
+    crop_flip,
+    derive_seed,
+    eval_batches,
+    load_dataset,
+    normalize,
+    random_resized_crop,
+    to_unit_float,
+)
 from ..events import Emitter, EventSink
 from ..models import build_backbone, wrap_batchnorms
 from ..system import autocast as make_autocast
@@ -85,21 +95,32 @@ def setup(cfg: AnyEval, sinks: list[EventSink] | None, run_id: str | None, drop_
                      device, autocast, emitter, source)
 
 
-def uint8_batches(dataset: ArraySet | ImageFolderSet, batch_size: int, size: int,
-                  indices: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """uint8 [B, C, H, W] batches and their labels, in order (ImageFolder images resized to a common size)."""
-    order = indices if indices is not None else torch.arange(len(dataset.labels))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        if isinstance(dataset, ArraySet):
-            yield dataset.images[idx].permute(0, 3, 1, 2), dataset.labels[idx]
-        else:
-            import torchvision.transforms.v2.functional as TF
+@torch.no_grad()
+def train_crops(dataset: ArraySet | ImageFolderSet, indices: torch.Tensor, crop_size: int, crop_min: float,
+                device: torch.device, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The probe's and fine-tuning's training transform on images `indices` -> (normalised [B, 3, S, S], labels).
 
-            short = round(size / 0.875)
-            imgs = [TF.center_crop(TF.resize(dataset.load(int(i)), [short], antialias=True), [size, size])
-                    for i in idx]
-            yield torch.stack(imgs), dataset.labels[idx]
+    RandomResizedCrop(scale=(crop_min, 1)) + horizontal flip drawn from each WHOLE image, as official
+    main_lincls.py does (transforms.RandomResizedCrop(224) on the decoded ImageNet image, then
+    RandomHorizontalFlip); evaluation alone resizes to 256 and centre-crops 224. In-memory sets (one
+    image size) crop on the device; image folders crop each decoded file on the CPU, its generator
+    seeded from `generator` (on `device`)."""
+    mean, std = dataset.mean, dataset.std
+    if isinstance(dataset, ArraySet):
+        images = dataset.images[indices].permute(0, 3, 1, 2).to(device)
+        return crop_flip(images, crop_size, crop_min, generator, mean, std), dataset.labels[indices].to(device)
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    crops = [random_resized_crop(dataset.load(int(i)), crop_size, crop_min, 0.5,
+                                 torch.Generator().manual_seed(derive_seed(seed, k)))
+             for k, i in enumerate(indices.tolist())]
+    x = normalize(to_unit_float(torch.stack(crops).to(device)), mean, std)
+    return x, dataset.labels[indices].to(device)
+
+
+def epoch_batches(n: int, batch_size: int) -> list[slice]:
+    """One epoch's batches over a permutation of n images, the last one partial (main_lincls.py's DataLoader
+    keeps it: drop_last is False)."""
+    return [slice(start, start + batch_size) for start in range(0, n, batch_size)]
 
 
 @torch.no_grad()

@@ -16,10 +16,10 @@ from timm.data import Mixup
 from torch import nn
 
 from ..config import FinetuneConfig
-from ..data import crop_flip, eval_batches
+from ..data import eval_batches
 from ..events import EventSink
 from ..train.schedules import learning_rate
-from .common import setup, uint8_batches
+from .common import setup, train_crops
 from .linear import accuracy
 
 
@@ -69,10 +69,8 @@ def finetune(cfg: FinetuneConfig, sinks: list[EventSink] | None = None, run_id: 
             lr = learning_rate(epoch + i / ipe, peak, cfg.warmup_epochs, cfg.epochs, cfg.min_lr)
             for group in opt.param_groups:
                 group["lr"] = lr
-            images, labels = next(uint8_batches(s.train, batch, s.data_cfg.crop_size,
-                                                order[i * batch:(i + 1) * batch]))
-            x = crop_flip(images.to(s.device), s.data_cfg.crop_size, cfg.crop_min, dev_gen, s.train.mean, s.train.std)
-            y = labels.to(s.device)
+            x, y = train_crops(s.train, order[i * batch:(i + 1) * batch], s.data_cfg.crop_size, cfg.crop_min,
+                               s.device, dev_gen)
             with s.autocast:
                 logits = model(x) if mix is None else None
                 if mix is not None:

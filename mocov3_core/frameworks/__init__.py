@@ -1,7 +1,8 @@
 """The self-supervised frameworks of the paper's comparison (§6.1, Table 4) behind one interface.
 
-MoCo v3 (`mocov3_core.moco`), SimCLR, BYOL and SwAV share the backbones, the data, the augmentation, the
-stability monitor, checkpoints and evaluation; `build_framework` picks one by `PretrainConfig.framework`.
+MoCo v3 (`mocov3.py`, on the heads, loss and momentum update of `mocov3_core.moco`), SimCLR, BYOL and
+SwAV share the backbones, the data, the augmentation, the stability monitor, checkpoints and evaluation;
+`build_framework` picks one by `PretrainConfig.framework`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from ..config import PretrainConfig
 from ._base import Encoder, Framework
 from ._heads import build_head
 from .byol import BYOL, regression_loss, symmetric_regression_loss
+from .mocov3 import MoCo
 from .simclr import SimCLR, nt_xent_loss
 from .swav import SwAV, sinkhorn, swapped_prediction_loss
 
@@ -18,8 +20,6 @@ FRAMEWORKS = ("mocov3", "simclr", "byol", "swav")
 
 def build_framework(cfg: PretrainConfig, in_chans: int = 3) -> Framework:
     """The framework named by cfg.framework, on cfg.model's backbone at cfg.data.crop_size."""
-    from ..moco.model import MoCo  # moco.model imports this package's base class: imported here, not at the top
-
     img = cfg.data.crop_size
     if cfg.framework == "mocov3":
         return MoCo(cfg.model, cfg.moco, img, in_chans)
@@ -32,5 +32,5 @@ def build_framework(cfg: PretrainConfig, in_chans: int = 3) -> Framework:
     raise ValueError(f"framework: unknown {cfg.framework!r}; known: {', '.join(FRAMEWORKS)}")
 
 
-__all__ = ["BYOL", "FRAMEWORKS", "Encoder", "Framework", "SimCLR", "SwAV", "build_framework", "build_head",
+__all__ = ["BYOL", "FRAMEWORKS", "Encoder", "Framework", "MoCo", "SimCLR", "SwAV", "build_framework", "build_head",
            "nt_xent_loss", "regression_loss", "sinkhorn", "swapped_prediction_loss", "symmetric_regression_loss"]

@@ -14,15 +14,12 @@ Every framework is an nn.Module with:
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from ..moco.momentum import MomentumUpdater
 from ..models import wrap_batchnorms
-
-if TYPE_CHECKING:
-    from ..moco.momentum import MomentumUpdater
 
 
 class Encoder(nn.Module):
@@ -77,8 +74,6 @@ class MomentumFramework(Framework):
             p.requires_grad = False
         setattr(self, name, target)
         wrap_batchnorms(self)
-        from ..moco.momentum import MomentumUpdater  # the moco package imports this module: imported here
-
         self.ema = MomentumUpdater(self.base, target)
         self.target_momentum = (momentum, cosine)
 

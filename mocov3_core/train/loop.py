@@ -24,14 +24,15 @@ from torch import nn
 
 from ..config import PretrainConfig
 from ..data import TrainStream, TwoViewAugment, eval_batches, load_dataset
-from ..eval.knn import weighted_knn
 from ..events import Emitter, EventSink
 from ..frameworks import Encoder, Framework, build_framework
+from ..knn import weighted_knn
 from ..monitor import Alert, StabilityMonitor
 from ..system import autocast, pin_threads, resolve_device, resolve_precision
 from .checkpoint import (
+    CheckpointError,
     load_checkpoint,
-    read_index,
+    load_index,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -215,6 +216,7 @@ class Pretrainer:
         self.losses: dict[int, float] = {}
         self.rollbacks = 0
         self.faults_fired: set[str] = set()
+        self._resume_alerts: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ checkpoints
     def state(self, step: int, healthy: bool) -> dict[str, Any]:
@@ -285,21 +287,63 @@ class Pretrainer:
         if resume is None:
             return 0
         if str(resume) == "auto":
-            self.checkpoints = read_index(self.ckpt_dir)
+            self.checkpoints, problem = load_index(self.ckpt_dir)
+            if problem:
+                self._checkpoint_alert(problem, None, "the previous index and the checkpoint files found are used")
+                if self.dist.is_main:  # one process repairs the shared folder
+                    write_index(self.ckpt_dir, self.checkpoints)
             if delivered_seq is not None:
                 self._drop_undelivered(delivered_seq)
-            if not self.checkpoints:
+            restored = self._restore_latest()
+            if restored is None:
+                self._emit_resume_alerts()
                 return 0
-            chosen = self.checkpoints[-1]
+            step, chosen = restored
             path = self.ckpt_dir / chosen["file"]
         else:
             chosen, path = {}, Path(resume)
-        step = self.restore(path)
+            step = self.restore(path)
+        self._emit_resume_alerts()
         self.emitter.emit("log", message=f"resumed from {path} at step {step}")
         if delivered_seq is not None and chosen.get("seq", -1) > delivered_seq:
             # its own "checkpoint" event was the one lost: announce it again (the consumer keys it by step)
             self.emitter.emit("checkpoint", step=step, path=str(path), healthy=chosen["healthy"])
         return step
+
+    def _restore_latest(self) -> tuple[int, dict[str, Any]] | None:
+        """Restore the newest checkpoint that loads -> (step, its index entry); None when none does. A damaged
+        file (truncated by a full disk, garbage) is set aside as <name>.corrupt with an alert, and the one
+        before it is tried: the run goes on from there instead of failing every resume."""
+        while self.checkpoints:
+            chosen = self.checkpoints[-1]
+            path = self.ckpt_dir / chosen["file"]
+            try:
+                return self.restore(path), chosen
+            except (CheckpointError, FileNotFoundError) as exc:  # not found: set aside by another rank meanwhile
+                self.checkpoints.pop()
+                if self.dist.is_main:
+                    if path.exists():
+                        path.replace(path.with_name(path.name + ".corrupt"))
+                    write_index(self.ckpt_dir, self.checkpoints)
+                fallback = self.checkpoints[-1] if self.checkpoints else None
+                self._checkpoint_alert(str(exc), chosen["step"], f"resuming from step {fallback['step']}"
+                                       if fallback else "no earlier checkpoint: starting from step 0", fallback)
+        return None
+
+    def _checkpoint_alert(self, problem: str, step: int | None, outcome: str,
+                          fallback: dict[str, Any] | None = None) -> None:
+        """An `alert` event for a checkpoint or index that could not be read, and what the resume did instead;
+        held until the resume has restored the run's id and seq (the CLI learns them from the checkpoint)."""
+        self._resume_alerts.append(dict(kind="checkpoint_unreadable", step=step, metric="checkpoint", value=None,
+                          baseline=None, threshold=None, severity="warning", message=f"{problem}: {outcome}",
+                          remedy="check the storage (full disk, failing volume); the run continues from the "
+                          "checkpoint named here", evidence={"problem": problem},
+                          last_healthy_checkpoint=str(self.ckpt_dir / fallback["file"]) if fallback else None))
+
+    def _emit_resume_alerts(self) -> None:
+        for payload in self._resume_alerts:
+            self.emitter.emit("alert", **payload)
+        self._resume_alerts = []
 
     def _drop_undelivered(self, delivered_seq: int) -> None:
         """Forget (and delete) the checkpoints written after events that never arrived (seq > delivered + 1).

@@ -36,7 +36,8 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
 
 def test_schema_and_presets_print() -> None:
     schema = json.loads(cli("schema", "linear").stdout)
-    assert schema["properties"]["base_lr"]["default"] == 3.0
+    assert schema["properties"]["base_lr"]["default"] is None  # by backbone: 3 for ViT, 0.1 for ResNet-50
+    assert "3 for ViT, 0.1 for ResNet-50" in schema["properties"]["base_lr"]["description"]
     assert "fmnist_small" in cli("presets").stdout
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from mocov3_core.config import DataConfig
 from mocov3_core.data import ArraySet, ImageFolderSet, load_dataset, read_cifar, read_idx, read_npz
+from mocov3_core.data.readers import UnsafePickleError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -119,6 +120,45 @@ def test_read_cifar100(tmp_path: Path) -> None:
     assert len(train.classes) == 100 and train.classes[99] == "f99"
     assert len(read_cifar(tmp_path, train=False, variant="cifar100")) == 3
     with pytest.raises(FileNotFoundError, match="data_batch_1 does not exist"):
+        read_cifar(tmp_path, train=True, variant="cifar10")
+
+
+@pytest.mark.parametrize("protocol", ["numpy1", 3, 4, 5])
+def test_read_cifar10_written_with_any_pickle_protocol(tmp_path: Path, protocol: int | str) -> None:
+    folder = write_cifar10(tmp_path)
+    for path in folder.iterdir():  # numpy reconstructs arrays differently per protocol (_frombuffer from 5)
+        raw = pickle.dumps(pickle.loads(path.read_bytes()), protocol=3 if protocol == "numpy1" else protocol)
+        # numpy 1 (the release's era) names numpy.core; protocol 3 spells globals as text lines
+        path.write_bytes(raw.replace(b"numpy._core.", b"numpy.core.") if protocol == "numpy1" else raw)
+    train = read_cifar(tmp_path, train=True, variant="cifar10")
+    assert train.images.shape == (10, 32, 32, 3) and train.images[3, 0, 0, 1] == 103
+
+
+class WritesMarker:
+    """Unpickling this calls open(marker, 'w'): if the marker appears, the file's code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (str(self.marker), "w")
+
+
+@pytest.mark.parametrize("name", ["data_batch_1", "batches.meta"])
+def test_a_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path: Path, name: str) -> None:
+    folder = write_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"label_names": WritesMarker(marker)}
+    (folder / name).write_bytes(pickle.dumps(batch))
+    with pytest.raises(UnsafePickleError, match=rf"{name}: refused, it would import io\.open"):
+        read_cifar(tmp_path, train=True, variant="cifar10")
+    assert not marker.exists()
+
+
+def test_a_cifar_batch_that_is_not_a_pickle_is_a_clear_error(tmp_path: Path) -> None:
+    folder = write_cifar10(tmp_path)
+    (folder / "data_batch_2").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(ValueError, match="data_batch_2: not a CIFAR python batch"):
         read_cifar(tmp_path, train=True, variant="cifar10")
 
 

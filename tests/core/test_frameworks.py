@@ -29,6 +29,7 @@ from mocov3_core.eval import evaluate
 from mocov3_core.events import ListSink
 from mocov3_core.frameworks import (
     BYOL,
+    MoCo,
     SimCLR,
     SwAV,
     build_framework,
@@ -38,7 +39,6 @@ from mocov3_core.frameworks import (
     swapped_prediction_loss,
     symmetric_regression_loss,
 )
-from mocov3_core.moco import MoCo
 from mocov3_core.presets import build_spec
 from mocov3_core.train import load_checkpoint, pretrain
 

@@ -46,7 +46,7 @@ def test_frozen_patch_projection_and_pos_embed_never_change(tmp_path: Path) -> N
     torch.manual_seed(0)
     result = pretrain(spec("train.max_steps=10"), tmp_path, resume=None)
     state = load_checkpoint(result.checkpoint)["model"]
-    from mocov3_core.moco import MoCo
+    from mocov3_core.frameworks import MoCo
 
     cfg = spec()
     torch.manual_seed(cfg.train.seed)

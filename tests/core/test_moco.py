@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from mocov3_core.config import MocoConfig, ModelConfig
-from mocov3_core.moco import MoCo, build_mlp, contrastive_loss, symmetric_loss
+from mocov3_core.frameworks import MoCo
+from mocov3_core.moco import build_mlp, contrastive_loss, symmetric_loss
 from mocov3_core.models import PerViewBatchNorm, bn_views, wrap_batchnorms
 
 

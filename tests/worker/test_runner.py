@@ -156,7 +156,8 @@ def test_spooled_events_of_a_dead_process_go_first_and_numbering_continues(setti
 
 def test_an_engine_error_fails_the_run_with_its_traceback_logged(settings: Settings, r: Redis, run_id: str,
                                                                  tmp_path: Path) -> None:
-    spec = tiny_spec(**{"data.root": str(tmp_path / "no-such-dataset")})
+    # inside the worker's dataset roots (the default: <storage>/datasets), so that the engine gets to fail on it
+    spec = tiny_spec(**{"data.root": str(settings.storage / "datasets" / "no-such-dataset")})
     assert execute_run(run_id, "pretrain", spec, 1, settings) == "failed"
     events = stream_events(r, run_id)
     assert_gapless(events)
@@ -195,3 +196,60 @@ def test_sigterm_stops_at_a_checkpoint_and_sends_the_run_back_to_the_queue(setti
     assert_gapless(events)
     final = worker_status(events)[-1]
     assert final["state"] == "queued" and Path(final["checkpoint"]).is_file()
+
+
+class WritesMarker:
+    """Unpickling this calls open(marker, 'w'): if the marker appears, the file's code ran on the worker."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (str(self.marker), "w")
+
+
+def crafted_checkpoint(path: Path, marker: Path) -> Path:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {}, "config": WritesMarker(marker)}, path)
+    return path
+
+
+def refused_field(r: Redis, run_id: str) -> str:
+    events = stream_events(r, run_id)
+    assert [e["payload"]["state"] for e in events] == ["failed"]  # refused before "running": the engine never ran
+    return str(events[0]["payload"]["field"])
+
+
+def test_paths_outside_the_storage_and_dataset_roots_are_refused_before_the_engine(settings: Settings, r: Redis,
+                                                                                   tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    outside = crafted_checkpoint(tmp_path / "elsewhere" / "evil.pt", marker)
+    (settings.storage / "runs").mkdir(parents=True)
+    (settings.storage / "runs" / "link.pt").symlink_to(outside)
+    for n, checkpoint in enumerate([str(outside), "../elsewhere/evil.pt", "runs/../../elsewhere/evil.pt",
+                                    "runs/link.pt"]):
+        run_id = f"ckpt-{n}"
+        assert execute_run(run_id, "knn", {"checkpoint": checkpoint}, 1, settings) == "failed", checkpoint
+        assert refused_field(r, run_id) == "checkpoint", checkpoint
+    datasets = settings.storage / "datasets"
+    datasets.mkdir()
+    (datasets / "escape").symlink_to(tmp_path / "elsewhere")
+    for n, root in enumerate([str(tmp_path / "elsewhere"), str(datasets / ".." / ".."), str(datasets / "escape")]):
+        run_id = f"data-{n}"
+        spec = tiny_spec(**{"data.dataset": "cifar10", "data.root": root})
+        assert execute_run(run_id, "pretrain", spec, 1, settings) == "failed", root
+        assert refused_field(r, run_id) == "data.root", root
+    assert not marker.exists()
+
+
+def test_a_crafted_checkpoint_inside_the_storage_fails_the_run_without_running_its_code(
+        settings: Settings, r: Redis, run_id: str, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    crafted_checkpoint(settings.storage / "runs" / "old" / "checkpoints" / "step_0000001.pt", marker)
+    spec = {"checkpoint": "runs/old/checkpoints/step_0000001.pt"}
+    assert execute_run(run_id, "knn", spec, 1, settings) == "failed"
+    final = worker_status(stream_events(r, run_id))[-1]
+    assert final["state"] == "failed" and "refused, it would import io.open" in final["message"]
+    assert not marker.exists()

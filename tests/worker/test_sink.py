@@ -2,9 +2,13 @@
 outages: events spooled to disk while Redis is down and delivered once, in order, when it returns."""
 
 import json
+import logging
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mocov3_core.events import Emitter
 from server.embedded_redis import EmbeddedRedis
@@ -167,3 +171,59 @@ def test_sync_delivers_at_once_and_spools_at_once_while_redis_is_away(tmp_path: 
     assert sink.flush(15)
     sink.close()
     assert [e["seq"] for e in stream_events(client, "run")] == list(range(9))
+
+
+def test_a_redis_that_never_answers_keeps_the_queue_bounded_and_loses_nothing(tmp_path: Path, r: Redis,
+                                                                              redis_url: str) -> None:
+    """A server that accepts and never replies holds the sender in a call for its socket timeout: write()
+    must neither let the queue grow past max_queue nor drop anything; the overflow goes to the disk spool."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(64)  # connections complete in the kernel's backlog; nothing ever reads them
+    spool, stream = tmp_path / "spool", f"test:{uuid.uuid4().hex}"
+    try:
+        url = f"redis://127.0.0.1:{blackhole.getsockname()[1]}/0"
+        sink = RedisStreamSink(url, stream=stream, spool_dir=spool, batch_max=10, max_queue=100, max_backoff=60)
+        peak = 0
+        for i in range(1000):
+            sink.write(ev("bh", i))
+            peak = max(peak, len(sink._queue))
+        assert peak <= 100 and sink.dropped_events == 0
+        sink.close(timeout=0.5)
+        assert sink.undelivered == 1000  # all of it on disk
+    finally:
+        blackhole.close()
+    nxt = RedisStreamSink(redis_url, stream=stream, spool_dir=spool)
+    nxt.close()
+    assert [e["seq"] for e in stream_events(r, "bh", stream)] == list(range(1000))
+
+
+def test_with_redis_and_the_spool_disk_both_gone_drops_are_counted_and_logged(
+        tmp_path: Path, own_redis: EmbeddedRedis, caplog: pytest.LogCaptureFixture) -> None:
+    spool = tmp_path / "spool"
+    own_redis.stop()
+    sink = RedisStreamSink(own_redis.url, spool_dir=spool, batch_max=10, max_queue=50, max_backoff=0.2)
+    spool.rmdir()
+    spool.write_text("not a folder")  # the spool cannot create its file
+    with caplog.at_level(logging.ERROR, logger="mocolab.worker.sink"):
+        for i in range(200):
+            sink.write(ev("lost", i))
+    assert len(sink._queue) <= 50
+    assert sink.dropped_events > 0 and sink.dropped_events + sink.pending() == 200
+    assert any("dropped" in rec.message for rec in caplog.records)
+    sink.close(timeout=0.2)
+
+
+def test_an_orphan_spool_is_sent_in_batches_without_its_torn_last_line(tmp_path: Path, r: Redis,
+                                                                       redis_url: str) -> None:
+    spool, stream = tmp_path / "spool", f"test:{uuid.uuid4().hex}"
+    spool.mkdir()
+    lines = "".join(ev("orph", i).to_json() + "\n" for i in range(2500))
+    (spool / "00000000000000000001-1-dead.jsonl").write_text(lines + '{"run_id": "orph", "se')  # died mid-line
+    sink = RedisStreamSink(redis_url, stream=stream, spool_dir=spool, batch_max=200)
+    assert sink.known_seq("orph") == 2499 and sink.pending() == 2500
+    sink.close()
+    sizes = [len(json.loads(fields["b"])) for _, fields in r.xrange(stream)]
+    assert max(sizes) <= 200 and sum(sizes) == 2500
+    assert [e["seq"] for e in stream_events(r, "orph", stream)] == list(range(2500))
+    assert not list(spool.glob("*.jsonl"))

@@ -84,3 +84,10 @@ def test_cpu_only_telemetry_when_nvml_does_not_start(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(telemetry_module, "_nvml", no_driver)
     snap = Telemetry().snapshot()
     assert snap["gpus"] == [] and snap["gpu"] == "none" and snap["memory_total"] > 0
+
+
+def test_dataset_roots_from_the_environment_or_the_servers_default(tmp_path: Path) -> None:
+    default = Settings.from_env({"MOCOLAB_STORAGE": str(tmp_path / "st")})
+    assert default.allowed_dataset_roots == [(tmp_path / "st" / "datasets").resolve(), Path("/usr/share/datasets")]
+    s = Settings.from_env({"MOCOLAB_DATASET_ROOTS": f"{tmp_path / 'a'}:{tmp_path / 'b'}, {tmp_path / 'c'}"})
+    assert s.allowed_dataset_roots == [(tmp_path / x).resolve() for x in "abc"]

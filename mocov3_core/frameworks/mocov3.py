@@ -1,4 +1,5 @@
-"""MoCo v3: query encoder (backbone -> projector -> predictor) and momentum encoder (backbone -> projector).
+"""MoCo v3 as a framework (its heads, loss and momentum update are in `mocov3_core.moco`, which the other
+frameworks reuse): query encoder (backbone -> projector -> predictor) and momentum encoder (backbone -> projector).
 
 Both views go through each encoder in ONE forward of 2B images; BN statistics stay per view
 (`models/norm.py`), so this equals the official code's separate forwards while launching half the kernels.
@@ -10,10 +11,10 @@ import torch
 from torch import nn
 
 from ..config import MocoConfig, ModelConfig
-from ..frameworks._base import Encoder, MomentumFramework
+from ..moco.heads import build_mlp
+from ..moco.loss import symmetric_loss
 from ..models import bn_views, build_backbone
-from .heads import build_mlp
-from .loss import symmetric_loss
+from ._base import Encoder, MomentumFramework
 
 __all__ = ["Encoder", "MoCo"]
 
