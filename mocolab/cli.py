@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--spec", default=None, help="a JSON file with the whole spec")
+    p.add_argument("--run", dest="run_id", default=None,
+                   help="an evaluation (--kind knn, linear, finetune): the pretraining run whose checkpoint it reads")
+    p.add_argument("--checkpoint-step", type=int, default=None, help="with --run: that step's checkpoint "
+                   "(default: the latest)")
     p.add_argument("--project", default=None)
     p.add_argument("--queue", default=None)
     p.add_argument("--tag", dest="tags", action="append", default=[])
@@ -168,8 +172,8 @@ def run(argv: list[str] | None = None) -> int:
             body["preset"] = args.preset
         if args.overrides:
             body["overrides"] = _overrides(args.overrides)
-        for key in ("project", "queue", "name"):
-            if getattr(args, key):
+        for key in ("project", "queue", "name", "run_id", "checkpoint_step"):
+            if getattr(args, key) is not None:
                 body[key] = getattr(args, key)
         created = client.submit(body)
         print(created["id"])
