@@ -18,6 +18,7 @@ LOSS_KEYS = ("loss", "ft_loss", "linear_loss")
 TOP1_KEYS = (("knn_top1", "kNN"), ("linear_top1", "linear"), ("ft_top1", "fine-tune"))
 SHOWN = {*LOSS_KEYS, "imgs_per_s", *(k for k, _ in TOP1_KEYS)}
 PAGES_PER_POLL = 20  # 20 pages of 2,000 events: a run far ahead is caught up over a few polls
+NOT_A_TTY_EVERY_S = 30.0  # into a pipe or a log file: a line every 30 s (and at each change of state)
 
 
 @dataclass
@@ -69,33 +70,34 @@ class RunProgress:
 class Bars:
     """One tqdm bar per followed run (on stderr, so stdout keeps only the results)."""
 
-    def __init__(self, client: Client, file: IO[str] | None = None, every_s: float = 1.0) -> None:
+    def __init__(self, client: Client, file: IO[str] | None = None, every_s: float = 1.0,
+                 tty: bool | None = None) -> None:
         self.client, self.file, self.every_s = client, file or sys.stderr, every_s
         self.runs: dict[str, RunProgress] = {}
         self.final: dict[str, dict[str, Any]] = {}
         self._bars: dict[str, Any] = {}
+        self._drawn: dict[str, tuple[float, str]] = {}  # when each bar was last drawn, in which state
+        self.tty = tty if tty is not None else hasattr(self.file, "isatty") and self.file.isatty()
 
     def add(self, run_id: str, label: str) -> None:
         from tqdm import tqdm
 
         self.runs[run_id] = RunProgress(label=safe(label))
-        tty = hasattr(self.file, "isatty") and self.file.isatty()
         self._bars[run_id] = tqdm(total=None, desc=self.runs[run_id].label, unit="step", file=self.file,
-                                  dynamic_ncols=True, position=len(self._bars), leave=True,
-                                  mininterval=0.5 if tty else 30.0)
+                                  dynamic_ncols=True, position=len(self._bars), leave=True)
 
     def poll(self) -> bool:
         """Read every followed run's new events and its state, redraw; -> whether all have ended."""
         for run_id, progress in self.runs.items():
             if run_id in self.final:
                 continue
+            run = self.client.run(run_id)  # first: a run seen ended has all its events stored already
             for _ in range(PAGES_PER_POLL):
                 page = self.client.events_page(run_id, after_seq=progress.last_seq, types="status,metrics")
                 for event in page:
                     progress.apply(event)
                 if len(page) < self.client.EVENTS_PAGE:
                     break
-            run = self.client.run(run_id)
             progress.status = run["status"]
             self.draw(run_id)
             if run["status"] in TERMINAL:
@@ -105,6 +107,11 @@ class Bars:
 
     def draw(self, run_id: str) -> None:
         progress, bar = self.runs[run_id], self._bars[run_id]
+        last, state = self._drawn.get(run_id, (0.0, ""))
+        now = time.monotonic()
+        if not self.tty and state == progress.status and now - last < NOT_A_TTY_EVERY_S:
+            return
+        self._drawn[run_id] = (now, progress.status)
         label = progress.label + (f" ({progress.phase})" if progress.phase and progress.phase != "pretrain" else "")
         bar.set_description_str(label, refresh=False)
         bar.total = progress.total

@@ -73,7 +73,7 @@ def test_bars_draw_step_total_speed_loss_and_knn_until_the_run_ends(live: LiveSe
                         *[metrics_ev(run_id, s, s - 1, loss=1.0 / s, imgs_per_s=250.0) for s in range(1, 4)],
                         metrics_ev(run_id, 4, 2, knn_top1=12.5)])
     out = io.StringIO()
-    bars = Bars(Client(live.url, alice_live.token), file=out, every_s=0.05)
+    bars = Bars(Client(live.url, alice_live.token), file=out, every_s=0.05, tty=True)  # a redraw every poll
     bars.add(run_id, HOSTILE)
 
     def seen(text: str) -> bool:
