@@ -7,22 +7,37 @@
     mocolab submit | runs | show | cancel | logs     the REST API, for scripts
     mocolab engine ...         the engine's own CLI (python -m mocov3_core)
 
-Bad input is one line on stderr and exit status 2.
+Bad input is one line on stderr and exit status 2. `up` and `demo` read MOCOLAB_STATE, MOCOLAB_HOST,
+MOCOLAB_PORT and MOCOLAB_GPU when their flag is not given (a flag wins). Text from the server is printed
+without escape sequences (`terminal.safe`): a run's name cannot drive the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
 from urllib.parse import quote
 
 from .client import Client, ClientError
+from .terminal import safe
 
 TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
 ENDED = {"succeeded", "failed", "cancelled"}  # a lost run is re-queued
+
+
+def _env(name: str, default: str | None) -> str | None:
+    """A flag's default from the environment (a flag given on the command line wins)."""
+    return os.environ.get(name, "").strip() or default
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535 (from --port or MOCOLAB_PORT), got {text!r}")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,12 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("up", "run the whole stack on this machine"),
                        ("demo", "run the stack and a small real MoCo v3 run with its evaluations")):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--host", default="127.0.0.1", help="bind address (loopback: a login URL is printed; "
-                       "any other address: nothing answers without a token)")
-        p.add_argument("--port", type=int, default=8000)
-        p.add_argument("--state", default=".mocolab", help="folder for the database, Redis data, checkpoints")
+        p.add_argument("--host", default=_env("MOCOLAB_HOST", "127.0.0.1"), help="bind address (loopback: a "
+                       "login URL is printed; any other address: nothing answers without a token; default: "
+                       "MOCOLAB_HOST, else 127.0.0.1)")
+        p.add_argument("--port", type=_port, default=_env("MOCOLAB_PORT", "8000"),
+                       help="default: MOCOLAB_PORT, else 8000")
+        p.add_argument("--state", default=_env("MOCOLAB_STATE", ".mocolab"), help="folder for the database, Redis "
+                       "data, checkpoints; created mode 700 (default: MOCOLAB_STATE, else .mocolab)")
         p.add_argument("--no-worker", action="store_true", help="start no local worker")
-        p.add_argument("--gpu", default=None, help="GPU index for the local worker (default: the first, if any)")
+        p.add_argument("--gpu", default=_env("MOCOLAB_GPU", None),
+                       help="GPU index for the local worker (default: MOCOLAB_GPU, else the first, if any)")
         if name == "demo":
             p.add_argument("--exit-when-done", action="store_true",
                            help="wait for the demo's runs, print their results and exit (0 when all succeeded)")
@@ -54,11 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--spec", default=None, help="a JSON file with the whole spec")
+    p.add_argument("--run", dest="run_id", default=None,
+                   help="an evaluation (--kind knn, linear, finetune): the pretraining run whose checkpoint it reads")
+    p.add_argument("--checkpoint-step", type=int, default=None, help="with --run: that step's checkpoint "
+                   "(default: the latest)")
     p.add_argument("--project", default=None)
     p.add_argument("--queue", default=None)
     p.add_argument("--tag", dest="tags", action="append", default=[])
     p.add_argument("--name", default=None)
-    p.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    p.add_argument("--wait", action="store_true", help="show the run's progress until it ends")
     p = sub.add_parser("study", help="create a study (a run per value of one or two settings), or show one",
                        description="mocolab study --name lr --preset fmnist_small --axis optim.base_lr=1e-4,1e-3 "
                        "--eval knn --wait  |  mocolab study --show ID  |  mocolab study --cancel ID  |  "
@@ -108,8 +131,8 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 
 def _line(run: dict[str, Any]) -> str:
     best = " ".join(f"{k}={run[k]:.2f}" for k in ("best_knn_top1", "best_linear_top1") if run.get(k) is not None)
-    return (f"{run['id']}  {run['kind']:9s} {run['status']:10s} {run.get('name') or '':24s} "
-            f"step {run.get('step') or 0}/{run.get('total_steps') or '?'} {best}").rstrip()
+    return safe(f"{run['id']}  {run['kind']:9s} {run['status']:10s} {safe(run.get('name') or ''):24s} "
+                f"step {run.get('step') or 0}/{run.get('total_steps') or '?'} {best}").rstrip()
 
 
 def follow(client: Client, run_id: str, echo: bool = True) -> dict[str, Any]:
@@ -132,11 +155,11 @@ def _echo(event: dict[str, Any]) -> None:
     if kind == "metrics":
         values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in p.get("values", {}).items() if not k.startswith("grad_norm/"))
-        print(f"[{event['seq']:6d}] step {p.get('step')}: {values}")
+        print(safe(f"[{event['seq']:6d}] step {p.get('step')}: {values}"))
     elif kind == "alert":
-        print(f"[{event['seq']:6d}] ALERT {p.get('kind')} at step {p.get('step')}: {p.get('message')}")
+        print(safe(f"[{event['seq']:6d}] ALERT {p.get('kind')} at step {p.get('step')}: {p.get('message')}"))
     else:
-        print(f"[{event['seq']:6d}] {kind}: {json.dumps(p)[:200]}")
+        print(safe(f"[{event['seq']:6d}] {kind}: {json.dumps(p)[:200]}"))
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -168,14 +191,16 @@ def run(argv: list[str] | None = None) -> int:
             body["preset"] = args.preset
         if args.overrides:
             body["overrides"] = _overrides(args.overrides)
-        for key in ("project", "queue", "name"):
-            if getattr(args, key):
+        for key in ("project", "queue", "name", "run_id", "checkpoint_step"):
+            if getattr(args, key) is not None:
                 body[key] = getattr(args, key)
         created = client.submit(body)
         print(created["id"])
         if args.wait:
-            final = follow(client, created["id"])
+            final = _wait_run(client, created)
             print(_line(final))
+            if final["status"] != "succeeded" and (final.get("error") or final.get("message")):
+                print(safe(final.get("error") or final.get("message")))
             return 0 if final["status"] == "succeeded" else 1
         return 0
     if args.command == "study":
@@ -206,12 +231,12 @@ def _study(client: Client, args: argparse.Namespace) -> int:
     if args.templates:
         for t in client.get("/study-templates"):
             described = "; ".join(f"{a['name']}: {', '.join(a['labels'])}" for a in t["axes"])
-            print(f"{t['name']:20s} {t['title']} ({described})")
+            print(safe(f"{t['name']:20s} {t['title']} ({described})"))
         return 0
     if args.cancel is not None:
         study = client.post(f"/studies/{quote(args.cancel, safe='')}/cancel", {})
-        print(f"study {study['id']} cancelled: " + ", ".join(f"{n} {status}" for status, n in
-                                                            sorted(study["progress"].items())))
+        print(safe(f"study {study['id']} cancelled: " + ", ".join(f"{n} {status}" for status, n in
+                                                                 sorted(study["progress"].items()))))
         return 0
     study_id = args.show
     if study_id is None:
@@ -244,11 +269,23 @@ def _study(client: Client, args: argparse.Namespace) -> int:
             body["eval_overrides"] = evals
         created = client.post("/studies", body)
         study_id = created["id"]
-        print(f"study {study_id}: {created['runs']} runs queued")
+        print(safe(f"study {study_id}: {created['runs']} runs queued"))
     if args.wait:
         _wait_study(client, study_id)
-    print(client.get(f"/studies/{study_id}/table.md", text=True), end="")
+    print(safe(client.get(f"/studies/{study_id}/table.md", text=True), lines=True), end="")
     return 0
+
+
+def _wait_run(client: Client, run: dict[str, Any]) -> dict[str, Any]:
+    """A progress bar until the run ends; -> the run as it ended."""
+    from .progress import Bars
+
+    bars = Bars(client)
+    bars.add(run["id"], run.get("name") or f"{run['kind']} {run['id']}")
+    try:
+        return bars.wait()[run["id"]]
+    finally:
+        bars.close()
 
 
 def parse_cli_value(text: str) -> Any:
@@ -280,10 +317,12 @@ def _wait_study(client: Client, study_id: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     from mocov3_core.config import ConfigError
 
+    from .stack import StackError
+
     try:
         code = run(argv)
-    except (ClientError, ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ClientError, ConfigError, FileNotFoundError, ValueError, StackError) as exc:
+        print(safe(f"error: {exc}"), file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         code = 130

@@ -42,6 +42,8 @@ def load_config() -> tuple[str, str | None]:
 
 
 class Client:
+    EVENTS_PAGE = 2000  # events per page when following runs (the server allows up to 10,000)
+
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
         saved_url, saved_token = load_config()
         self.url = (url or saved_url).rstrip("/")
@@ -87,6 +89,13 @@ class Client:
     def events(self, run_id: str, after_seq: int = -1) -> list[dict[str, Any]]:
         data = self._call("GET", f"/runs/{run_id}/events", params={"after_seq": after_seq})
         return list(data["data"] if isinstance(data, dict) else data)
+
+    def events_page(self, run_id: str, after_seq: int = -1, types: str | None = None) -> list[dict[str, Any]]:
+        """One page (EVENTS_PAGE) of a run's events after `after_seq`, of `types` (comma-separated) only."""
+        params: dict[str, Any] = {"after_seq": after_seq, "limit": self.EVENTS_PAGE}
+        if types:
+            params["types"] = types
+        return list(self._call("GET", f"/runs/{run_id}/events", params=params)["data"])
 
     def stream(self, run_id: str, last_event_id: int | None = None) -> Iterator[dict[str, Any]]:
         """The run's live events (SSE), from after last_event_id."""

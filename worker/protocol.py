@@ -24,6 +24,9 @@ Per-run keys:
 - ``lock_key(run_id)``: SET NX PX by the worker running it (value: worker id), refreshed with the
   heartbeat; a redelivered task finding it held by a live worker exits without running.
 - ``cancel_key(run_id)``: set by the server to ask for a cooperative cancel, checked every step.
+- ``deliveries_key(run_id, attempt)``: how many deliveries of this attempt started the engine and never came
+  back (their process died: OOM killer, segfault, SIGKILL). INCR before the engine starts, DECR when it
+  returns; the delivery that finds ``MAX_DELIVERIES`` there fails the run instead of dying once more.
 - ``seq_key(run_id)``: the highest seq of the run's events delivered to ``EVENTS_STREAM`` (set by the worker's
   sink in the same Lua call as the XADD), so a restarted run continues numbering and a replayed spool
   never appends an event twice.
@@ -50,6 +53,16 @@ HEARTBEAT_TTL_S = 30.0
 LOCK_TTL_S = 60.0
 # A run's Celery message must never be redelivered while it still runs: longer than any run.
 VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
+
+
+# Deliveries of one attempt whose process died before the worker gives up on it (a redelivery would kill the
+# next process the same way, for ever: Celery gives the message back each time, task_reject_on_worker_lost).
+MAX_DELIVERIES = 3
+DELIVERIES_TTL_S = 30 * 24 * 3600
+
+
+def deliveries_key(run_id: str, attempt: int) -> str:
+    return f"{PREFIX}:deliveries:{run_id}:{attempt}"
 
 
 def lock_key(run_id: str) -> str:

@@ -189,7 +189,16 @@ class _Run:
             if self._finished_before():
                 state = "duplicate"
                 return state
-            state, message, extra = self._run_engine()
+            died = self._with_redis(self._count_delivery)
+            if died >= self.settings.max_deliveries:
+                state = "failed"
+                self.status(state, f"gave up: the process running attempt {self.attempt} died {died} time(s) "
+                            "(out of memory, a crash or a kill); resume it once the cause is fixed", deliveries=died)
+                return state
+            try:
+                state, message, extra = self._run_engine()
+            finally:  # back alive from the engine: this delivery did not kill its process
+                self._safe(lambda: self.redis.decr(protocol.deliveries_key(self.run_id, self.attempt)))
             self.status(state, message, **extra)
             return state
         except redis.RedisError as exc:
@@ -276,6 +285,15 @@ class _Run:
         return "succeeded", summary, {"result": str(self.run_dir / "result.json")}
 
     # ------------------------------------------------------------------ helpers
+    def _count_delivery(self) -> int:
+        """Count this delivery as one that may kill its process; -> how many before it did."""
+        key = protocol.deliveries_key(self.run_id, self.attempt)
+        pipe = self.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, protocol.DELIVERIES_TTL_S)
+        count, _ = pipe.execute()
+        return int(count) - 1
+
     def _resolve_paths(self, spec: dict[str, Any]) -> dict[str, Any]:
         """An evaluation's relative checkpoint path is relative to the storage root (servers and workers
         may mount the storage at different places)."""

@@ -8,6 +8,7 @@ MOCOLAB_WORKER_ID    the worker's name in heartbeats and locks (default <host>-<
                      so that its pool processes share it
 MOCOLAB_DATASET_ROOTS folders a spec's data.root may point into, separated by ':' or ','; empty = <storage>/datasets
                      and /usr/share/datasets (the server's rule: the worker checks again, trusting nothing it is sent)
+MOCOLAB_MAX_DELIVERIES  deliveries of one attempt whose process died before the run is failed (default 3)
 MOCOLAB_SPOOL_DIR    local folder for events held while Redis is unreachable, and the files the worker's processes
                      share (default ./.mocolab/spool; keep it on a local disk, one per host)
 """
@@ -36,6 +37,7 @@ class Settings:
     worker_id: str = ""
     spool_dir: Path = Path(".mocolab/spool")
     dataset_roots: tuple[Path, ...] = ()
+    max_deliveries: int = protocol.MAX_DELIVERIES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage", Path(self.storage))  # accept strings from callers and tests
@@ -54,7 +56,11 @@ class Settings:
         gpu = get("MOCOLAB_GPU")
         if gpu and not gpu.isdigit():
             raise ValueError(f"MOCOLAB_GPU: expected a GPU index such as 0, got {gpu!r}")
+        deliveries = get("MOCOLAB_MAX_DELIVERIES")
+        if deliveries and not (deliveries.isdigit() and int(deliveries) >= 1):
+            raise ValueError(f"MOCOLAB_MAX_DELIVERIES: expected a whole number >= 1, got {deliveries!r}")
         return cls(redis_url=get("REDIS_URL") or cls.redis_url,
+                   max_deliveries=int(deliveries) if deliveries else cls.max_deliveries,
                    storage=Path(get("MOCOLAB_STORAGE") or cls.storage).expanduser().absolute(),
                    queue=get("MOCOLAB_QUEUE") or cls.queue,
                    gpu=int(gpu) if gpu else None,

@@ -15,8 +15,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from server.workers.scope import scope_worker_item, visible_of
 
 
 @dataclass
@@ -25,6 +27,16 @@ class TeamItem:
     kind: str  # run | alert | worker
     team_id: int | None  # None = every team (workers are shared)
     data: dict[str, Any]
+    run_teams: dict[str, int] | None = None  # a worker item: the team of each run it names
+
+    def view(self, team_ids: frozenset[int]) -> dict[str, Any] | None:
+        """The item's data as members of `team_ids` may see it; None when it is not theirs at all. A worker
+        item goes to everyone, but the runs it names only to their teams (any other run id is blanked)."""
+        if self.team_id is not None and self.team_id not in team_ids:
+            return None
+        if self.kind == "worker":
+            return scope_worker_item(self.data, visible_of(self.run_teams or {}, team_ids))
+        return self.data
 
 
 @dataclass(eq=False)
@@ -85,10 +97,11 @@ class EventBus:
         """Events as stored ({run_id, seq, time, type, payload}), in seq order per run."""
         self._call(self._publish_events, events)
 
-    def publish_team(self, kind: str, team_id: int | None, data: dict[str, Any]) -> None:
+    def publish_team(self, kind: str, team_id: int | None, data: dict[str, Any],
+                     run_teams: dict[str, int] | None = None) -> None:
         with self._lock:
             self._counter += 1
-            item = TeamItem(f"{self.epoch}-{self._counter}", kind, team_id, data)
+            item = TeamItem(f"{self.epoch}-{self._counter}", kind, team_id, data, run_teams)
             self._team_log.append(item)
         self._call(self._publish_team, item)
 
@@ -126,5 +139,6 @@ class EventBus:
 
     def _publish_team(self, item: TeamItem) -> None:
         for sub in self._teams:
-            if item.team_id is None or item.team_id in sub.team_ids:
-                sub.put(item)
+            data = item.view(sub.team_ids)
+            if data is not None:
+                sub.put(replace(item, data=data, run_teams=None))

@@ -37,6 +37,7 @@ from server.events.bus import EventBus
 from server.models import TERMINAL, Alert, Checkpoint, EvalResult, Event, Metric, Run, Worker, WorkerHeartbeat
 from server.runs.metrics import refresh_rollups
 from server.runs.repository import to_public
+from server.workers.scope import runs_named
 from worker import protocol
 
 log = logging.getLogger("mocolab.ingest")
@@ -55,7 +56,8 @@ class IngestResult:
     invalid: int = 0
     gaps: list[tuple[str, int, int]] = field(default_factory=list)  # (run_id, first missing, last missing)
     published: list[dict[str, Any]] = field(default_factory=list)  # new run events, for SSE
-    team: list[tuple[str, int | None, dict[str, Any]]] = field(default_factory=list)  # (kind, team_id, data)
+    # (kind, team_id, data, run_teams): run_teams, for a worker item, the team of each run it names (bus.TeamItem)
+    team: list[tuple[str, int | None, dict[str, Any], dict[str, int] | None]] = field(default_factory=list)
 
     def add(self, other: IngestResult) -> None:
         self.entries += other.entries
@@ -273,7 +275,7 @@ class Ingestor:
             changed = self._apply(session, runs, new, result)
             changed += self._progressed(runs, new, {r.id for r in changed})
             session.flush()
-            result.team[:0] = [("run", r.team_id, p.model_dump(mode="json"))  # status before its alerts
+            result.team[:0] = [("run", r.team_id, p.model_dump(mode="json"), None)  # status before its alerts
                                for r, p in zip(changed, to_public(session, changed), strict=True)]
             self._workers(session, beats, runs, result)
             session.commit()
@@ -391,7 +393,7 @@ class Ingestor:
                             setattr(target, attr, top1)
             elif e.type == "alert":
                 run.alert_count += 1
-                result.team.append(("alert", run.team_id, {"run_id": run.id, "seq": e.seq, "time": e.time, **p}))
+                result.team.append(("alert", run.team_id, {"run_id": run.id, "seq": e.seq, "time": e.time, **p}, None))
             session.add(run)
         for parent in parents.values():
             session.add(parent)
@@ -436,9 +438,10 @@ class Ingestor:
             worker.current_run_id = _short(p.get("run_id"), 64) or None
             worker.last_seen, worker.telemetry = min(seen, now), p
             session.add(worker)
+            run_teams = {r: runs[r].team_id for r in runs_named(p) if r in runs}  # who may see which run
             result.team.append(("worker", None, {"id": worker_id, "host": worker.host, "queue": worker.queue,
                                                  "version": worker.version, "last_seen": worker.last_seen.isoformat(),
-                                                 "current_run_id": worker.current_run_id, "telemetry": p}))
+                                                 "current_run_id": worker.current_run_id, "telemetry": p}, run_teams))
             for run_id in _beat_runs([e]):
                 run = runs.get(run_id)
                 if run is not None and run.status not in TERMINAL:
@@ -584,8 +587,8 @@ async def run_ingest(settings: Settings | None = None, *, engine: Engine | None 
         if bus is not None:
             if result.published:
                 bus.publish_events(result.published)
-            for kind, team_id, data in result.team:
-                bus.publish_team(kind, team_id, data)
+            for kind, team_id, data, run_teams in result.team:
+                bus.publish_team(kind, team_id, data, run_teams)
     return ingestor.stats
 
 

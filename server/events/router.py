@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from server.core.errors import ERROR_RESPONSES, BadRequest, TooManyRequests
 from server.deps import BusDep, CallerDep, SettingsDep, get_engine
-from server.events.bus import EventBus, TeamItem
+from server.events.bus import EventBus
 from server.runs import repository
 from server.runs.router import RunId
 from server.runs.service import get as get_run
@@ -200,8 +200,8 @@ async def stream_team(request: Request, caller: CallerDep, bus: BusDep, settings
                         _slots(request), caller.token_id)
 
 
-def _team_sse(item: TeamItem) -> ServerSentEvent:
-    return ServerSentEvent(data=json.dumps(item.data, allow_nan=False, default=str), event=item.kind, id=item.id)
+def _team_sse(item_id: str, kind: str, data: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps(data, allow_nan=False, default=str), event=kind, id=item_id)
 
 
 def _counter(item_id: str) -> int:
@@ -221,8 +221,9 @@ async def _team_stream(request: Request, bus: EventBus, team_ids: tuple[int, ...
             yield ServerSentEvent(data="{}", event="resync")
         else:
             for item in missed:
-                if item.team_id is None or item.team_id in sub.team_ids:
-                    yield _team_sse(item)
+                data = item.view(sub.team_ids)  # only the caller's teams' items, and runs (see TeamItem.view)
+                if data is not None:
+                    yield _team_sse(item.id, item.kind, data)
                 last = _counter(item.id)
         if last_id and missed == []:
             last = _counter(last_id)
@@ -245,7 +246,7 @@ async def _team_stream(request: Request, bus: EventBus, team_ids: tuple[int, ...
             if _counter(item.id) <= last:
                 continue
             last = _counter(item.id)
-            yield _team_sse(item)
+            yield _team_sse(item.id, item.kind, item.data)  # already scoped by the bus
     finally:
         _open["team"] -= 1
         bus.unsubscribe(sub)

@@ -18,6 +18,8 @@ RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "lo
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^,\x00-\x1f]+$")]
 Queue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+RunRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+CheckpointStep = Annotated[int, Field(ge=0, le=MAX_STEP)]
 # A metric value: a number, or 'nan' / 'inf' / '-inf' (JSON has no non-finite numbers).
 Value = float | str
 
@@ -33,6 +35,11 @@ class RunCreate(_Body):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted keys on top of preset and spec, "
                                       "e.g. {\"optim.base_lr\": 3e-4}.")
     spec: dict[str, Any] | None = Field(None, description="A (partial) spec tree, layered after the preset.")
+    run_id: RunRef | None = Field(None, description="An evaluation (kind knn, linear or finetune): the pretraining "
+                                  "run whose checkpoint it reads, one of your teams' (it then goes to that run's "
+                                  "team and project). A checkpoint is named only this way, never by a path.")
+    checkpoint_step: CheckpointStep | None = Field(None, description="With run_id: the checkpoint's step "
+                                                   "(default: the latest).")
     name: str | None = Field(None, max_length=MAX_NAME)
     project: Name = "default"
     team: Name | None = Field(None, description="One of your teams; default: your first.")
@@ -50,7 +57,7 @@ class RunUpdate(_Body):
 class EvaluateRequest(_Body):
     kind: EvalKind
     overrides: dict[str, Any] = Field(default_factory=dict)
-    checkpoint_step: int | None = Field(None, ge=0, le=MAX_STEP, description="Default: the latest checkpoint.")
+    checkpoint_step: CheckpointStep | None = Field(None, description="Default: the latest checkpoint.")
     name: str | None = Field(None, max_length=MAX_NAME)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     queue: Queue | None = Field(None, description="Default: the pretraining run's queue.")

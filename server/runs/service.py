@@ -71,20 +71,43 @@ def _inside(path: str, roots: list[Path]) -> bool:
     return any(resolved == root or root in resolved.parents for root in roots)
 
 
+def refuse_client_checkpoint(tree: dict[str, Any] | None, root: tuple[str, ...]) -> None:
+    """A checkpoint is named by its run (and step), which the server resolves within the caller's teams; a
+    path from a client could name another team's run folder, so it is refused wherever a spec tree comes in."""
+    if tree and "checkpoint" in tree:
+        raise SpecInvalid("checkpoint", "a checkpoint is not given as a path: name its pretraining run (run_id, "
+                          "and checkpoint_step for another than the latest)", root=root)
+
+
 def submit(session: Session, *, settings: Settings, caller: Caller, dispatcher: Dispatcher, bus: EventBus | None,
            body: RunCreate) -> RunDetail:
+    refuse_client_checkpoint(body.spec, ("body", "spec"))
+    refuse_client_checkpoint(body.overrides, ("body", "overrides"))
+    if body.kind == "pretrain" and (body.run_id is not None or body.checkpoint_step is not None):
+        field = "run_id" if body.run_id is not None else "checkpoint_step"
+        raise SpecInvalid(field, "only an evaluation (knn, linear, finetune) names a run to read", root=("body",))
+    if body.run_id is None and body.checkpoint_step is not None:
+        raise SpecInvalid("checkpoint_step", "needs run_id, the run whose checkpoint it is", root=("body",))
+    if body.run_id is not None:
+        parent = get(session, caller=caller, run_id=body.run_id)
+        assert caller.user.id is not None
+        return new_evaluation(session, settings=settings, dispatcher=dispatcher, bus=bus, parent=parent,
+                              kind=body.kind, overrides=body.overrides, base=body.spec, owner_id=caller.user.id,
+                              checkpoint_step=body.checkpoint_step, name=body.name, queue=body.queue,
+                              tags=body.tags, notes=body.notes)
     spec = resolve_spec(settings, body.kind, body.preset, body.overrides, body.spec)
     team_id = caller.team_id_for(body.team)
     project = get_or_create_project(session, team_id=team_id, name=body.project)
     assert project.id is not None and caller.user.id is not None
     run = Run(id=new_run_id(), kind=body.kind, name=body.name or spec.get("name"), spec=spec, status="queued",
               team_id=team_id, project_id=project.id, owner_id=caller.user.id, notes=body.notes, queue=body.queue,
-              checkpoint=spec.get("checkpoint"), preset=body.preset, overrides=body.overrides)
+              preset=body.preset, overrides=body.overrides)
     return _enqueue(session, dispatcher, bus, run, body.tags)
 
 
 def evaluate(session: Session, *, settings: Settings, caller: Caller, dispatcher: Dispatcher, bus: EventBus | None,
              run_id: str, body: EvaluateRequest) -> RunDetail:
+    refuse_client_checkpoint(body.overrides, ("body", "overrides"))
     parent = get(session, caller=caller, run_id=run_id)
     assert caller.user.id is not None
     return new_evaluation(session, settings=settings, dispatcher=dispatcher, bus=bus, parent=parent, kind=body.kind,
@@ -94,19 +117,27 @@ def evaluate(session: Session, *, settings: Settings, caller: Caller, dispatcher
 
 def new_evaluation(session: Session, *, settings: Settings, dispatcher: Dispatcher, bus: EventBus | None, parent: Run,
                    kind: str, overrides: dict[str, Any], owner_id: int, checkpoint_step: int | None = None,
-                   name: str | None = None, queue: str | None = None, tags: list[str] | None = None) -> RunDetail:
-    """An evaluation run of `parent`'s checkpoint (its latest, or the one at `checkpoint_step`), queued."""
+                   name: str | None = None, queue: str | None = None, tags: list[str] | None = None,
+                   base: dict[str, Any] | None = None, notes: str = "") -> RunDetail:
+    """An evaluation run of `parent`'s checkpoint (its latest, or the one at `checkpoint_step`), queued in the
+    parent's team and project. The checkpoint path is only ever the one resolved here (the caller checked that
+    `parent` is one of its teams'); `overrides` and `base` must not carry one."""
+    if kind == "pretrain":
+        raise SpecInvalid("kind", "an evaluation is knn, linear or finetune", root=("body",))
+    if "checkpoint" in overrides or (base and "checkpoint" in base):  # a study's stored overrides, say
+        raise SpecInvalid("checkpoint", "a checkpoint is named by its run, not by a path", root=("body", "overrides"))
     if parent.kind != "pretrain":
         raise Conflict(f"run {parent.id} is a {parent.kind} run; only pretraining runs are evaluated")
     ckpt = repository.checkpoint_at(session, run_id=parent.id, step=checkpoint_step)
     if ckpt is None:
         which = f"at step {checkpoint_step}" if checkpoint_step is not None else "yet"
         raise Conflict(f"run {parent.id} has no checkpoint {which}")
-    spec = resolve_spec(settings, kind, None, overrides, {"checkpoint": storage_relative(ckpt.path, parent.id)})
+    spec = resolve_spec(settings, kind, None, overrides,
+                        {**(base or {}), "checkpoint": storage_relative(ckpt.path, parent.id)})
     # the default name is capped like any name: "finetune of " + a 200-character name overflowed the column
     default_name = f"{kind} of {parent.name or parent.id}"[:MAX_NAME]
     run = Run(id=new_run_id(), kind=kind, name=name or default_name,
-              spec=spec, status="queued", team_id=parent.team_id, project_id=parent.project_id,
+              spec=spec, status="queued", team_id=parent.team_id, project_id=parent.project_id, notes=notes,
               owner_id=owner_id, queue=queue or parent.queue, parent_run_id=parent.id,
               checkpoint=spec["checkpoint"], study_id=parent.study_id, study_values=dict(parent.study_values),
               overrides=overrides)

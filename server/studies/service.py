@@ -23,7 +23,7 @@ from server.runs import repository as runs_repo
 from server.runs import service as runs_service
 from server.runs.dispatch import Dispatcher
 from server.runs.metrics import encode
-from server.runs.service import _enqueue, new_run_id, resolve_spec
+from server.runs.service import _enqueue, new_run_id, refuse_client_checkpoint, resolve_spec
 from server.studies.schemas import (
     AxisIn,
     AxisPublic,
@@ -117,6 +117,7 @@ def create(session: Session, *, settings: Any, caller: Caller, dispatcher: Dispa
         root = ("body",) if exc.path == "preset" else ("body", "overrides")
         raise SpecInvalid(exc.path, exc.message, root=root) from None
     for kind in body.evaluations:  # the evaluations' overrides, checked now rather than when the runs finish
+        refuse_client_checkpoint(body.eval_overrides.get(kind), ("body", "eval_overrides", kind))
         try:
             resolve_spec(settings, kind, None, body.eval_overrides.get(kind, {}), None)
         except SpecInvalid as exc:

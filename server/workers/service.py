@@ -1,36 +1,51 @@
 """Workers are online while their heartbeats keep arriving (within the heartbeat TTL) and they have not
-said they stopped."""
+said they stopped. Every team sees every worker, but a run a worker executes only its team (`scope`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
 from server.core.db import utcnow
 from server.core.errors import NotFound
-from server.models import Worker, WorkerHeartbeat
+from server.models import Run, Worker, WorkerHeartbeat
 from server.workers.schemas import HeartbeatPublic, WorkerHistory, WorkerPublic, WorkersPublic
+from server.workers.scope import runs_named, scope_telemetry
 from worker import protocol
 
 
-def to_public(worker: Worker, now: datetime) -> WorkerPublic:
+def to_public(worker: Worker, now: datetime, visible: set[str]) -> WorkerPublic:
     state = worker.telemetry.get("state") if isinstance(worker.telemetry.get("state"), str) else None
     online = now - worker.last_seen <= timedelta(seconds=protocol.HEARTBEAT_TTL_S) and state != "stopped"
+    current = worker.current_run_id if online and worker.current_run_id in visible else None
     return WorkerPublic(id=worker.id, host=worker.host, queue=worker.queue, version=worker.version, online=online,
-                        state=state if online else "offline", current_run_id=worker.current_run_id if online else None,
-                        first_seen=worker.first_seen, last_seen=worker.last_seen, telemetry=worker.telemetry)
+                        state=state if online else "offline", current_run_id=current, first_seen=worker.first_seen,
+                        last_seen=worker.last_seen, telemetry=scope_telemetry(worker.telemetry, visible))
 
 
-def list_workers(session: Session, *, include_offline: bool = True) -> WorkersPublic:
+def visible_runs(session: Session, run_ids: Iterable[str], team_ids: Iterable[int]) -> set[str]:
+    """Those of `run_ids` that belong to one of `team_ids`."""
+    ids, teams = {r for r in run_ids if r}, list(team_ids)
+    if not ids or not teams:
+        return set()
+    return set(session.exec(select(Run.id).where(col(Run.id).in_(ids), col(Run.team_id).in_(teams))))
+
+
+def list_workers(session: Session, *, team_ids: Iterable[int], include_offline: bool = True) -> WorkersPublic:
     now = utcnow()
-    rows = [to_public(w, now) for w in session.exec(select(Worker).order_by(col(Worker.id)))]
+    workers = list(session.exec(select(Worker).order_by(col(Worker.id))))
+    named = {w.current_run_id or "" for w in workers} | {r for w in workers for r in runs_named(w.telemetry)}
+    visible = visible_runs(session, named, team_ids)
+    rows = [to_public(w, now, visible) for w in workers]
     if not include_offline:
         rows = [w for w in rows if w.online]
     return WorkersPublic(data=rows, count=len(rows))
 
 
-def history(session: Session, *, worker_id: str, since: float | None, limit: int) -> WorkerHistory:
+def history(session: Session, *, worker_id: str, team_ids: Iterable[int], since: float | None,
+            limit: int) -> WorkerHistory:
     if session.get(Worker, worker_id) is None:
         raise NotFound(f"worker {worker_id} not found")
     query = select(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
@@ -38,5 +53,6 @@ def history(session: Session, *, worker_id: str, since: float | None, limit: int
         query = query.where(col(WorkerHeartbeat.time) > since)
     rows = list(session.exec(query.order_by(col(WorkerHeartbeat.time).desc()).limit(limit)))
     rows.reverse()
-    return WorkerHistory(worker_id=worker_id, data=[HeartbeatPublic(time=h.time, seq=h.seq, telemetry=h.telemetry)
-                                                    for h in rows])
+    visible = visible_runs(session, {r for h in rows for r in runs_named(h.telemetry)}, team_ids)
+    return WorkerHistory(worker_id=worker_id, data=[
+        HeartbeatPublic(time=h.time, seq=h.seq, telemetry=scope_telemetry(h.telemetry, visible)) for h in rows])

@@ -22,7 +22,9 @@ from server.embedded_redis import free_port
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 WEB_DIST = ROOT / "web" / "dist"
-SHOTS = ROOT / "docs" / "screenshots"
+# Where `shot` writes: a temporary folder, so that the tests never rewrite tracked files; the README's
+# screenshots are refreshed on purpose by scripts/screenshots.sh, which points this at docs/screenshots.
+SHOTS_ENV = "MOCOLAB_SCREENSHOTS"
 VIEWPORT: ViewportSize = {"width": 1366, "height": 768}
 # ../shared/reference/environment.md: what Debian's Chromium needs to run headless as root in a container
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -130,8 +132,15 @@ def anon_page(browser: Browser, stack: Stack) -> Iterator[Page]:
 
 
 @pytest.fixture(scope="session")
-def shot() -> Callable[[Page, str], None]:
-    """shot(page, name): a full-page screenshot for the README, docs/screenshots/<name>.png."""
+def shots_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """$MOCOLAB_SCREENSHOTS (scripts/screenshots.sh: docs/screenshots), else a temporary folder."""
+    chosen = os.environ.get(SHOTS_ENV, "").strip()
+    return Path(chosen).resolve() if chosen else tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="session")
+def shot(shots_dir: Path) -> Callable[[Page, str], None]:
+    """shot(page, name): a full-page screenshot, <shots_dir>/<name>.png (the README's, via screenshots.sh)."""
 
     def take(page: Page, name: str) -> None:
         # A viewport as tall as the page for the shot, so that sticky parts (the top bar, the form's submit
@@ -139,8 +148,8 @@ def shot() -> Callable[[Page, str], None]:
         height = int(page.evaluate("document.documentElement.scrollHeight"))
         page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], height)})
         try:
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+            shots_dir.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots_dir / f"{name}.png"), full_page=True)
         finally:
             page.set_viewport_size(VIEWPORT)
 

@@ -1,7 +1,8 @@
 """The web UI in a real headless Chromium against the real embedded stack (issue 4, "What it must show"):
 log in (link and form), submit a tiny run from the form and watch its loss chart grow live, see the alert of
 a run that gets a non-finite gradient, start a kNN evaluation and see its accuracy, cancel a running run,
-compare two runs, see the worker. Each page is screenshotted into docs/screenshots/ for the README.
+compare two runs, see the worker. Each page is screenshotted, into a temporary folder (scripts/screenshots.sh
+refreshes the README's docs/screenshots on purpose).
 
 One CPU worker runs the runs one after another, so the tests share runs (RUNS) and keep them tiny. Every
 wait is Playwright's auto-waiting `expect` or `wait_for_function` with a generous timeout: the CI machine is

@@ -173,6 +173,7 @@ def test_cli_submit_runs_show_logs_and_bad_input(stack: Stack) -> None:
     assert out.returncode == 0, out.stderr
     run_id = out.stdout.split()[0]
     assert "succeeded" in out.stdout
+    assert "6/6" in out.stderr and "loss " in out.stderr  # the progress bar, fed by the run's events
     listed = mocolab("runs", "--tag", "cli", env=env)
     assert run_id in listed.stdout and "(1 runs)" in listed.stdout
     shown = json.loads(mocolab("show", run_id, env=env).stdout)
@@ -194,6 +195,9 @@ def test_demo_exit_when_done_prints_results(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "/login?code=" in out.stdout
     assert "knn" in out.stdout and "linear" in out.stdout and "%" in out.stdout
+    # a progress bar per run on stderr meanwhile: the pretraining's last step, then each evaluation's
+    assert "20/20" in out.stderr and "img/s" in out.stderr, out.stderr
+    assert "knn evaluation" in out.stderr and "linear evaluation" in out.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

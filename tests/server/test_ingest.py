@@ -301,10 +301,10 @@ def test_progress_reaches_the_team_stream_at_most_once_a_second(engine: Engine, 
     ingestor = Ingestor(engine, redis_client, consumer="progress", progress_every_s=3600)
     push(redis_client, [ev(rid, 0, "status", state="running", step=0, total_steps=10), metrics_ev(rid, 1, 0, loss=1.0)])
     first = drain(ingestor)
-    assert [(k, d["status"]) for k, _, d in first.team] == [("run", "running")]  # the status change, once
+    assert [(k, d["status"]) for k, _, d, _ in first.team] == [("run", "running")]  # the status change, once
     push(redis_client, [metrics_ev(rid, 2, 1, loss=0.9)])
-    assert [k for k, _, _ in drain(ingestor).team] == []  # within the interval: nothing
+    assert [k for k, _, _, _ in drain(ingestor).team] == []  # within the interval: nothing
     ingestor.progress_every_s = 0.0
     push(redis_client, [metrics_ev(rid, 3, 2, loss=0.8, knn_top1=33.0)])
-    [(kind, _team, data)] = drain(ingestor).team
+    [(kind, _team, data, _run_teams)] = drain(ingestor).team
     assert kind == "run" and data["step"] == 3 and data["best_knn_top1"] == 33.0

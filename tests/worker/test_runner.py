@@ -253,3 +253,45 @@ def test_a_crafted_checkpoint_inside_the_storage_fails_the_run_without_running_i
     final = worker_status(stream_events(r, run_id))[-1]
     assert final["state"] == "failed" and "refused, it would import io.open" in final["message"]
     assert not marker.exists()
+
+
+def test_a_run_whose_process_died_max_deliveries_times_fails_with_the_reason(settings: Settings, r: Redis,
+                                                                              run_id: str) -> None:
+    """Celery gives the message of a dead process back, for ever: the worker counts those deliveries."""
+    r.set(protocol.deliveries_key(run_id, 1), settings.max_deliveries)  # as left by N processes that died
+    assert execute_run(run_id, "pretrain", tiny_spec(), 1, settings) == "failed"
+    (event,) = stream_events(r, run_id)  # the engine never started: no 'running'
+    final = event["payload"]
+    assert final["state"] == "failed" and final["final"] and final["attempt"] == 1
+    assert final["message"].startswith(f"gave up: the process running attempt 1 died {settings.max_deliveries} ")
+    assert execute_run(run_id, "pretrain", tiny_spec(), 1, settings) == "duplicate"  # this attempt has ended
+    assert not settings.run_dir(run_id).joinpath("checkpoints").exists()
+
+
+def test_a_delivery_that_comes_back_from_the_engine_is_not_counted(settings: Settings, r: Redis,
+                                                                   run_id: str) -> None:
+    r.set(protocol.deliveries_key(run_id, 1), settings.max_deliveries - 1)
+    assert execute_run(run_id, "pretrain", {"bad": 1}, 1, settings) == "failed"
+    assert r.get(protocol.deliveries_key(run_id, 1)) == str(settings.max_deliveries - 1)
+    assert "invalid spec" in stream_events(r, run_id)[-1]["payload"]["message"]
+
+
+@pytest.mark.fmnist
+def test_a_process_killed_in_the_engine_counts_and_the_next_delivery_gives_up(settings: Settings, r: Redis,
+                                                                              run_id: str) -> None:
+    """A real death: SIGKILL (what the OOM killer sends) while the engine trains."""
+    spec = tiny_spec(**{"train.max_steps": 200, "optim.epochs": 100})
+    conf = {"redis_url": settings.redis_url, "storage": str(settings.storage), "worker_id": settings.worker_id,
+            "spool_dir": str(settings.spool_dir), "max_deliveries": 1}
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, json.dumps(conf), run_id, json.dumps(spec)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any(e["type"] == "metrics" for e in stream_events(r, run_id)), timeout=120)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    assert r.get(protocol.deliveries_key(run_id, 1)) == "1"
+    once_more = Settings(**{**conf, "storage": settings.storage, "spool_dir": settings.spool_dir})
+    assert execute_run(run_id, "pretrain", spec, 1, once_more) == "failed"
+    final = worker_status(stream_events(r, run_id))[-1]
+    assert final["state"] == "failed" and "died 1 time(s)" in final["message"]

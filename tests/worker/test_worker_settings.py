@@ -25,6 +25,11 @@ def test_settings_defaults_and_environment(tmp_path: Path) -> None:
     assert Settings.from_env({"MOCOLAB_GPU": ""}).gpu is None
     with pytest.raises(ValueError, match="MOCOLAB_GPU"):
         Settings.from_env({"MOCOLAB_GPU": "cuda:0"})
+    assert default.max_deliveries == protocol.MAX_DELIVERIES
+    assert Settings.from_env({"MOCOLAB_MAX_DELIVERIES": "5"}).max_deliveries == 5
+    for bad in ("0", "-1", "three"):
+        with pytest.raises(ValueError, match="MOCOLAB_MAX_DELIVERIES"):
+            Settings.from_env({"MOCOLAB_MAX_DELIVERIES": bad})
 
 
 def test_cli_gives_the_pool_its_gpu_or_the_cpu_malloc_settings() -> None:
