@@ -34,7 +34,8 @@ from server.core.config import Settings
 from server.core.db import make_engine, migrate, utcnow, wait_for_db, writer
 from server.events import repository as repo
 from server.events.bus import EventBus
-from server.models import TERMINAL, Alert, Checkpoint, EvalResult, Event, Metric, Run, Worker, WorkerHeartbeat
+from server.models import Alert, Checkpoint, EvalResult, Event, Metric, Run, Worker, WorkerHeartbeat
+from server.runs import lifecycle
 from server.runs.metrics import refresh_rollups
 from server.runs.repository import to_public
 from worker import protocol
@@ -441,47 +442,41 @@ class Ingestor:
                                                  "current_run_id": worker.current_run_id, "telemetry": p}))
             for run_id in _beat_runs([e]):
                 run = runs.get(run_id)
-                if run is not None and run.status not in TERMINAL:
+                if run is not None and run.status not in lifecycle.TERMINAL:
                     run.last_heartbeat, run.worker_id = now, worker_id
                     session.add(run)
 
 
 def _status(run: Run, p: dict[str, Any], t: float) -> bool:
-    """Apply a status event; -> whether the run's status changed.
+    """Apply a status event through the run's status machine; -> whether the run's status changed.
 
     Engine states: running, succeeded, stopped, failed. The worker's own status events carry worker_id and
     attempt: running, then a final succeeded, failed, cancelled, or queued (it shut down and gave the task back
-    to the queue). An event from an earlier attempt than the run's current one changes nothing.
+    to the queue). An event from an earlier attempt than the run's current one changes nothing, and neither
+    does one the status machine refuses (a late "running" after the run ended, ...).
     """
     state = p.get("state")
     attempt = _int(p.get("attempt"))
     if attempt is not None and attempt < run.attempt:
         return False
-    before = run.status
     if isinstance(p.get("message"), str):
         run.message = p["message"][:4000]
     if p.get("worker_id"):
         run.worker_id = _short(p["worker_id"], 128)
     if _int(p.get("total_steps")) is not None:
         run.total_steps = _int(p.get("total_steps"))
-    if state == "running":
-        if run.status in ("queued", "lost", "running"):
-            run.status = "running"
-            run.started_at = run.started_at or datetime.fromtimestamp(t, UTC)
-            if _int(p.get("step")) is not None:
-                run.step = _int(p.get("step"))
-    elif state == "queued" and p.get("worker_id"):  # the worker is shutting down: the task went back to the queue
-        if run.status == "running":
-            run.status = "queued"
-    elif state in ("succeeded", "failed", "cancelled"):
-        final_word = bool(p.get("worker_id"))
-        if run.status not in TERMINAL or final_word:
-            run.status = state
-            run.finished_at = datetime.fromtimestamp(t, UTC)
-            if state == "failed":
-                run.error = _short(p.get("error") or p.get("message") or "failed", 4000)
-            if state == "succeeded" and run.total_steps is not None and _int(p.get("step")) is not None:
-                run.step = _int(p.get("step"))
+    if state not in ("running", "queued", *lifecycle.TERMINAL):
+        return False  # "stopped": the worker's final word follows
+    cause: lifecycle.Cause = "worker" if p.get("worker_id") else "engine"
+    if not lifecycle.allowed(run.status, state, cause):
+        log.info("run %s: %s event refused while %s (%s)", run.id, state, run.status, cause)
+        return False
+    before = run.status
+    error = _short(p.get("error") or p.get("message") or "failed", 4000) if state == "failed" else None
+    lifecycle.transition(run, state, cause, error=error, at=datetime.fromtimestamp(t, UTC))
+    step = _int(p.get("step"))
+    if step is not None and (state == "running" or (state == "succeeded" and run.total_steps is not None)):
+        run.step = step
     return run.status != before
 
 

@@ -14,6 +14,7 @@ from mocov3_core.presets import PRETRAIN_PRESETS, list_presets
 from server.core.errors import ERROR_RESPONSES
 from server.deps import BusDep, CallerDep, DispatcherDep, RedisDep, SessionDep, SettingsDep
 from server.runs import metrics, repository, service
+from server.runs.lifecycle import RunStatus
 from server.runs.repository import RunFilters
 from server.runs.schemas import (
     MAX_STEP,
@@ -29,7 +30,6 @@ from server.runs.schemas import (
     RunKind,
     RunMetrics,
     RunsPublic,
-    RunStatus,
     RunUpdate,
     Value,
 )
