@@ -7,12 +7,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 import redis
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import mocov3_core
 from server.auth import router as auth_router
@@ -21,6 +22,7 @@ from server.core import error_handlers
 from server.core.config import Settings, get_settings
 from server.core.db import make_engine, migrate, wait_for_db
 from server.core.errors import ERROR_RESPONSES
+from server.core.loops import LoopState
 from server.deps import get_caller
 from server.events import router as events_router
 from server.events.bus import EventBus
@@ -36,9 +38,18 @@ log = logging.getLogger("mocolab.server")
 API = "/api/v1"
 
 
+class LoopHealth(BaseModel):
+    running: bool
+    failures: int = Field(description="Consecutive failed passes; 0 when the last pass succeeded.")
+    last_error: str | None
+    last_error_at: datetime | None
+
+
 class Health(BaseModel):
-    status: str
+    status: Literal["ok", "degraded"] = Field(description="degraded: a background loop is failing or stopped.")
     version: str
+    loops: dict[str, LoopHealth] = Field(default_factory=dict, description="The background loops (ingest, "
+                                         "watchdog) when this server runs them.")
 
 
 class ServerStatus(BaseModel):
@@ -57,13 +68,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bus = EventBus(maxsize=settings.sse_queue)
     app.state.dispatcher = Dispatcher(settings.redis_url)
     app.state.ingestor = None
+    app.state.loops = {}
     error_handlers.install(app)
 
     public = APIRouter(prefix=API, tags=["health"])
 
     @public.get("/health", response_model=Health)
-    def health() -> Health:
-        return Health(status="ok", version=mocov3_core.__version__)
+    def health(request: Request) -> Health:
+        loops: dict[str, LoopState] = request.app.state.loops
+        status: Literal["ok", "degraded"] = "ok" if all(s.healthy for s in loops.values()) else "degraded"
+        return Health(status=status, version=mocov3_core.__version__, loops={
+            name: LoopHealth(running=s.running, failures=s.failures, last_error=s.last_error,
+                             last_error_at=s.last_error_at) for name, s in loops.items()})
 
     api = APIRouter(prefix=API, dependencies=[Depends(get_caller)], responses=ERROR_RESPONSES)
     for module in (runs_router, events_router, workers_router, auth_router, studies_router):
@@ -99,8 +115,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         ingestor = Ingestor.from_settings(engine, ingest_redis, settings)
         app.state.ingestor = ingestor
         watchdog = Watchdog(engine, app.state.redis, app.state.dispatcher, settings, bus)
-        tasks = [asyncio.create_task(run_ingest(ingestor=ingestor, bus=bus, stop=stop), name="ingest"),
-                 asyncio.create_task(run_watchdog(watchdog, stop, settings.watchdog_every_s), name="watchdog")]
+        loops = app.state.loops = {"ingest": LoopState("ingest"), "watchdog": LoopState("watchdog")}
+        tasks = [asyncio.create_task(run_ingest(ingestor=ingestor, bus=bus, stop=stop, state=loops["ingest"]),
+                                     name="ingest"),
+                 asyncio.create_task(run_watchdog(watchdog, stop, settings.watchdog_every_s, loops["watchdog"]),
+                                     name="watchdog")]
     log.info("mocolab server: database %s, redis %s, %s", engine.url.render_as_string(hide_password=True),
              settings.redis_url, "loopback (login link allowed)" if settings.loopback else "tokens required")
     try:

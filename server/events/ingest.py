@@ -26,12 +26,13 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session, col, delete, select
 
 from mocov3_core.events import Event as EngineEvent
 from server.core.config import Settings
 from server.core.db import make_engine, migrate, utcnow, wait_for_db, writer
+from server.core.loops import LoopState, supervise
 from server.events import repository as repo
 from server.events.bus import EventBus
 from server.models import Alert, Checkpoint, EvalResult, Event, Metric, Run, Worker, WorkerHeartbeat
@@ -43,7 +44,7 @@ from worker import protocol
 log = logging.getLogger("mocolab.ingest")
 DEAD_LETTER = f"{protocol.EVENTS_STREAM}:dead"
 WORKER_PREFIX = protocol.worker_run_id("")
-_OUTAGE = (OperationalError, InterfaceError)
+Entry = tuple[str, dict[Any, Any] | None]  # a stream entry: (id, fields)
 _BEST = {"knn": "best_knn_top1", "linear": "best_linear_top1", "finetune": "best_finetune_top1"}
 
 
@@ -212,31 +213,42 @@ class Ingestor:
         self._account(result)
         return result
 
-    def process(self, entries: list[tuple[str, dict[str, Any] | None]]) -> IngestResult:
-        """Store the entries in one transaction; an entry SQL refuses (not an outage) goes to the dead letters."""
-        events, invalid = parse_entries(entries)
-        try:
-            result = self._store(events)
-        except DBAPIError as exc:
-            if isinstance(exc, _OUTAGE) or exc.connection_invalidated:
-                raise
-            if len(entries) == 1:
-                self._dead_letter(entries[0], exc)
-                return IngestResult(entries=1, invalid=max(1, len(events)))
-            log.warning("a batch of %d entries was refused (%s); storing them one by one", len(entries), exc)
-            result = IngestResult()
-            for entry in entries:
-                result.add(self.process([entry]))
-            return result
+    def process(self, entries: list[Entry]) -> IngestResult:
+        """Store the entries in one transaction. An entry that cannot be read, or that fails to store for any
+        reason but an outage (a value SQL refuses, a time no datetime holds, ...), goes to the dead letters and
+        is acknowledged with the rest: one bad entry never holds up the stream."""
+        parsed, invalid, rejected = parse_entries(entries)
+        for entry, reason in rejected:
+            self._dead_letter(entry, reason)
+        result = self._store_or_split(parsed)
         result.entries = len(entries)
         result.invalid += invalid
         return result
 
-    def _dead_letter(self, entry: tuple[str, dict[str, Any] | None], exc: Exception) -> None:
+    def _store_or_split(self, parsed: list[tuple[Entry, list[EngineEvent]]]) -> IngestResult:
+        """All of `parsed` in one transaction; when that fails, each entry in its own, to find the bad one."""
+        try:
+            return self._store([e for _, events in parsed for e in events])
+        except Exception as exc:
+            if _outage(exc):
+                raise
+            if len(parsed) == 1:
+                entry, events = parsed[0]
+                if not isinstance(exc, DBAPIError):  # not the database refusing a value: show where it broke
+                    log.exception("entry %s could not be stored", entry[0])
+                self._dead_letter(entry, f"{type(exc).__name__}: {exc}")
+                return IngestResult(invalid=max(1, len(events)))
+            log.warning("a batch of %d entries was refused (%s); storing them one by one", len(parsed), exc)
+        result = IngestResult()
+        for one in parsed:
+            result.add(self._store_or_split([one]))
+        return result
+
+    def _dead_letter(self, entry: Entry, error: str) -> None:
         entry_id, fields = entry
-        log.error("entry %s refused by the database, moved to %s: %s", entry_id, DEAD_LETTER, exc)
+        log.error("entry %s moved to %s: %s", entry_id, DEAD_LETTER, error)
         body = _body(fields) or b""
-        self.redis.xadd(DEAD_LETTER, {"id": entry_id, "b": body, "error": str(exc)[:2000]}, maxlen=10_000)
+        self.redis.xadd(DEAD_LETTER, {"id": entry_id, "b": body, "error": error[:2000]}, maxlen=10_000)
 
     def _account(self, result: IngestResult) -> None:
         s = self.stats
@@ -515,45 +527,64 @@ def _entries(reply: Any) -> list[tuple[str, dict[str, Any] | None]]:
     return out
 
 
-def parse_entries(entries: list[tuple[str, dict[str, Any] | None]]) -> tuple[list[EngineEvent], int]:
-    """-> (valid events, count of invalid ones). An unreadable entry is logged and skipped, never retried."""
-    events: list[EngineEvent] = []
+def parse_entries(entries: list[Entry]) -> tuple[list[tuple[Entry, list[EngineEvent]]], int, list[tuple[Entry, str]]]:
+    """-> (each entry with its valid events, count of invalid events, the entries holding anything unreadable
+    with the reason). What is unreadable is logged and never retried; an entry's valid events are kept."""
+    parsed: list[tuple[Entry, list[EngineEvent]]] = []
     invalid = 0
-    for entry_id, fields in entries:
+    rejected: list[tuple[Entry, str]] = []
+    for entry in entries:
+        entry_id, fields = entry
         body = _body(fields)
         if body is None:
             if fields:  # an entry without `b` (deleted entries come back as None: nothing to do)
                 log.warning("entry %s has no field 'b'; skipped", entry_id)
                 invalid += 1
+                rejected.append((entry, "no field 'b'"))
             continue
         try:
             items = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             log.warning("entry %s is not JSON (%s); skipped", entry_id, exc)
             invalid += 1
+            rejected.append((entry, f"not JSON: {exc}"))
             continue
+        events: list[EngineEvent] = []
+        reasons: list[str] = []
         for item in items if isinstance(items, list) else [items]:
             try:
                 ev = EngineEvent.model_validate(item)
             except ValidationError as exc:
-                log.warning("entry %s: invalid event skipped: %s", entry_id, exc.errors()[0]["msg"])
-                invalid += 1
+                reasons.append(f"invalid event: {exc.errors()[0]['msg']}")
                 continue
             if len(ev.run_id) > 64 or ev.seq >= 2**62 or not math.isfinite(ev.time):
-                log.warning("entry %s: event out of bounds skipped (run_id %r, seq %d)", entry_id, ev.run_id[:80],
-                            ev.seq)
-                invalid += 1
+                reasons.append(f"event out of bounds (run_id {ev.run_id[:80]!r}, seq {ev.seq})")
                 continue
             events.append(ev)
-    return events, invalid
+        if reasons:
+            log.warning("entry %s: %d invalid events skipped: %s", entry_id, len(reasons), reasons[0])
+            invalid += len(reasons)
+            rejected.append((entry, f"{len(reasons)} of {len(reasons) + len(events)} events invalid (the others "
+                                    f"were stored): {'; '.join(reasons)[:1500]}"))
+        parsed.append((entry, events))
+    return parsed, invalid, rejected
+
+
+def _outage(exc: Exception) -> bool:
+    """Redis or the database is away (wait and read the same entries again), as opposed to a bad entry."""
+    if isinstance(exc, redis.RedisError | OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 # ---------------------------------------------------------------- the loop
 async def run_ingest(settings: Settings | None = None, *, engine: Engine | None = None,
                      redis_client: redis.Redis | None = None, bus: EventBus | None = None,
-                     stop: asyncio.Event | None = None, ingestor: Ingestor | None = None) -> IngestStats:
-    """Ingest until `stop` is set (forever without one). Outages of Redis or SQL are waited out with backoff;
-    nothing is acknowledged that is not committed. Standalone: `python -m server.events.ingest`."""
+                     stop: asyncio.Event | None = None, ingestor: Ingestor | None = None,
+                     state: LoopState | None = None) -> IngestStats:
+    """Ingest until `stop` is set (forever without one), supervised (`server.core.loops`): an outage of Redis
+    or SQL, or any error, is waited out with back-off and shows in `state`; nothing is acknowledged that is
+    not committed. Standalone: `python -m server.events.ingest`."""
     if ingestor is None:
         settings = settings or Settings()
         if engine is None:
@@ -564,23 +595,22 @@ async def run_ingest(settings: Settings | None = None, *, engine: Engine | None 
                                                             socket_connect_timeout=5)
         ingestor = Ingestor.from_settings(engine, redis_client, settings)
     stop = stop or asyncio.Event()
-    backoff = 0.2
-    while not stop.is_set():
+    state = state or LoopState("ingest")
+
+    async def step() -> None:
+        assert ingestor is not None
         try:
             result = await asyncio.to_thread(ingestor.step)
-            backoff = 0.2
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, SQLAlchemyError) as exc:
+        except Exception:
             ingestor.stats.errors += 1
-            log.warning("ingest paused (%s: %s); retrying in %.1f s", type(exc).__name__, exc, backoff)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, 5.0)
-            continue
+            raise
         if bus is not None:
             if result.published:
                 bus.publish_events(result.published)
             for kind, team_id, data in result.team:
                 bus.publish_team(kind, team_id, data)
+
+    await supervise(state, step, stop)
     return ingestor.stats
 
 

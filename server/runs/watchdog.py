@@ -11,18 +11,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import redis
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from server.core.config import Settings
 from server.core.db import utcnow, writer
+from server.core.loops import LoopState, supervise
 from server.events.bus import EventBus
 from server.models import Run
 from server.runs import lifecycle
@@ -123,11 +122,11 @@ class Watchdog:
             publish_run(session, self.bus, run)
 
 
-async def run_watchdog(watchdog: Watchdog, stop: asyncio.Event, every_s: float) -> None:
-    while not stop.is_set():
-        try:
-            await asyncio.to_thread(watchdog.check)
-        except (SQLAlchemyError, redis.RedisError) as exc:
-            log.warning("watchdog pass failed (%s: %s)", type(exc).__name__, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
+async def run_watchdog(watchdog: Watchdog, stop: asyncio.Event, every_s: float,
+                       state: LoopState | None = None) -> None:
+    """A pass every `every_s`, supervised: a pass that raises is retried with back-off and shows in `state`."""
+
+    async def step() -> None:
+        await asyncio.to_thread(watchdog.check)
+
+    await supervise(state or LoopState("watchdog"), step, stop, every_s=every_s)

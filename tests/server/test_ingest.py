@@ -148,6 +148,32 @@ class TestDelivery:
         result = drain(ingestor)
         assert result.inserted == 2 and result.invalid == 4
         assert pending(redis_client) == 0
+        dead = redis_client.xrange(f"{protocol.EVENTS_STREAM}:dead")
+        errors = [fields[b"error"].decode() for _, fields in dead]
+        assert [e.split(":")[0] for e in errors] == ["not JSON", "no field 'b'",
+                                                      "2 of 4 events invalid (the others were stored)"]
+
+    def test_an_entry_that_fails_only_when_stored_is_dead_lettered_and_the_rest_go_on(
+            self, client: TestClient, engine: Engine, redis_client: redis.Redis, ingestor: Ingestor,
+            alice: Member) -> None:
+        """A status event whose time no datetime holds passes the schema and fails in the run's projection:
+        it once killed the ingest task, and a restart died again on the same entry."""
+        run = submit(client, alice)["id"]
+        push(redis_client, [ev(run, 0, "log", message="before")])
+        poison = push(redis_client, [ev(run, 1, "log", message="fine"), {**ev(run, 2, "status", state="running"),
+                                                                         "time": 1e20}])
+        push(redis_client, [ev(run, 3, "log", message="after")])
+        push(redis_client, [{**ev("worker:w9", 0, "heartbeat", host="h"), "time": -1e20}])  # a worker's beat too
+        result = drain(ingestor)
+        assert result.entries == 4 and pending(redis_client) == 0
+        dead = redis_client.xrange(f"{protocol.EVENTS_STREAM}:dead")
+        assert [fields[b"id"].decode() for _, fields in dead][0] == poison and len(dead) == 2
+        assert all(b"year" in f[b"error"] or b"range" in f[b"error"] for _, f in dead), dead
+        with Session(engine) as s:  # the poison's whole entry is out; the good entries around it are in
+            assert sorted(e.seq for e in s.exec(select(Event).where(Event.run_id == run))) == [0, 3]
+        push(redis_client, [ev(run, 4, "log", message="later")])  # the loop goes on
+        assert drain(ingestor).inserted == 1
+        assert drain(Ingestor(engine, redis_client, consumer="test", block_ms=10)).entries == 0  # a restart too
 
     def test_a_value_the_database_refuses_goes_to_the_dead_letters(
             self, engine: Engine, redis_client: redis.Redis, ingestor: Ingestor) -> None:
