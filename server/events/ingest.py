@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session, col, delete, select
 
 from mocov3_core.events import Event as EngineEvent
+from mocov3_core.events import decode_float
 from server.core.config import Settings
 from server.core.db import make_engine, migrate, utcnow, wait_for_db, writer
 from server.core.loops import LoopState, supervise
@@ -84,26 +85,9 @@ class IngestStats:
     caught_up: bool = False
 
 
-def _number(value: Any) -> float | None | bool:
-    """A metric value as stored: float, None for NaN; False when it is no number at all."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int | float):
-        return None if isinstance(value, float) and math.isnan(value) else float(value)
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low == "nan":
-            return None
-        if low in ("inf", "+inf", "infinity"):
-            return math.inf
-        if low in ("-inf", "-infinity"):
-            return -math.inf
-    return False
-
-
 def _finite(value: Any) -> float | None:
-    number = _number(value)
-    return number if isinstance(number, float) and math.isfinite(number) else None
+    number = decode_float(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _int(value: Any) -> int | None:
@@ -323,9 +307,9 @@ class Ingestor:
                 if step is None or not isinstance(values, dict):
                     continue
                 for key, raw in values.items():
-                    number = _number(raw)
-                    if number is not False and len(str(key)) <= 64:
-                        metrics[(e.run_id, str(key), step)] = number
+                    number = decode_float(raw)
+                    if number is not None and len(str(key)) <= 64:  # NaN is stored as NULL
+                        metrics[(e.run_id, str(key), step)] = None if math.isnan(number) else number
             elif e.type == "alert":
                 alerts.append({"run_id": e.run_id, "seq": e.seq, "time": e.time, "step": _int(p.get("step")),
                                "kind": _short(p.get("kind"), 64), "severity": _short(p.get("severity"), 16),

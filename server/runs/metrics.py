@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, Integer, and_, bindparam, func, literal_co
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from mocov3_core.events import encode_float
 from server.events import repository as repo
 from server.models import Metric, MetricRollup
 from server.runs.schemas import MetricSeries, RunMetrics, Value
@@ -33,11 +34,7 @@ from server.runs.schemas import MetricSeries, RunMetrics, Value
 
 def encode(value: float | None) -> Value:
     """NULL is NaN (SQLite stores NaN as NULL); JSON carries non-finite numbers as strings."""
-    if value is None or math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
+    return encode_float(math.nan if value is None else value)
 
 
 ROLLUP = 64  # the fine rollups' width in steps
