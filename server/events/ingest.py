@@ -260,8 +260,7 @@ class Ingestor:
         run_events = sorted(unique.values(), key=lambda e: (e.run_id, e.seq))
         with Session(self.write_engine, expire_on_commit=False) as session:
             inserted = repo.insert_new(session, Event.__table__, [  # type: ignore[attr-defined]
-                {"run_id": e.run_id, "seq": e.seq, "time": e.time, "type": e.type, "payload": e.payload}
-                for e in run_events], ["run_id", "seq"]) if run_events else set()
+                e.model_dump() for e in run_events], ["run_id", "seq"]) if run_events else set()
             new = [e for e in run_events if (e.run_id, e.seq) in inserted]
             result.inserted = len(new)
             result.duplicates = len(events) - len(beats) - len(new)  # replays and in-batch repeats
@@ -274,8 +273,7 @@ class Ingestor:
                                for r, p in zip(changed, to_public(session, changed), strict=True)]
             self._workers(session, beats, runs, result)
             session.commit()
-        result.published = [{"run_id": e.run_id, "seq": e.seq, "time": e.time, "type": e.type, "payload": e.payload}
-                            for e in new]
+        result.published = [e.model_dump() for e in new]
         return result
 
     def _progressed(self, runs: dict[str, Run], new: list[EngineEvent], changed: set[str]) -> list[Run]:

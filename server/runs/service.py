@@ -228,13 +228,12 @@ def resume(session: Session, *, caller: Caller, redis_client: redis.Redis, dispa
 
 
 def publish_run(session: Session, bus: EventBus | None, run: Run) -> None:
-    """A run's new state to the team stream and the run's own stream (no seq: it is not a worker event)."""
+    """A run's new state to the team stream and the run's own stream (a `RunChanged`: no seq)."""
     if bus is None:
         return
     public = repository.to_public(session, [run])[0].model_dump(mode="json")
     bus.publish_team("run", run.team_id, public)
-    bus.publish_events([{"run_id": run.id, "seq": None, "time": utcnow().timestamp(), "type": "run",
-                         "payload": public}])
+    bus.publish_run_changed(run.id, public)
 
 
 def _enqueue(session: Session, dispatcher: Dispatcher, bus: EventBus | None, run: Run, tags: list[str]) -> RunDetail:
