@@ -31,10 +31,10 @@ from sqlmodel import Session, col, delete, select
 
 from mocov3_core.events import Event as EngineEvent
 from mocov3_core.events import decode_float
+from server.core import bulk
 from server.core.config import Settings
 from server.core.db import make_engine, migrate, utcnow, wait_for_db, writer
 from server.core.loops import LoopState, supervise
-from server.events import repository as repo
 from server.events.bus import EventBus
 from server.models import Alert, Checkpoint, EvalResult, Event, Metric, Run, Worker, WorkerHeartbeat
 from server.runs import lifecycle
@@ -259,7 +259,7 @@ class Ingestor:
                 unique.setdefault((ev.run_id, ev.seq), ev)
         run_events = sorted(unique.values(), key=lambda e: (e.run_id, e.seq))
         with Session(self.write_engine, expire_on_commit=False) as session:
-            inserted = repo.insert_new(session, Event.__table__, [  # type: ignore[attr-defined]
+            inserted = bulk.insert_new(session, Event.__table__, [  # type: ignore[attr-defined]
                 e.model_dump() for e in run_events], ["run_id", "seq"]) if run_events else set()
             new = [e for e in run_events if (e.run_id, e.seq) in inserted]
             result.inserted = len(new)
@@ -323,7 +323,7 @@ class Ingestor:
                               "protocol": _short(p.get("protocol"), 16) or "eval", "top1": _finite(p.get("top1")),
                               "top5": _finite(p.get("top5")), "payload": p})
         if metrics:
-            repo.upsert(session, Metric.__table__, [  # type: ignore[attr-defined]
+            bulk.upsert(session, Metric.__table__, [  # type: ignore[attr-defined]
                 {"run_id": r, "key": k, "step": s, "value": v} for (r, k, s), v in metrics.items()],
                 ["run_id", "key", "step"], ["value"])
             spans: dict[tuple[str, str], tuple[int, int]] = {}
@@ -332,12 +332,12 @@ class Ingestor:
                 spans[(r, k)] = (min(lo, s), max(hi, s))
             refresh_rollups(session, spans)
         if alerts:
-            repo.insert_new(session, Alert.__table__, alerts, ["run_id", "seq"])  # type: ignore[attr-defined]
+            bulk.insert_new(session, Alert.__table__, alerts, ["run_id", "seq"])  # type: ignore[attr-defined]
         if checkpoints:
-            repo.upsert(session, Checkpoint.__table__, list(checkpoints.values()),  # type: ignore[attr-defined]
+            bulk.upsert(session, Checkpoint.__table__, list(checkpoints.values()),  # type: ignore[attr-defined]
                         ["run_id", "step"], ["seq", "time", "path", "healthy"])
         if evals:
-            repo.insert_new(session, EvalResult.__table__, evals, ["run_id", "seq"])  # type: ignore[attr-defined]
+            bulk.insert_new(session, EvalResult.__table__, evals, ["run_id", "seq"])  # type: ignore[attr-defined]
 
     def _runs(self, session: Session, run_ids: set[str]) -> dict[str, Run]:
         if not run_ids:
@@ -411,7 +411,7 @@ class Ingestor:
         if not beats:
             return
         beats = sorted(beats, key=lambda e: (e.time, e.seq))
-        repo.insert_new(session, WorkerHeartbeat.__table__, [  # type: ignore[attr-defined]
+        bulk.insert_new(session, WorkerHeartbeat.__table__, [  # type: ignore[attr-defined]
             {"worker_id": _worker_id(e), "time": e.time, "seq": e.seq, "telemetry": e.payload} for e in beats],
             ["worker_id", "time", "seq"])
         self._prune_history(session)

@@ -27,7 +27,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from mocov3_core.events import encode_float
-from server.events import repository as repo
+from server.core import bulk
 from server.models import Metric, MetricRollup
 from server.runs.schemas import MetricSeries, RunMetrics, Value
 
@@ -100,7 +100,7 @@ def refresh_rollups(session: Session, spans: dict[tuple[str, str], tuple[int, in
 
 
 def _upsert_rollups(session: Session, rows: list[dict[str, object]]) -> None:
-    repo.upsert(session, MetricRollup.__table__, rows, ["run_id", "key", "width", "bucket"],  # type: ignore[attr-defined]
+    bulk.upsert(session, MetricRollup.__table__, rows, ["run_id", "key", "width", "bucket"],  # type: ignore[attr-defined]
                 ["vmin", "vmax", "n", "n_nan", "last_step", "last_value"])
 
 
