@@ -27,6 +27,7 @@ from server.deps import get_caller
 from server.events import router as events_router
 from server.events.bus import EventBus
 from server.events.ingest import Ingestor, run_ingest
+from server.projections import make_ingestor
 from server.runs import router as runs_router
 from server.runs.dispatch import Dispatcher
 from server.runs.watchdog import Watchdog, run_watchdog
@@ -112,11 +113,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     tasks: list[asyncio.Task[Any]] = []
     ingest_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     if settings.background:
-        ingestor = Ingestor.from_settings(engine, ingest_redis, settings)
+        ingestor = make_ingestor(engine, ingest_redis, settings)
         app.state.ingestor = ingestor
         watchdog = Watchdog(engine, app.state.redis, app.state.dispatcher, settings, bus)
         loops = app.state.loops = {"ingest": LoopState("ingest"), "watchdog": LoopState("watchdog")}
-        tasks = [asyncio.create_task(run_ingest(ingestor=ingestor, bus=bus, stop=stop, state=loops["ingest"]),
+        tasks = [asyncio.create_task(run_ingest(ingestor, bus=bus, stop=stop, state=loops["ingest"]),
                                      name="ingest"),
                  asyncio.create_task(run_watchdog(watchdog, stop, settings.watchdog_every_s, loops["watchdog"]),
                                      name="watchdog")]

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OURS = ("mocov3_core", "server", "worker", "mocolab")
 TORCH = {"torch", "timm", "torchvision"}
 WIRE = ("mocov3_core.events", "worker.protocol")
+DOMAINS = ("runs", "workers", "studies", "auth")
 
 
 def modules(package: str) -> list[str]:
@@ -128,6 +129,14 @@ def test_the_wire_format_pulls_neither_side(module: str) -> None:
     assert not reached & (TORCH | {"celery", "fastapi", "sqlalchemy", "sqlmodel"}), reached
 
 
+@pytest.mark.parametrize("module", ["server.events.ingest", "server.events.bus", "server.events.projection"])
+def test_events_are_infrastructure_that_knows_no_domain(module: str) -> None:
+    """The domains project events into their tables; the ingest only hands the events over (no events ->
+    runs -> events cycle). `server.projections` assembles them."""
+    domains = {m for m in reaches(module) if m.split(".")[:2] in (["server", d] for d in DOMAINS)}
+    assert not domains, f"{module} reaches {domains}"
+
+
 def test_the_status_machine_is_standard_library_only() -> None:
     """The CLI reads TERMINAL from it without the server's runtime."""
     outside = {i for i in imports("server.runs.lifecycle") if i.split(".")[0] not in sys.stdlib_module_names}
@@ -140,5 +149,5 @@ def test_the_checks_see_what_they_are_about() -> None:
     """Guard against a check that cannot fail: the walk finds imports where they are."""
     assert "torch" in reaches("mocov3_core.train.loop")
     assert "worker.sink" in reaches("worker.runner") and "server.core.db" in reaches("server.runs.service")
-    assert "server.runs.lifecycle" in reaches("server.events.ingest")
+    assert "server.runs.lifecycle" in reaches("server.projections")
     assert "mocov3_core.events" in reaches("server.events.ingest")

@@ -18,6 +18,8 @@ from sqlmodel import Session, col, select
 from server.embedded_redis import EmbeddedRedis
 from server.events.ingest import Ingestor
 from server.models import Alert, Checkpoint, EvalResult, Event, Metric, Run, Worker, WorkerHeartbeat
+from server.projections import make_ingestor
+from server.runs.projection import RunState
 from worker import protocol
 
 from server_factories import Member, drain, ev, metrics_ev, push, submit
@@ -101,7 +103,7 @@ class TestDelivery:
         # the server read the entry and died before writing it
         redis_client.xreadgroup(protocol.INGEST_GROUP, "test", {protocol.EVENTS_STREAM: ">"}, count=10)
         assert pending(redis_client) == 1 and count(engine, Event, "r5") == 0
-        restarted = Ingestor(engine, redis_client, consumer="test", block_ms=10)
+        restarted = make_ingestor(engine, redis_client, consumer="test", block_ms=10)
         assert drain(restarted).inserted == 3
         assert pending(redis_client) == 0
 
@@ -113,7 +115,7 @@ class TestDelivery:
         own = EmbeddedRedis(tmp_path / "redis").start()
         try:
             client = redis.Redis.from_url(own.url)
-            ingestor = Ingestor(engine, client, consumer="test", block_ms=10, claim_idle_ms=60_000)
+            ingestor = make_ingestor(engine, client, consumer="test", block_ms=10, claim_idle_ms=60_000)
             ingestor.ensure_group()
             push(client, [ev("r5b", 0, "log")])
             drain(ingestor)
@@ -131,7 +133,7 @@ class TestDelivery:
             own.stop()
 
     def test_entries_of_a_dead_consumer_are_claimed(self, engine: Engine, redis_client: redis.Redis) -> None:
-        other = Ingestor(engine, redis_client, consumer="other", block_ms=10, claim_idle_ms=1)
+        other = make_ingestor(engine, redis_client, consumer="other", block_ms=10, claim_idle_ms=1)
         other.ensure_group()
         push(redis_client, [ev("r6", 0, "log")])
         redis_client.xreadgroup(protocol.INGEST_GROUP, "dead-host", {protocol.EVENTS_STREAM: ">"}, count=10)
@@ -173,7 +175,7 @@ class TestDelivery:
             assert sorted(e.seq for e in s.exec(select(Event).where(Event.run_id == run))) == [0, 3]
         push(redis_client, [ev(run, 4, "log", message="later")])  # the loop goes on
         assert drain(ingestor).inserted == 1
-        assert drain(Ingestor(engine, redis_client, consumer="test", block_ms=10)).entries == 0  # a restart too
+        assert drain(make_ingestor(engine, redis_client, consumer="test", block_ms=10)).entries == 0  # a restart too
 
     def test_a_value_the_database_refuses_goes_to_the_dead_letters(
             self, engine: Engine, redis_client: redis.Redis, ingestor: Ingestor) -> None:
@@ -272,7 +274,7 @@ class TestDerived:
 
     def test_heartbeat_history_older_than_the_retention_is_deleted(self, engine: Engine,
                                                                      redis_client: redis.Redis) -> None:
-        ingestor = Ingestor(engine, redis_client, consumer="test", block_ms=10, heartbeat_retention_s=86400,
+        ingestor = make_ingestor(engine, redis_client, consumer="test", block_ms=10, heartbeat_retention_s=86400,
                             prune_every_s=0)
         wid = protocol.worker_run_id("gpu1")
         beats = [ev(wid, seq, "heartbeat", worker_id="gpu1", state="idle") for seq in range(3)]
@@ -303,13 +305,13 @@ def test_progress_reaches_the_team_stream_at_most_once_a_second(engine: Engine, 
                                                                 client: TestClient, alice: Member) -> None:
     run = submit(client, alice)
     rid = run["id"]
-    ingestor = Ingestor(engine, redis_client, consumer="progress", progress_every_s=3600)
+    ingestor = make_ingestor(engine, redis_client, consumer="progress", progress_every_s=3600)
     push(redis_client, [ev(rid, 0, "status", state="running", step=0, total_steps=10), metrics_ev(rid, 1, 0, loss=1.0)])
     first = drain(ingestor)
     assert [(k, d["status"]) for k, _, d in first.team] == [("run", "running")]  # the status change, once
     push(redis_client, [metrics_ev(rid, 2, 1, loss=0.9)])
     assert [k for k, _, _ in drain(ingestor).team] == []  # within the interval: nothing
-    ingestor.progress_every_s = 0.0
+    next(p for p in ingestor.projections if isinstance(p, RunState)).progress_every_s = 0.0
     push(redis_client, [metrics_ev(rid, 3, 2, loss=0.8, knn_top1=33.0)])
     [(kind, _team, data)] = drain(ingestor).team
     assert kind == "run" and data["step"] == 3 and data["best_knn_top1"] == 33.0
