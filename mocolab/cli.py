@@ -22,11 +22,10 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from server.runs.lifecycle import TERMINAL  # standard library only: no server runtime comes with it
+
 from .client import Client, ClientError
 from .terminal import safe
-
-TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
-ENDED = {"succeeded", "failed", "cancelled"}  # a lost run is re-queued
 
 
 def _env(name: str, default: str | None) -> str | None:
@@ -300,11 +299,11 @@ def _wait_study(client: Client, study_id: str) -> None:
     with tqdm(desc="study", unit="job", dynamic_ncols=True) as bar:
         while True:
             study = client.get(f"/studies/{study_id}")
-            done = sum(n for status, n in study["progress"].items() if status in ENDED)
+            done = sum(n for status, n in study["progress"].items() if status in TERMINAL)
             failed = sum(n for status, n in study["progress"].items() if status in ("failed", "cancelled"))
             total = study["runs"] + study["runs"] * len(study["evaluations"]) - failed * len(study["evaluations"])
             evals_ended = sum(1 for row in study["rows"] for cell in row["evals"].values()
-                              if cell["status"] in ENDED)
+                              if cell["status"] in TERMINAL)
             bar.total = total
             bar.n = done + evals_ended
             bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in sorted(study["progress"].items())))

@@ -10,10 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from server.runs.lifecycle import TERMINAL
+
 from .client import Client
 from .terminal import safe
 
-TERMINAL = {"succeeded", "failed", "cancelled"}  # a lost run is re-queued by the watchdog: not an end
 LOSS_KEYS = ("loss", "ft_loss", "linear_loss")
 TOP1_KEYS = (("knn_top1", "kNN"), ("linear_top1", "linear"), ("ft_top1", "fine-tune"))
 SHOWN = {*LOSS_KEYS, "imgs_per_s", *(k for k, _ in TOP1_KEYS)}

@@ -40,10 +40,40 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+# JSON has no NaN/Inf: non-finite floats travel as these strings (written by `encode_float`, read back by
+# `decode_float`; the server and the web UI read them the same way).
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "infinity": math.inf, "+infinity": math.inf,
+              "-inf": -math.inf, "-infinity": -math.inf}
+
+
+def encode_float(value: float) -> float | str:
+    """A float as JSON carries it: itself when finite, else 'nan', 'inf' or '-inf'."""
+    if math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def decode_float(value: Any) -> float | None:
+    """Inverse of `encode_float`, for any JSON value: a number (NaN and +-inf included) or None when it is no
+    number (bools, other strings, containers)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:  # JSON integers have no bound; a float's range does
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, str):
+        return _NONFINITE.get(value.strip().lower())
+    return None
+
+
 def finite_or_none(payload: Any) -> Any:
-    """JSON has no NaN/Inf: non-finite floats travel as the strings 'nan', 'inf', '-inf'."""
-    if isinstance(payload, float) and not math.isfinite(payload):
-        return "nan" if math.isnan(payload) else ("inf" if payload > 0 else "-inf")
+    """A payload made JSON-safe: every non-finite float, however deep, encoded by `encode_float`."""
+    if isinstance(payload, float):
+        return encode_float(payload)
     if isinstance(payload, dict):
         return {k: finite_or_none(v) for k, v in payload.items()}
     if isinstance(payload, list | tuple):

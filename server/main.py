@@ -7,12 +7,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 import redis
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import mocov3_core
 from server.auth import router as auth_router
@@ -23,10 +24,12 @@ from server.core.config import Settings, get_settings
 from server.core.db import make_engine, migrate, wait_for_db
 from server.core.errors import ERROR_RESPONSES
 from server.core.hardening import BodyLimit, SameOrigin, SecurityHeaders
+from server.core.loops import LoopState
 from server.deps import get_caller
 from server.events import router as events_router
 from server.events.bus import EventBus
 from server.events.ingest import Ingestor, run_ingest
+from server.projections import make_ingestor
 from server.runs import router as runs_router
 from server.runs.dispatch import Dispatcher
 from server.runs.watchdog import Watchdog, run_watchdog
@@ -38,9 +41,18 @@ log = logging.getLogger("mocolab.server")
 API = "/api/v1"
 
 
+class LoopHealth(BaseModel):
+    running: bool
+    failures: int = Field(description="Consecutive failed passes; 0 when the last pass succeeded.")
+    last_error: str | None
+    last_error_at: datetime | None
+
+
 class Health(BaseModel):
-    status: str
+    status: Literal["ok", "degraded"] = Field(description="degraded: a background loop is failing or stopped.")
     version: str
+    loops: dict[str, LoopHealth] = Field(default_factory=dict, description="The background loops (ingest, "
+                                         "watchdog) when this server runs them.")
 
 
 class ServerStatus(BaseModel):
@@ -60,14 +72,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dispatcher = Dispatcher(settings.redis_url)
     app.state.ingestor = None
     app.state.stream_slots = events_router.StreamSlots(settings.sse_per_token)
+    app.state.loops = {}
     error_handlers.install(app)
     logs.install()
 
     public = APIRouter(prefix=API, tags=["health"])
 
     @public.get("/health", response_model=Health)
-    def health() -> Health:
-        return Health(status="ok", version=mocov3_core.__version__)
+    def health(request: Request) -> Health:
+        loops: dict[str, LoopState] = request.app.state.loops
+        status: Literal["ok", "degraded"] = "ok" if all(s.healthy for s in loops.values()) else "degraded"
+        return Health(status=status, version=mocov3_core.__version__, loops={
+            name: LoopHealth(running=s.running, failures=s.failures, last_error=s.last_error,
+                             last_error_at=s.last_error_at) for name, s in loops.items()})
 
     api = APIRouter(prefix=API, dependencies=[Depends(get_caller)], responses=ERROR_RESPONSES)
     for module in (runs_router, events_router, workers_router, auth_router, studies_router):
@@ -105,11 +122,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     tasks: list[asyncio.Task[Any]] = []
     ingest_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     if settings.background:
-        ingestor = Ingestor.from_settings(engine, ingest_redis, settings)
+        ingestor = make_ingestor(engine, ingest_redis, settings)
         app.state.ingestor = ingestor
         watchdog = Watchdog(engine, app.state.redis, app.state.dispatcher, settings, bus)
-        tasks = [asyncio.create_task(run_ingest(ingestor=ingestor, bus=bus, stop=stop), name="ingest"),
-                 asyncio.create_task(run_watchdog(watchdog, stop, settings.watchdog_every_s), name="watchdog")]
+        loops = app.state.loops = {"ingest": LoopState("ingest"), "watchdog": LoopState("watchdog")}
+        tasks = [asyncio.create_task(run_ingest(ingestor, bus=bus, stop=stop, state=loops["ingest"]),
+                                     name="ingest"),
+                 asyncio.create_task(run_watchdog(watchdog, stop, settings.watchdog_every_s, loops["watchdog"]),
+                                     name="watchdog")]
     log.info("mocolab server: database %s, redis %s, %s", engine.url.render_as_string(hide_password=True),
              settings.redis_url, "loopback (login link allowed)" if settings.loopback else "tokens required")
     try:

@@ -17,8 +17,6 @@ from sqlmodel import Field, SQLModel
 from server.core.db import UTCDateTime, utcnow
 
 RUN_KINDS = ("pretrain", "knn", "linear", "finetune")
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 # ---------------------------------------------------------------- people

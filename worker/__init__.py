@@ -1,20 +1,36 @@
 """mocolab's GPU workers: a Celery app whose one task runs the engine with a Redis Streams sink, a per-run
 lock, cooperative cancel, resume from the last checkpoint, and a heartbeat with GPU telemetry.
 
-The Redis contract with the server is `worker.protocol`. Importing this package does not import torch or
-the Celery app; `worker.celery_app` builds the app, `worker.tasks` registers the task.
+The Redis contract with the server is `worker.protocol`. Public names load lazily, so that importing the
+package (the server imports `worker.protocol`) runs none of the worker's runtime: no runner, sink, heartbeat,
+Celery or torch. `worker.celery_app` builds the app, `worker.tasks` registers the task.
 """
 
 from __future__ import annotations
 
-from . import protocol
-from .heartbeat import Heartbeat
-from .lock import RunLock
-from .runner import execute_run
-from .settings import Settings
-from .sink import RedisStreamSink, last_seq
-from .telemetry import Telemetry
-from .workdir import ProgressSink, WorkerDir
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import protocol
+    from .heartbeat import Heartbeat
+    from .lock import RunLock
+    from .runner import execute_run
+    from .settings import Settings
+    from .sink import RedisStreamSink, last_seq
+    from .telemetry import Telemetry
+    from .workdir import ProgressSink, WorkerDir
 
 __all__ = ["Heartbeat", "ProgressSink", "RedisStreamSink", "RunLock", "Settings", "Telemetry", "WorkerDir",
            "execute_run", "last_seq", "protocol"]
+_WHERE = {"Heartbeat": "heartbeat", "ProgressSink": "workdir", "RedisStreamSink": "sink", "RunLock": "lock",
+          "Settings": "settings", "Telemetry": "telemetry", "WorkerDir": "workdir", "execute_run": "runner",
+          "last_seq": "sink"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "protocol":
+        return importlib.import_module(f"{__name__}.protocol")
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'worker' has no attribute {name!r}")

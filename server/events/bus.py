@@ -16,9 +16,22 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from server.workers.scope import scope_worker_item, visible_of
+
+
+class RunChanged(BaseModel):
+    """A change the server itself made to a run (queued, cancelled, lost, re-queued, renamed), on the run's own
+    stream beside its events. It is none of the run's events, so it has no `seq` (the key is absent, not
+    null): its SSE message has no id, and a reconnect never resumes from it."""
+
+    run_id: str
+    time: float = Field(description="Unix seconds.")
+    type: Literal["run"] = "run"
+    payload: dict[str, Any] = Field(description="The run as GET /runs/{id} shows it (RunPublic).")
 
 
 @dataclass
@@ -94,8 +107,11 @@ class EventBus:
 
     # ------------------------------------------------------------ publishing (any thread)
     def publish_events(self, events: list[dict[str, Any]]) -> None:
-        """Events as stored ({run_id, seq, time, type, payload}), in seq order per run."""
+        """Events as stored ({run_id, seq, time, type, payload}), in seq order per run, or `RunChanged`s."""
         self._call(self._publish_events, events)
+
+    def publish_run_changed(self, run_id: str, public: dict[str, Any]) -> None:
+        self.publish_events([RunChanged(run_id=run_id, time=time.time(), payload=public).model_dump()])
 
     def publish_team(self, kind: str, team_id: int | None, data: dict[str, Any],
                      run_teams: dict[str, int] | None = None) -> None:

@@ -24,6 +24,7 @@ from sqlmodel import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
+from mocov3_core.events import Event as EngineEvent
 from server.core.errors import ERROR_RESPONSES, BadRequest, TooManyRequests
 from server.deps import BusDep, CallerDep, SettingsDep, get_engine
 from server.events.bus import EventBus
@@ -45,8 +46,7 @@ _open = {"run": 0, "team": 0}
 def _events_after(engine: Engine, run_id: str, after: int) -> list[dict[str, Any]]:
     with Session(engine) as session:
         rows = repository.events_after(session, run_id=run_id, after_seq=after, limit=REPLAY_PAGE)
-        return [{"run_id": e.run_id, "seq": e.seq, "time": e.time, "type": e.type, "payload": e.payload}
-                for e in rows]
+        return [EngineEvent.model_validate(e, from_attributes=True).model_dump() for e in rows]
 
 
 def _sse(event: dict[str, Any]) -> ServerSentEvent:
@@ -172,7 +172,7 @@ async def _run_stream(request: Request, engine: Engine, bus: EventBus, run_id: s
             except TimeoutError:
                 continue
             seq = item.get("seq")
-            if seq is None:  # a state change made by the server (queued, lost, cancelled): no seq
+            if seq is None:  # a RunChanged: a state change made by the server (queued, lost, cancelled)
                 yield _sse(item)
                 continue
             if seq <= last:

@@ -26,18 +26,15 @@ from sqlalchemy import ColumnElement, Integer, and_, bindparam, func, literal_co
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from server.events import repository as repo
+from mocov3_core.events import encode_float
+from server.core import bulk
 from server.models import Metric, MetricRollup
 from server.runs.schemas import MetricSeries, RunMetrics, Value
 
 
 def encode(value: float | None) -> Value:
     """NULL is NaN (SQLite stores NaN as NULL); JSON carries non-finite numbers as strings."""
-    if value is None or math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
+    return encode_float(math.nan if value is None else value)
 
 
 ROLLUP = 64  # the fine rollups' width in steps
@@ -103,7 +100,7 @@ def refresh_rollups(session: Session, spans: dict[tuple[str, str], tuple[int, in
 
 
 def _upsert_rollups(session: Session, rows: list[dict[str, object]]) -> None:
-    repo.upsert(session, MetricRollup.__table__, rows, ["run_id", "key", "width", "bucket"],  # type: ignore[attr-defined]
+    bulk.upsert(session, MetricRollup.__table__, rows, ["run_id", "key", "width", "bucket"],  # type: ignore[attr-defined]
                 ["vmin", "vmax", "n", "n_nan", "last_step", "last_value"])
 
 

@@ -15,6 +15,7 @@ from server.core.errors import ERROR_RESPONSES
 from server.core.ratelimit import submission_quota
 from server.deps import BusDep, CallerDep, DispatcherDep, RedisDep, SessionDep, SettingsDep
 from server.runs import metrics, repository, service
+from server.runs.lifecycle import RunStatus
 from server.runs.repository import RunFilters
 from server.runs.schemas import (
     MAX_STEP,
@@ -30,7 +31,6 @@ from server.runs.schemas import (
     RunKind,
     RunMetrics,
     RunsPublic,
-    RunStatus,
     RunUpdate,
     Value,
 )

@@ -8,13 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from mocov3_core.config import MAX_NAME
+from server.runs.lifecycle import RunStatus
 from worker import protocol
 
 MAX_STEP = 2**62  # the largest step a query or body may name (SQL BIGINT holds it on every backend)
 
 RunKind = Literal["pretrain", "knn", "linear", "finetune"]
 EvalKind = Literal["knn", "linear", "finetune"]
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "lost"]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^,\x00-\x1f]+$")]
 Queue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -67,7 +67,7 @@ class RunPublic(BaseModel):
     id: str
     kind: str
     name: str | None
-    status: str
+    status: RunStatus
     project: str
     team: str
     owner: str

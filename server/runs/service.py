@@ -19,8 +19,8 @@ from server.core.config import Settings
 from server.core.db import utcnow
 from server.core.errors import Conflict, RunNotFound, SpecInvalid
 from server.events.bus import EventBus
-from server.models import TERMINAL, Run, Study
-from server.runs import repository
+from server.models import Run, Study
+from server.runs import lifecycle, repository
 from server.runs.dispatch import Dispatcher
 from server.runs.schemas import EvaluateRequest, RunCreate, RunDetail, RunUpdate
 from worker import protocol
@@ -224,15 +224,15 @@ def cancel(session: Session, *, caller: Caller, redis_client: redis.Redis, dispa
            bus: EventBus | None, run_id: str) -> RunDetail:
     """Cooperative: the worker sees the flag at its next step. A run not started yet is cancelled at once."""
     run = get(session, caller=caller, run_id=run_id)
-    if run.status in TERMINAL:
+    if run.status in lifecycle.TERMINAL:
         if run.status == "cancelled":
             return repository.to_detail(session, run)
         raise Conflict(f"run {run_id} already {run.status}")
     redis_client.set(protocol.cancel_key(run.id), "1", ex=CANCEL_FLAG_TTL)
     now = utcnow()
     run.cancel_requested, run.cancel_requested_at = True, now
-    if run.status in ("queued", "lost"):
-        run.status, run.finished_at, run.message = "cancelled", now, "cancelled before it started"
+    if lifecycle.allowed(run.status, "cancelled", "cancel"):  # not started yet: nothing to wait for
+        lifecycle.transition(run, "cancelled", "cancel", reason="cancelled before it started", at=now)
     session.add(run)
     session.commit()
     if run.status == "cancelled" and run.task_id:
@@ -248,10 +248,11 @@ def resume(session: Session, *, caller: Caller, redis_client: redis.Redis, dispa
            bus: EventBus | None, run_id: str) -> RunDetail:
     """Queue a finished-but-unsuccessful run again: same id, next attempt, from its latest checkpoint."""
     run = get(session, caller=caller, run_id=run_id)
-    if run.status not in ("failed", "cancelled", "lost"):
-        raise Conflict(f"run {run_id} is {run.status}; only failed, cancelled or lost runs resume")
+    if not lifecycle.allowed(run.status, "queued", "resume"):
+        resumable = ", ".join(s for s in lifecycle.STATUSES if lifecycle.allowed(s, "queued", "resume"))
+        raise Conflict(f"run {run_id} is {run.status}; only {resumable} runs resume")
     redis_client.delete(protocol.cancel_key(run.id))
-    requeue(run, message="resumed")
+    lifecycle.requeue(run, "resume", "resumed")
     session.add(run)
     session.commit()
     dispatch(session, dispatcher, run)
@@ -259,21 +260,13 @@ def resume(session: Session, *, caller: Caller, redis_client: redis.Redis, dispa
     return repository.to_detail(session, run)
 
 
-def requeue(run: Run, message: str) -> None:
-    run.status, run.attempt, run.message = "queued", run.attempt + 1, message
-    run.queued_at, run.dispatched_at, run.task_id = utcnow(), None, None
-    run.finished_at, run.cancel_requested, run.cancel_requested_at, run.revoked_at = None, False, None, None
-    run.worker_id = None
-
-
 def publish_run(session: Session, bus: EventBus | None, run: Run) -> None:
-    """A run's new state to the team stream and the run's own stream (no seq: it is not a worker event)."""
+    """A run's new state to the team stream and the run's own stream (a `RunChanged`: no seq)."""
     if bus is None:
         return
     public = repository.to_public(session, [run])[0].model_dump(mode="json")
     bus.publish_team("run", run.team_id, public)
-    bus.publish_events([{"run_id": run.id, "seq": None, "time": utcnow().timestamp(), "type": "run",
-                         "payload": public}])
+    bus.publish_run_changed(run.id, public)
 
 
 def _enqueue(session: Session, dispatcher: Dispatcher, bus: EventBus | None, run: Run, tags: list[str]) -> RunDetail:

@@ -11,22 +11,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import redis
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from server.core.config import Settings
 from server.core.db import utcnow, writer
+from server.core.loops import LoopState, supervise
 from server.events.bus import EventBus
 from server.models import Run
+from server.runs import lifecycle
 from server.runs.dispatch import Dispatcher
-from server.runs.service import dispatch, publish_run, queue_followups, requeue
+from server.runs.service import dispatch, publish_run, queue_followups
 from worker import protocol
 
 log = logging.getLogger("mocolab.watchdog")
@@ -71,22 +71,22 @@ class Watchdog:
             silent = int((now - seen).total_seconds())
             reason = f"lost: no heartbeat for {silent} s" + (f" from worker {run.worker_id}" if run.worker_id else "")
             if run.cancel_requested:
-                run.status, run.finished_at, run.message = "cancelled", now, f"cancelled ({reason})"
+                lifecycle.transition(run, "cancelled", "watchdog", reason=f"cancelled ({reason})", at=now)
                 result.cancelled.append(run.id)
                 self._commit(session, run)
                 continue
-            run.status, run.message = "lost", reason
+            lifecycle.transition(run, "lost", "watchdog", reason=reason, at=now)
             self._commit(session, run)
             if run.attempt < self.settings.max_attempts:
                 log.warning("run %s %s; re-queued as attempt %d", run.id, reason, run.attempt + 1)
-                requeue(run, message=f"{reason}; re-queued as attempt {run.attempt + 1}")
+                lifecycle.requeue(run, "watchdog", f"{reason}; re-queued as attempt {run.attempt + 1}")
                 self._commit(session, run)
                 dispatch(session, self.dispatcher, run)
                 result.requeued.append(run.id)
             else:
                 log.error("run %s %s; failed after %d attempts", run.id, reason, run.attempt)
-                run.status, run.finished_at = "failed", now
-                run.error = f"{reason}; gave up after {run.attempt} attempts"
+                lifecycle.transition(run, "failed", "watchdog", error=f"{reason}; gave up after {run.attempt} attempts",
+                                     at=now)
                 self._commit(session, run)
                 result.failed.append(run.id)
 
@@ -122,11 +122,11 @@ class Watchdog:
             publish_run(session, self.bus, run)
 
 
-async def run_watchdog(watchdog: Watchdog, stop: asyncio.Event, every_s: float) -> None:
-    while not stop.is_set():
-        try:
-            await asyncio.to_thread(watchdog.check)
-        except (SQLAlchemyError, redis.RedisError) as exc:
-            log.warning("watchdog pass failed (%s: %s)", type(exc).__name__, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
+async def run_watchdog(watchdog: Watchdog, stop: asyncio.Event, every_s: float,
+                       state: LoopState | None = None) -> None:
+    """A pass every `every_s`, supervised: a pass that raises is retried with back-off and shows in `state`."""
+
+    async def step() -> None:
+        await asyncio.to_thread(watchdog.check)
+
+    await supervise(state or LoopState("watchdog"), step, stop, every_s=every_s)

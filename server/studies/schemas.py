@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
+from server.runs.lifecycle import RunStatus
 from server.runs.schemas import EvalKind, Name, Queue, RunPublic, Tag, Value, _Body
 
 Path = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
@@ -71,7 +72,7 @@ class TemplatePublic(BaseModel):
 
 class EvalCell(BaseModel):
     run_id: str
-    status: str
+    status: RunStatus
     top1: float | None
 
 

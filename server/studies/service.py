@@ -18,7 +18,8 @@ from server.auth.service import Caller, get_or_create_project
 from server.core.db import utcnow
 from server.core.errors import Conflict, NotFound, SpecInvalid
 from server.events.bus import EventBus
-from server.models import TERMINAL, Metric, Project, Run, Study, Team, User
+from server.models import Metric, Project, Run, Study, Team, User
+from server.runs import lifecycle
 from server.runs import repository as runs_repo
 from server.runs import service as runs_service
 from server.runs.dispatch import Dispatcher
@@ -184,7 +185,7 @@ def cancel(session: Session, *, caller: Caller, redis_client: redis.Redis, dispa
         session.commit()
     session.expire_all()  # each run's status read afresh: one may have ended while we were here
     for run in runs:
-        if run.status in TERMINAL or (run.status == "running" and run.cancel_requested):
+        if run.status in lifecycle.TERMINAL or (run.status == "running" and run.cancel_requested):
             continue  # a run already asked to stop: asking again would only put off its revoke
         try:
             runs_service.cancel(session, caller=caller, redis_client=redis_client, dispatcher=dispatcher, bus=bus,
@@ -196,7 +197,7 @@ def cancel(session: Session, *, caller: Caller, redis_client: redis.Redis, dispa
 
 def _unended(runs: list[Run]) -> bool:
     """A run still to end, or a succeeded pretraining whose evaluations are not queued yet."""
-    return any(r.status not in TERMINAL or (r.status == "succeeded" and r.followups_pending) for r in runs)
+    return any(r.status not in lifecycle.TERMINAL or (r.status == "succeeded" and r.followups_pending) for r in runs)
 
 
 def _status(study: Study, runs: list[Run]) -> StudyStatus:

@@ -2,12 +2,22 @@
 
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from mocov3_core.events import ConsoleSink, Emitter, Event, JsonlSink, ListSink
+from mocov3_core.events import (
+    ConsoleSink,
+    Emitter,
+    Event,
+    JsonlSink,
+    ListSink,
+    decode_float,
+    encode_float,
+    finite_or_none,
+)
 
 
 def test_emitter_numbers_events_per_run_and_fans_out(tmp_path: Path) -> None:
@@ -41,3 +51,12 @@ def test_console_sink_draws_progress_and_prints_alerts() -> None:
     em.close()
     text = buf.getvalue()
     assert "4/4" in text and "ALERT [grad_spike] step 2" in text and "[succeeded] done" in text
+
+
+def test_non_finite_floats_travel_as_strings_and_come_back() -> None:
+    payload = finite_or_none({"a": [math.nan, math.inf], "b": -math.inf, "c": 1.5, "d": "text"})
+    assert payload == {"a": ["nan", "inf"], "b": "-inf", "c": 1.5, "d": "text"}
+    back = [decode_float(v) for v in (*payload["a"], payload["b"], payload["c"], " Infinity ", 10**400, -(10**400))]
+    assert math.isnan(back[0]) and back[1:] == [math.inf, -math.inf, 1.5, math.inf, math.inf, -math.inf]
+    assert [decode_float(v) for v in (True, "text", None, [1.0], {"x": 1})] == [None] * 5
+    assert [encode_float(x) for x in (math.nan, math.inf, -math.inf, 0.25)] == ["nan", "inf", "-inf", 0.25]

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine
 from server.core.config import Settings
 from server.events.ingest import Ingestor
 from server.main import create_app
+from server.projections import make_ingestor
 
 from server_factories import LiveServer, Member, make_member, start_live
 
@@ -76,7 +77,7 @@ def bob(engine: Engine) -> Member:
 
 @pytest.fixture
 def ingestor(engine: Engine, redis_client: redis.Redis) -> Ingestor:
-    return Ingestor(engine, redis_client, consumer="test", batch=100, block_ms=10, claim_idle_ms=60_000)
+    return make_ingestor(engine, redis_client, consumer="test", batch=100, block_ms=10, claim_idle_ms=60_000)
 
 
 @pytest.fixture

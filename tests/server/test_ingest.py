@@ -18,6 +18,8 @@ from sqlmodel import Session, col, select
 from server.embedded_redis import EmbeddedRedis
 from server.events.ingest import Ingestor
 from server.models import Alert, Checkpoint, EvalResult, Event, Metric, Run, Worker, WorkerHeartbeat
+from server.projections import make_ingestor
+from server.runs.projection import RunState
 from worker import protocol
 
 from server_factories import Member, drain, ev, metrics_ev, push, submit
@@ -101,7 +103,7 @@ class TestDelivery:
         # the server read the entry and died before writing it
         redis_client.xreadgroup(protocol.INGEST_GROUP, "test", {protocol.EVENTS_STREAM: ">"}, count=10)
         assert pending(redis_client) == 1 and count(engine, Event, "r5") == 0
-        restarted = Ingestor(engine, redis_client, consumer="test", block_ms=10)
+        restarted = make_ingestor(engine, redis_client, consumer="test", block_ms=10)
         assert drain(restarted).inserted == 3
         assert pending(redis_client) == 0
 
@@ -113,7 +115,7 @@ class TestDelivery:
         own = EmbeddedRedis(tmp_path / "redis").start()
         try:
             client = redis.Redis.from_url(own.url)
-            ingestor = Ingestor(engine, client, consumer="test", block_ms=10, claim_idle_ms=60_000)
+            ingestor = make_ingestor(engine, client, consumer="test", block_ms=10, claim_idle_ms=60_000)
             ingestor.ensure_group()
             push(client, [ev("r5b", 0, "log")])
             drain(ingestor)
@@ -131,7 +133,7 @@ class TestDelivery:
             own.stop()
 
     def test_entries_of_a_dead_consumer_are_claimed(self, engine: Engine, redis_client: redis.Redis) -> None:
-        other = Ingestor(engine, redis_client, consumer="other", block_ms=10, claim_idle_ms=1)
+        other = make_ingestor(engine, redis_client, consumer="other", block_ms=10, claim_idle_ms=1)
         other.ensure_group()
         push(redis_client, [ev("r6", 0, "log")])
         redis_client.xreadgroup(protocol.INGEST_GROUP, "dead-host", {protocol.EVENTS_STREAM: ">"}, count=10)
@@ -148,6 +150,32 @@ class TestDelivery:
         result = drain(ingestor)
         assert result.inserted == 2 and result.invalid == 4
         assert pending(redis_client) == 0
+        dead = redis_client.xrange(f"{protocol.EVENTS_STREAM}:dead")
+        errors = [fields[b"error"].decode() for _, fields in dead]
+        assert [e.split(":")[0] for e in errors] == ["not JSON", "no field 'b'",
+                                                      "2 of 4 events invalid (the others were stored)"]
+
+    def test_an_entry_that_fails_only_when_stored_is_dead_lettered_and_the_rest_go_on(
+            self, client: TestClient, engine: Engine, redis_client: redis.Redis, ingestor: Ingestor,
+            alice: Member) -> None:
+        """A status event whose time no datetime holds passes the schema and fails in the run's projection:
+        it once killed the ingest task, and a restart died again on the same entry."""
+        run = submit(client, alice)["id"]
+        push(redis_client, [ev(run, 0, "log", message="before")])
+        poison = push(redis_client, [ev(run, 1, "log", message="fine"), {**ev(run, 2, "status", state="running"),
+                                                                         "time": 1e20}])
+        push(redis_client, [ev(run, 3, "log", message="after")])
+        push(redis_client, [{**ev("worker:w9", 0, "heartbeat", host="h"), "time": -1e20}])  # a worker's beat too
+        result = drain(ingestor)
+        assert result.entries == 4 and pending(redis_client) == 0
+        dead = redis_client.xrange(f"{protocol.EVENTS_STREAM}:dead")
+        assert [fields[b"id"].decode() for _, fields in dead][0] == poison and len(dead) == 2
+        assert all(b"year" in f[b"error"] or b"range" in f[b"error"] for _, f in dead), dead
+        with Session(engine) as s:  # the poison's whole entry is out; the good entries around it are in
+            assert sorted(e.seq for e in s.exec(select(Event).where(Event.run_id == run))) == [0, 3]
+        push(redis_client, [ev(run, 4, "log", message="later")])  # the loop goes on
+        assert drain(ingestor).inserted == 1
+        assert drain(make_ingestor(engine, redis_client, consumer="test", block_ms=10)).entries == 0  # a restart too
 
     def test_a_value_the_database_refuses_goes_to_the_dead_letters(
             self, engine: Engine, redis_client: redis.Redis, ingestor: Ingestor) -> None:
@@ -183,7 +211,6 @@ class TestDerived:
         assert detail["status"] == "succeeded" and detail["worker_id"] == "w1"
         assert detail["started_at"] and detail["finished_at"] and detail["total_steps"] == 64
         assert detail["best_knn_top1"] == 40.0 and detail["last_seq"] == 8
-        assert (detail["knn_probe_top1"], detail["knn_probe_step"], detail["knn_eval_top1"]) == (35.0, 2, None)
         assert detail["alert_count"] == 1 and detail["model"] == "vit_micro_p7" and detail["framework"] == "mocov3"
         assert detail["dataset"] == "fashion_mnist"
         push(redis_client, [ev(rid, 4, "alert", kind="grad_spike", step=1)])  # a replay counts nothing
@@ -217,26 +244,6 @@ class TestDerived:
         assert [(e["run_id"], e["top1"]) for e in evals] == [(cid, 71.5)]
         assert count(engine, EvalResult) == 1 and count(engine, Alert) == 0 and count(engine, Checkpoint) == 1
 
-    def test_the_knn_probe_and_knn_evaluations_are_told_apart(
-            self, redis_client: redis.Redis, ingestor: Ingestor, client: TestClient, alice: Member) -> None:
-        run = submit(client, alice)
-        rid = run["id"]
-        path = str(client.app.state.settings.storage_root / "runs" / rid / "c.pt")  # type: ignore[attr-defined]
-        push(redis_client, [metrics_ev(rid, 0, 3, knn_top1=40.0), metrics_ev(rid, 1, 7, knn_top1="nan"),
-                            ev(rid, 2, "checkpoint", step=8, path=path)])
-        drain(ingestor)
-        knn = client.post(f"/api/v1/runs/{rid}/evaluate", json={"kind": "knn"}, headers=alice.headers).json()["id"]
-        linear = client.post(f"/api/v1/runs/{rid}/evaluate", json={"kind": "linear"}, headers=alice.headers).json()
-        push(redis_client, [ev(knn, 0, "eval_result", protocol="knn", top1=61.5, top5=90.0),
-                            ev(linear["id"], 0, "eval_result", protocol="linear", top1=80.0, top5=95.0)])
-        drain(ingestor)
-        rows = client.get("/api/v1/runs", headers=alice.headers).json()["data"]
-        keys = ("knn_probe_top1", "knn_probe_step", "knn_eval_top1", "best_knn_top1")
-        got = {r["id"]: tuple(r[k] for k in keys) for r in rows}
-        # the probe's latest point is NaN at step 7 (no value), the best kNN mixes both
-        assert got == {rid: (None, 7, 61.5, 61.5), knn: (None, None, 61.5, 61.5),
-                       linear["id"]: (None, None, None, None)}
-
     def test_heartbeats_keep_worker_state_and_history(self, engine: Engine, redis_client: redis.Redis,
                                                       ingestor: Ingestor, client: TestClient, alice: Member) -> None:
         run = submit(client, alice)
@@ -267,7 +274,7 @@ class TestDerived:
 
     def test_heartbeat_history_older_than_the_retention_is_deleted(self, engine: Engine,
                                                                      redis_client: redis.Redis) -> None:
-        ingestor = Ingestor(engine, redis_client, consumer="test", block_ms=10, heartbeat_retention_s=86400,
+        ingestor = make_ingestor(engine, redis_client, consumer="test", block_ms=10, heartbeat_retention_s=86400,
                             prune_every_s=0)
         wid = protocol.worker_run_id("gpu1")
         beats = [ev(wid, seq, "heartbeat", worker_id="gpu1", state="idle") for seq in range(3)]
@@ -298,13 +305,14 @@ def test_progress_reaches_the_team_stream_at_most_once_a_second(engine: Engine, 
                                                                 client: TestClient, alice: Member) -> None:
     run = submit(client, alice)
     rid = run["id"]
-    ingestor = Ingestor(engine, redis_client, consumer="progress", progress_every_s=3600)
+    ingestor = make_ingestor(engine, redis_client, consumer="progress", progress_every_s=3600)
     push(redis_client, [ev(rid, 0, "status", state="running", step=0, total_steps=10), metrics_ev(rid, 1, 0, loss=1.0)])
     first = drain(ingestor)
-    assert [(k, d["status"]) for k, _, d, _ in first.team] == [("run", "running")]  # the status change, once
+    assert [(n.kind, n.data["status"]) for n in first.team] == [("run", "running")]  # the status change, once
     push(redis_client, [metrics_ev(rid, 2, 1, loss=0.9)])
-    assert [k for k, _, _, _ in drain(ingestor).team] == []  # within the interval: nothing
-    ingestor.progress_every_s = 0.0
+    assert [n.kind for n in drain(ingestor).team] == []  # within the interval: nothing
+    next(p for p in ingestor.projections if isinstance(p, RunState)).progress_every_s = 0.0
     push(redis_client, [metrics_ev(rid, 3, 2, loss=0.8, knn_top1=33.0)])
-    [(kind, _team, data, _run_teams)] = drain(ingestor).team
+    [notice] = drain(ingestor).team
+    kind, data = notice.kind, notice.data
     assert kind == "run" and data["step"] == 3 and data["best_knn_top1"] == 33.0

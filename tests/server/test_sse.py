@@ -131,6 +131,31 @@ class TestRunStream:
         feeder.join()
         assert seqs == list(range(5, 25))
 
+    def test_a_change_the_server_makes_comes_without_seq_or_id(self, live: LiveServer, member: Member,
+                                                              redis_client: redis.Redis) -> None:
+        """The browser tells the server's own notices from the run's events by the absent seq."""
+        run_id = submit(live, member)
+        push(redis_client, [ev(run_id, 0, "log", message="hello")])
+        subscribed = threading.Event()
+
+        def cancel_once_subscribed() -> None:
+            subscribed.wait(30)
+            httpx.post(f"{live.url}/api/v1/runs/{run_id}/cancel", headers=member.headers, timeout=30)
+
+        canceller = threading.Thread(target=cancel_once_subscribed)
+        canceller.start()
+        with httpx.stream("GET", f"{live.url}/api/v1/runs/{run_id}/stream", headers=member.headers,
+                          timeout=30) as response:
+            for event in sse_events(response):
+                subscribed.set()  # an event came: the subscription exists (it is made before the replay)
+                if event.get("event") == "run":
+                    notice = event
+                    break
+        canceller.join()
+        data = json.loads(notice["data"])
+        assert "id" not in notice and "seq" not in data
+        assert (data["type"], data["run_id"], data["payload"]["status"]) == ("run", run_id, "cancelled")
+
     def test_a_slow_client_that_overflows_its_queue_still_gets_everything(
             self, settings: Settings, redis_client: redis.Redis) -> None:
         live = start_live(settings.model_copy(update={"sse_queue": 4}))

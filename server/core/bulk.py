@@ -1,4 +1,5 @@
-"""Idempotent batch writes for SQLite and PostgreSQL: insert-if-new (returning what was new) and upsert.
+"""Idempotent batch writes for SQLite and PostgreSQL: insert-if-new (returning what was new) and upsert, for
+the ingest and every domain projecting events into its tables.
 
 SQLite: the driver's own cursor, under the transaction SQLAlchemy began (BEGIN IMMEDIATE for the ingest, so
 nothing else writes between a check and an insert): one `executemany` for an upsert, and for insert-if-new
