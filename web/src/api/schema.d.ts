@@ -717,8 +717,11 @@ export interface components {
         EvalCell: {
             /** Run Id */
             run_id: string;
-            /** Status */
-            status: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "cancelled" | "lost";
             /** Top1 */
             top1: number | null;
         };
@@ -799,10 +802,21 @@ export interface components {
         };
         /** Health */
         Health: {
-            /** Status */
-            status: string;
+            /**
+             * Status
+             * @description degraded: a background loop is failing or stopped.
+             * @enum {string}
+             */
+            status: "ok" | "degraded";
             /** Version */
             version: string;
+            /**
+             * Loops
+             * @description The background loops (ingest, watchdog) when this server runs them.
+             */
+            loops?: {
+                [key: string]: components["schemas"]["LoopHealth"];
+            };
         };
         /** HeartbeatPublic */
         HeartbeatPublic: {
@@ -875,6 +889,20 @@ export interface components {
              * Format: date-time
              */
             expires_at: string;
+        };
+        /** LoopHealth */
+        LoopHealth: {
+            /** Running */
+            running: boolean;
+            /**
+             * Failures
+             * @description Consecutive failed passes; 0 when the last pass succeeded.
+             */
+            failures: number;
+            /** Last Error */
+            last_error: string | null;
+            /** Last Error At */
+            last_error_at: string | null;
         };
         /** Me */
         Me: {
@@ -979,6 +1007,16 @@ export interface components {
             spec?: {
                 [key: string]: unknown;
             } | null;
+            /**
+             * Run Id
+             * @description An evaluation (kind knn, linear or finetune): the pretraining run whose checkpoint it reads, one of your teams' (it then goes to that run's team and project). A checkpoint is named only this way, never by a path.
+             */
+            run_id?: string | null;
+            /**
+             * Checkpoint Step
+             * @description With run_id: the checkpoint's step (default: the latest).
+             */
+            checkpoint_step?: number | null;
             /** Name */
             name?: string | null;
             /**
@@ -1012,8 +1050,11 @@ export interface components {
             kind: string;
             /** Name */
             name: string | null;
-            /** Status */
-            status: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "cancelled" | "lost";
             /** Project */
             project: string;
             /** Team */
@@ -1174,8 +1215,11 @@ export interface components {
             kind: string;
             /** Name */
             name: string | null;
-            /** Status */
-            status: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "cancelled" | "lost";
             /** Project */
             project: string;
             /** Team */
