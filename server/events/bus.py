@@ -14,13 +14,11 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-
-from server.workers.scope import scope_worker_item, visible_of
 
 
 class RunChanged(BaseModel):
@@ -40,16 +38,15 @@ class TeamItem:
     kind: str  # run | alert | worker
     team_id: int | None  # None = every team (workers are shared)
     data: dict[str, Any]
-    run_teams: dict[str, int] | None = None  # a worker item: the team of each run it names
+    # an item every team gets (team_id None) whose parts are not everyone's (a worker's runs): the domain that
+    # made it says what members of given teams may see
+    scoped: Callable[[frozenset[int]], dict[str, Any]] | None = None
 
     def view(self, team_ids: frozenset[int]) -> dict[str, Any] | None:
-        """The item's data as members of `team_ids` may see it; None when it is not theirs at all. A worker
-        item goes to everyone, but the runs it names only to their teams (any other run id is blanked)."""
+        """The item's data as members of `team_ids` may see it; None when it is not theirs at all."""
         if self.team_id is not None and self.team_id not in team_ids:
             return None
-        if self.kind == "worker":
-            return scope_worker_item(self.data, visible_of(self.run_teams or {}, team_ids))
-        return self.data
+        return self.scoped(team_ids) if self.scoped is not None else self.data
 
 
 @dataclass(eq=False)
@@ -114,10 +111,10 @@ class EventBus:
         self.publish_events([RunChanged(run_id=run_id, time=time.time(), payload=public).model_dump()])
 
     def publish_team(self, kind: str, team_id: int | None, data: dict[str, Any],
-                     run_teams: dict[str, int] | None = None) -> None:
+                     scoped: Callable[[frozenset[int]], dict[str, Any]] | None = None) -> None:
         with self._lock:
             self._counter += 1
-            item = TeamItem(f"{self.epoch}-{self._counter}", kind, team_id, data, run_teams)
+            item = TeamItem(f"{self.epoch}-{self._counter}", kind, team_id, data, scoped)
             self._team_log.append(item)
         self._call(self._publish_team, item)
 
@@ -157,4 +154,4 @@ class EventBus:
         for sub in self._teams:
             data = item.view(sub.team_ids)
             if data is not None:
-                sub.put(replace(item, data=data, run_teams=None))
+                sub.put(replace(item, data=data, scoped=None))

@@ -327,7 +327,7 @@ async def run_ingest(ingestor: Ingestor, *, bus: EventBus | None = None, stop: a
             if result.published:
                 bus.publish_events(result.published)
             for n in result.team:
-                bus.publish_team(n.kind, n.team_id, n.data, n.run_teams)
+                bus.publish_team(n.kind, n.team_id, n.data, n.scoped)
 
     await supervise(state or LoopState("ingest"), step, stop)
     return ingestor.stats

@@ -8,6 +8,7 @@ is read defensively (a wrong type reads as None, text is cut to its column's wid
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +27,8 @@ class Notice:
     kind: str  # run | alert | worker
     team_id: int | None  # None: every team
     data: dict[str, Any]
-    run_teams: dict[str, int] | None = None  # a worker item: the team of each run it names (who may see which)
+    # what members of given teams may see of an item every team gets (a worker's runs are only their team's)
+    scoped: Callable[[frozenset[int]], dict[str, Any]] | None = None
 
 
 @dataclass

@@ -14,7 +14,7 @@ from server.core import bulk
 from server.core.db import utcnow
 from server.events.projection import Batch, Notice, beat_worker_id, text
 from server.models import Run, Worker, WorkerHeartbeat
-from server.workers.scope import runs_named
+from server.workers.scope import runs_named, scoped_view
 
 log = logging.getLogger("mocolab.ingest")
 
@@ -57,10 +57,9 @@ class WorkerState:
         named = runs_named(p)
         run_teams = ({r: t for r, t in session.exec(select(Run.id, Run.team_id).where(col(Run.id).in_(named)))}
                      if named else {})  # who may see which run: the stream blanks the others' (workers/scope.py)
-        batch.notices.append(Notice("worker", None, {
-            "id": worker_id, "host": worker.host, "queue": worker.queue, "version": worker.version,
-            "last_seen": worker.last_seen.isoformat(), "current_run_id": worker.current_run_id, "telemetry": p},
-            run_teams))
+        data = {"id": worker_id, "host": worker.host, "queue": worker.queue, "version": worker.version,
+                "last_seen": worker.last_seen.isoformat(), "current_run_id": worker.current_run_id, "telemetry": p}
+        batch.notices.append(Notice("worker", None, data, scoped_view(data, run_teams)))
         return True
 
     def _prune_history(self, session: Session) -> None:

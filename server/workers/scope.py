@@ -4,7 +4,7 @@ the caller cannot see is blanked, so a run whose team is unknown is hidden too."
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -40,3 +40,8 @@ def scope_worker_item(data: dict[str, Any], visible: set[str]) -> dict[str, Any]
 def visible_of(run_teams: dict[str, int], team_ids: Iterable[int]) -> set[str]:
     teams = set(team_ids)
     return {run_id for run_id, team in run_teams.items() if team in teams}
+
+
+def scoped_view(data: dict[str, Any], run_teams: dict[str, int]) -> Callable[[frozenset[int]], dict[str, Any]]:
+    """A worker item's view per caller for the team stream: `run_teams` gives the team of each run it names."""
+    return lambda team_ids: scope_worker_item(data, visible_of(run_teams, team_ids))
