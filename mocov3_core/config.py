@@ -2,7 +2,7 @@
 
 Importable without torch: the server validates specs with these models and serves their JSON Schema
 to the browser, so the form, the REST API and the CLI never drift. Every default is the paper's
-(Chen, Xie, He 2021, "MoCo v3"; `shared/reference/mocov3.md` gives the source of each number) unless
+(Chen, Xie, He 2021, "MoCo v3"; `docs/method.md` gives the source of each number) unless
 its comment says otherwise. Presets live in `presets.py` and are layered as: defaults -> preset ->
 ``--set key=value`` overrides (an unknown key is an error naming its dotted path).
 """
@@ -135,7 +135,7 @@ class ModelConfig(_Strict):
 
 
 class MocoConfig(_Strict):
-    """MoCo v3 heads, loss and momentum encoder (paper §3, §5; reference §1)."""
+    """MoCo v3 heads, loss and momentum encoder (paper §3, §5; docs/method.md §1)."""
 
     dim: int = Field(256, ge=8, le=MAX_WIDTH, description="Output dimension of projector and predictor (also the "
                      "other frameworks' heads unless their section sets dim).")
@@ -225,7 +225,7 @@ class DataConfig(_Strict):
 
 
 class AugmentConfig(_Strict):
-    """The paper's two asymmetric views (BYOL's recipe, reference §4), computed in batches on the device."""
+    """The paper's two asymmetric views (BYOL's recipe, docs/method.md §4), computed in batches on the device."""
 
     crop_min: float = Field(0.08, gt=0.0, le=1.0, description="RandomResizedCrop lower scale: 0.08 ViT, 0.2 R50.")
     jitter: tuple[_Jitter, _Jitter, _Jitter, _Hue] = Field((0.4, 0.4, 0.2, 0.1), description="Brightness, "
@@ -317,7 +317,7 @@ class FaultConfig(_Strict):
 
 # lr and wd the paper used for the other frameworks on ViT (Fig. 6: ViT-B, batch 4096; lr and wd were searched per
 # framework, §6.1). Applied when the spec leaves optim.base_lr / optim.weight_decay unset. SwAV's were not published:
-# it keeps MoCo v3's. Source: reference §6 (values via a secondary summary of Fig. 6, marked uncertain there).
+# it keeps MoCo v3's. Source: docs/method.md §6 (values via a secondary summary of Fig. 6, marked uncertain there).
 FRAMEWORK_OPTIM: dict[str, dict[str, float]] = {
     "simclr": {"base_lr": 2e-4, "weight_decay": 0.1},
     "byol": {"base_lr": 1e-4, "weight_decay": 0.03},

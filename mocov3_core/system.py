@@ -19,7 +19,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"  # bf16 autocast is ~15x slower on CPUs without native bf16 (environment.md)
+    return "fp32"  # bf16 autocast is ~15x slower on CPUs without native bf16 (docs/operations.md)
 
 
 def pin_threads(threads: int | None) -> int:

@@ -1,4 +1,4 @@
-"""Celery's delivery settings for hour-long GPU runs (`shared/reference/environment.md`, "Celery").
+"""Celery's delivery settings for hour-long GPU runs (`docs/operations.md`, "Celery").
 
 The server's producer app and every worker must use the same broker transport options: kombu restores an
 unacknowledged message after `visibility_timeout`, and a timeout shorter than a run makes it run twice.

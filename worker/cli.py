@@ -2,7 +2,7 @@
 
 One process per GPU: --gpu N sets CUDA_VISIBLE_DEVICES=N before anything touches CUDA. Without a GPU the
 pool processes get glibc malloc settings that spare a CPU run most of its page faults
-(`shared/reference/environment.md`: 11 -> 17 images/s at batch 256). Each run gets a fresh process.
+(`docs/operations.md`: 11 -> 17 images/s at batch 256). Each run gets a fresh process.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from . import protocol
 from .settings import default_worker_id
 
-# glibc: no mmap for big blocks, never trim, grow the heap in 1 GiB steps (environment.md, "PyTorch").
+# glibc: no mmap for big blocks, never trim, grow the heap in 1 GiB steps (docs/operations.md).
 CPU_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "MALLOC_TOP_PAD_": "1073741824"}
 
 

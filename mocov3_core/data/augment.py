@@ -1,4 +1,4 @@
-"""MoCo v3's two asymmetric views (BYOL's recipe; reference §4), computed in batches on the training device.
+"""MoCo v3's two asymmetric views (BYOL's recipe; docs/method.md §4), computed in batches on the training device.
 
 Per view: RandomResizedCrop -> ColorJitter (p 0.8) -> Grayscale (p 0.2) -> Gaussian blur (p 1.0 / 0.1)
 -> Solarize (p 0 / 0.2) -> HorizontalFlip (p 0.5) -> Normalize. Random choices are drawn up front into a

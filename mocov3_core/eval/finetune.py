@@ -1,4 +1,4 @@
-"""End-to-end fine-tuning with the DeiT recipe the paper used (§6.3; reference §5.3).
+"""End-to-end fine-tuning with the DeiT recipe the paper used (§6.3; docs/method.md §5.3).
 
 AdamW, lr = base x batch/512, wd 0.05, linear warmup then per-iteration cosine to min_lr, drop-path 0.1,
 label smoothing 0.1, mixup 0.8 / cutmix 1.0 (timm's Mixup), RandomResizedCrop + flip on the device.

@@ -1,4 +1,4 @@
-"""Linear probing on frozen features (paper §5; official main_lincls.py; reference §5.1).
+"""Linear probing on frozen features (paper §5; official main_lincls.py; docs/method.md §5.1).
 
 The paper's recipe: SGD (momentum 0.9, wd 0), lr = base x batch/256, cosine decay per epoch without
 warmup, 90 epochs, a Linear initialised N(0, 0.01) on the class token after the final LN, the backbone

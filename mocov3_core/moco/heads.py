@@ -1,4 +1,4 @@
-"""MLP heads of MoCo v3 (paper §5 "MLP heads"; reference §1.3).
+"""MLP heads of MoCo v3 (paper §5 "MLP heads"; docs/method.md §1.3).
 
 Every Linear is bias-free; each hidden Linear is followed by BN (affine) and ReLU; the last Linear is
 followed by BN without affine parameters (SimCLR's head "with gamma removed"), except for the ResNet

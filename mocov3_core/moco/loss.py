@@ -1,4 +1,4 @@
-"""The contrastive loss of MoCo v3 (paper Alg. 1, §3; reference §1.2).
+"""The contrastive loss of MoCo v3 (paper Alg. 1, §3; docs/method.md §1.2).
 
 ctr(q, k) = 2τ · CE(q · K^T / τ, positives on the diagonal), with q and k l2-normalised and K the keys of
 the whole global batch: under DDP the local keys are all-gathered (without gradient: keys come from the

@@ -1,6 +1,6 @@
 """The paper's Vision Transformer, built on timm's VisionTransformer.
 
-What MoCo v3 adds to a standard ViT (reference §2; official vits.py):
+What MoCo v3 adds to a standard ViT (docs/method.md §2; official vits.py):
 - a fixed 2-D sin-cos position embedding, with an all-zero slot for the class token, never trained;
 - the output is the class token after the final LayerNorm (timm's 'token' pooling);
 - qkv initialised as if Q, K and V were separate DxD matrices, every other Linear Xavier-uniform
@@ -31,7 +31,7 @@ Pool = Literal["cls", "gap", "gap_no_ln"]
 def sincos_2d(grid: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
     """[grid*grid, dim] table: concat(sin(r w), cos(r w), sin(c w), cos(c w)) for row r, column c.
 
-    Frequencies w_d = 1 / temperature^(d / (dim/4)); tokens in row-major order (reference §2.3).
+    Frequencies w_d = 1 / temperature^(d / (dim/4)); tokens in row-major order (docs/method.md §2.3).
     """
     assert dim % 4 == 0, f"embed dim {dim} must be divisible by 4 for the 2-D sin-cos embedding"
     quarter = dim // 4

@@ -1,4 +1,4 @@
-"""Streaming detectors of training instability (MoCo v3, paper §4; `shared/reference/mocov3.md` §6).
+"""Streaming detectors of training instability (MoCo v3, paper §4; `docs/method.md` §6).
 
 Pure Python (no torch): the training loop reads its scalars back from the device every few steps and
 feeds them here one step at a time. What the paper saw, and what these detectors look for:

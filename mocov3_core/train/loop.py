@@ -1,7 +1,7 @@
 """Self-supervised pretraining (MoCo v3, SimCLR, BYOL or SwAV): setup in labelled stages, then one loop over
 global steps.
 
-Per step (reference §1.2 pseudocode): look up lr and, for frameworks with a momentum encoder, m; build both
+Per step (docs/method.md §1.2 pseudocode): look up lr and, for frameworks with a momentum encoder, m; build both
 views on the device; the framework's forward of the 2B crops and its loss (`frameworks/_base.py` is the
 interface: MoCo v3's symmetrised 2τ-scaled contrastive loss by default); backward; the framework's
 after-backward hook; per-layer gradient norms and a non-finite flag computed on the device; the optimizer

@@ -1,7 +1,7 @@
 """Optimisers of the paper: AdamW (ViT), LARS (ResNet-50, 1-D tensors excluded), LAMB (paper Fig. 3).
 
 AdamW decays every trainable tensor, as the official code passes model.parameters() unfiltered
-(reference §3); `exclude_bias_norm_wd` is the common deviation. Frozen tensors have no grad and are
+(docs/method.md §3); `exclude_bias_norm_wd` is the common deviation. Frozen tensors have no grad and are
 left out. LARS and LAMB come from timm.optim.
 """
 

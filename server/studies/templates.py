@@ -3,7 +3,7 @@
 A template's axis values are the paper's; a study may replace them (a CPU-sized run rarely wants batch
 4096). Each value is a label and the spec overrides it stands for. `paper` holds the published accuracy
 per label (ImageNet, the setting named in `setting`), shown beside ours when a study uses the template;
-sources are ../shared/reference/mocov3.md sections 6 and 7 (the paper's Tables 4 and 5, Figs. 1-5).
+sources are docs/method.md §6 and §7 (the paper's Tables 4 and 5, Figs. 1-5).
 """
 
 from __future__ import annotations

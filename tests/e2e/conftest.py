@@ -26,7 +26,7 @@ WEB_DIST = ROOT / "web" / "dist"
 # screenshots are refreshed on purpose by scripts/screenshots.sh, which points this at docs/screenshots.
 SHOTS_ENV = "MOCOLAB_SCREENSHOTS"
 VIEWPORT: ViewportSize = {"width": 1366, "height": 768}
-# ../shared/reference/environment.md: what Debian's Chromium needs to run headless as root in a container
+# docs/operations.md: what Debian's Chromium needs to run headless as root in a container
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
 
