@@ -202,6 +202,33 @@ def test_knn_evaluation_started_from_the_run_page_shows_its_accuracy(page: Page,
 
 
 @pytest.mark.fmnist
+def test_evaluation_submitted_from_the_form_names_its_checkpoint_by_run(page: Page, api: Client,
+                                                                        form_run: str) -> None:
+    """The New run form of an evaluation has no checkpoint path field: it picks the pretraining run and one of
+    its steps, and the server resolves that run's checkpoint (the new run reads it, in the run's project)."""
+    expect = _expect()
+    page.goto("/new")
+    page.get_by_test_id("field-kind").select_option("knn")
+    picker = page.get_by_test_id("field-run_id")
+    expect(picker).to_be_enabled()
+    expect(page.get_by_test_id("field-checkpoint")).to_have_count(0)
+    picker.select_option(form_run)
+    steps = page.get_by_test_id("field-checkpoint_step")
+    expect(steps.locator("option[value='32']")).to_have_count(1)  # checkpoints at 16, 32, 48 and the end
+    steps.select_option("32")
+    page.get_by_test_id("field-name").fill("e2e: knn from the form")
+    page.get_by_test_id("submit-run").click()
+    expect(page).to_have_url(re.compile(r"/runs/[^/]+$"))
+    run = api.run(page.url.rsplit("/", 1)[1])
+    assert run["kind"] == "knn" and run["parent_run_id"] == form_run, run
+    prefix = f"runs/{form_run}/"
+    assert run["checkpoint"].startswith(prefix) and "32" in run["checkpoint"][len(prefix):], run["checkpoint"]
+    assert run["spec"]["checkpoint"] == run["checkpoint"]
+    page.goto("/")
+    expect(page.locator(f"[data-testid=run-row][data-run-id='{run['id']}']")).to_be_visible()
+
+
+@pytest.mark.fmnist
 def test_cancel_a_running_run(page: Page, api: Client) -> None:
     expect = _expect()
     run = api.submit({"kind": "pretrain", "preset": "fmnist_tiny", "name": "e2e: to be cancelled",
