@@ -97,10 +97,18 @@ def test_login_form_exchanges_a_token_for_a_session(anon_page: Page, stack: Stac
     expect(token).to_be_visible()
     expect(anon_page.get_by_test_id("login-submit")).to_be_disabled()
     shot(anon_page, "login")
+    token.fill("mcl_not-a-token")
+    anon_page.get_by_test_id("login-submit").click()
+    expect(anon_page.get_by_test_id("login-error")).to_contain_text("That token was not accepted")
+    urls: list[str] = []
+    anon_page.on("request", lambda r: urls.append(r.url))
     token.fill(stack.token or "")
     anon_page.get_by_test_id("login-submit").click()
     expect(anon_page.get_by_test_id("whoami")).to_contain_text("admin")
     expect(anon_page).to_have_url(re.compile(r"/$"))
+    # posted in a JSON body: in no URL, so not in the browser's history
+    assert urls and not [u for u in urls if (stack.token or "") in u], urls
+    assert (stack.token or "") not in anon_page.evaluate("window.location.href")
 
 
 def test_login_url_opens_a_session(anon_page: Page, stack: Stack) -> None:
@@ -117,6 +125,8 @@ def test_login_url_opens_a_session(anon_page: Page, stack: Stack) -> None:
     expect(anon_page.get_by_test_id("login-token")).to_be_visible()
     anon_page.goto(link["url"])  # used once already
     expect(anon_page).to_have_url(re.compile(r"/login-page\?error=invalid-code$"))
+    expect(anon_page.get_by_test_id("login-error")).to_contain_text(
+        "This sign-in link was already used or has expired: run `mocolab admin login-link` for a new one.")
 
 
 def test_a_wrong_token_is_refused(anon_page: Page) -> None:
