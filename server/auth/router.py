@@ -6,13 +6,14 @@ from datetime import timedelta
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlmodel import Session, col, select
 
 from server.auth import service
 from server.auth.schemas import (
     LoginCode,
+    LoginRequest,
     Me,
     ProjectCreate,
     ProjectPublic,
@@ -22,6 +23,7 @@ from server.auth.schemas import (
     TokenPublic,
     UserPublic,
 )
+from server.core.config import Settings
 from server.core.db import writer
 from server.core.errors import ERROR_RESPONSES, NotFound, Unauthorized
 from server.deps import CallerDep, SessionDep, SettingsDep, get_engine
@@ -88,10 +90,10 @@ def create_login_code(session: SessionDep, caller: CallerDep) -> LoginCode:
 @login_router.get("/login")
 def login(request: Request, settings: SettingsDep, code: Annotated[str | None, Query(max_length=200)] = None,
           token: Annotated[str | None, Query(max_length=200)] = None,
-          next: Annotated[str, Query(max_length=500)] = "/") -> RedirectResponse:
-    """Exchange a one-time login code (the link `mocolab up` prints) or a token (the login page's form) for an
-    HttpOnly session cookie, then go to the UI. A bad one sends a browser to the login page with the reason;
-    other clients get 401. Neither appears in the access log (server.core.logs)."""
+          next: Annotated[str, Query(max_length=500)] = "/") -> Response:
+    """Exchange a one-time login code (the link `mocolab up` prints) or a token (older login pages' form; the page
+    now POSTs it) for an HttpOnly session cookie, then go to the UI. A bad one sends a browser to the login page
+    with the reason; other clients get 401. Neither appears in the access log (server.core.logs)."""
     with Session(writer(get_engine(request))) as session:
         try:
             parent = service.redeem_login_code(session, code) if code else service.live_row(session, token)
@@ -101,11 +103,31 @@ def login(request: Request, settings: SettingsDep, code: Annotated[str | None, Q
             if "text/html" in request.headers.get("accept", ""):
                 return RedirectResponse(f"/login-page?error=invalid-{'code' if code else 'token'}", status_code=303)
             raise
-        _row, session_token = service.issue_token(session, user=caller.user, name="browser session", kind="session",
-                                                  lifetime=timedelta(days=settings.session_days), parent_id=parent.id)
-        session.commit()
+        session_token = _open_session(session, settings, parent, caller)
     target = next if next.startswith("/") and not next.startswith("//") else "/"
-    response = RedirectResponse(target, status_code=303)
+    return _with_cookie(RedirectResponse(target, status_code=303), request, settings, session_token)
+
+
+@login_router.post("/login", status_code=204)
+def login_with_token(body: LoginRequest, request: Request, settings: SettingsDep) -> Response:
+    """The login page's form: the pasted token in a JSON body (never in a URL, so never in the browser's history)
+    for an HttpOnly session cookie; 401 if it is not a live API token. A JSON body is no simple request, so a
+    cross-site page cannot send one (no preflight is answered); with a cookie, SameOrigin checks it too."""
+    with Session(writer(get_engine(request))) as session:
+        parent = service.live_row(session, body.token)
+        session_token = _open_session(session, settings, parent, service.caller_of(session, parent))
+    return _with_cookie(Response(status_code=204), request, settings, session_token)
+
+
+def _open_session(session: Session, settings: Settings, parent: ApiToken, caller: service.Caller) -> str:
+    """A browser session token minted with `parent` (revoked with it); -> the plain token for the cookie."""
+    _row, session_token = service.issue_token(session, user=caller.user, name="browser session", kind="session",
+                                              lifetime=timedelta(days=settings.session_days), parent_id=parent.id)
+    session.commit()
+    return session_token
+
+
+def _with_cookie(response: Response, request: Request, settings: Settings, session_token: str) -> Response:
     response.set_cookie(service.SESSION_COOKIE, session_token, max_age=settings.session_days * 86400, httponly=True,
                         samesite="lax", secure=settings.cookie_secure or request.url.scheme == "https", path="/")
     return response

@@ -85,3 +85,10 @@ class LoginCode(BaseModel):
     code: str = Field(description="One-time, valid for 10 minutes; only its hash is stored.")
     url: str = Field(description="Open this path on the server in a browser: it exchanges the code for a session.")
     expires_at: datetime
+
+
+class LoginRequest(BaseModel):
+    """The login page's form: a token in a JSON body, so that it stays out of URLs (history, access logs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=200)

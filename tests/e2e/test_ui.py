@@ -97,10 +97,18 @@ def test_login_form_exchanges_a_token_for_a_session(anon_page: Page, stack: Stac
     expect(token).to_be_visible()
     expect(anon_page.get_by_test_id("login-submit")).to_be_disabled()
     shot(anon_page, "login")
+    token.fill("mcl_not-a-token")
+    anon_page.get_by_test_id("login-submit").click()
+    expect(anon_page.get_by_test_id("login-error")).to_contain_text("That token was not accepted")
+    urls: list[str] = []
+    anon_page.on("request", lambda r: urls.append(r.url))
     token.fill(stack.token or "")
     anon_page.get_by_test_id("login-submit").click()
     expect(anon_page.get_by_test_id("whoami")).to_contain_text("admin")
     expect(anon_page).to_have_url(re.compile(r"/$"))
+    # posted in a JSON body: in no URL, so not in the browser's history
+    assert urls and not [u for u in urls if (stack.token or "") in u], urls
+    assert (stack.token or "") not in anon_page.evaluate("window.location.href")
 
 
 def test_login_url_opens_a_session(anon_page: Page, stack: Stack) -> None:
@@ -117,6 +125,8 @@ def test_login_url_opens_a_session(anon_page: Page, stack: Stack) -> None:
     expect(anon_page.get_by_test_id("login-token")).to_be_visible()
     anon_page.goto(link["url"])  # used once already
     expect(anon_page).to_have_url(re.compile(r"/login-page\?error=invalid-code$"))
+    expect(anon_page.get_by_test_id("login-error")).to_contain_text(
+        "This sign-in link was already used or has expired: run `mocolab admin login-link` for a new one.")
 
 
 def test_a_wrong_token_is_refused(anon_page: Page) -> None:
@@ -199,6 +209,33 @@ def test_knn_evaluation_started_from_the_run_page_shows_its_accuracy(page: Page,
     row = page.locator(f"[data-testid=run-row][data-run-id='{form_run}']")
     expect(row.get_by_test_id("run-knn-eval")).to_have_text(accuracy)
     expect(row.get_by_test_id("run-knn-probe")).to_have_text(re.compile(r"^\d{1,3}\.\d\d \(step 47\)$"))
+
+
+@pytest.mark.fmnist
+def test_evaluation_submitted_from_the_form_names_its_checkpoint_by_run(page: Page, api: Client,
+                                                                        form_run: str) -> None:
+    """The New run form of an evaluation has no checkpoint path field: it picks the pretraining run and one of
+    its steps, and the server resolves that run's checkpoint (the new run reads it, in the run's project)."""
+    expect = _expect()
+    page.goto("/new")
+    page.get_by_test_id("field-kind").select_option("knn")
+    picker = page.get_by_test_id("field-run_id")
+    expect(picker).to_be_enabled()
+    expect(page.get_by_test_id("field-checkpoint")).to_have_count(0)
+    picker.select_option(form_run)
+    steps = page.get_by_test_id("field-checkpoint_step")
+    expect(steps.locator("option[value='32']")).to_have_count(1)  # checkpoints at 16, 32, 48 and the end
+    steps.select_option("32")
+    page.get_by_test_id("field-name").fill("e2e: knn from the form")
+    page.get_by_test_id("submit-run").click()
+    expect(page).to_have_url(re.compile(r"/runs/[^/]+$"))
+    run = api.run(page.url.rsplit("/", 1)[1])
+    assert run["kind"] == "knn" and run["parent_run_id"] == form_run, run
+    prefix = f"runs/{form_run}/"
+    assert run["checkpoint"].startswith(prefix) and "32" in run["checkpoint"][len(prefix):], run["checkpoint"]
+    assert run["spec"]["checkpoint"] == run["checkpoint"]
+    page.goto("/")
+    expect(page.locator(f"[data-testid=run-row][data-run-id='{run['id']}']")).to_be_visible()
 
 
 @pytest.mark.fmnist

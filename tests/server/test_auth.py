@@ -171,6 +171,41 @@ class TestLogin:
         assert response.status_code == 303 and response.headers["location"] == "/runs"
         assert client.get("/api/v1/me").json()["user"]["name"] == "alice"
 
+    def test_the_login_page_posts_its_token_in_a_json_body(self, client: TestClient, engine: Engine,
+                                                            alice: Member) -> None:
+        """Not in a URL, so not in the browser's history: the answer is the cookie alone, no redirect."""
+        response = client.post("/login", json={"token": alice.token})
+        assert response.status_code == 204 and "location" not in response.headers
+        cookie = response.headers["set-cookie"]
+        assert "mocolab_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert alice.token not in cookie
+        assert client.get("/api/v1/me").json()["user"]["name"] == "alice"
+        assert [kind for _, kind, _, _ in tokens(engine)][-1] == "session"
+
+    def test_a_posted_bad_token_is_refused_and_sets_no_cookie(self, client: TestClient, engine: Engine,
+                                                              alice: Member) -> None:
+        wrong = client.post("/login", json={"token": "mcl_wrong"})
+        assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+        code = login_code(engine)  # a one-time code is no token either, and is not used up by trying
+        assert client.post("/login", json={"token": code}).status_code == 401
+        for body in ({}, {"token": ""}, {"token": "x" * 201}, {"token": alice.token, "next": "/"}):
+            refused = client.post("/login", json=body)
+            assert refused.status_code == 422 and "set-cookie" not in refused.headers, body
+        assert refused.json()["detail"][0]["loc"] == ["body", "next"]
+        # what a cross-site HTML form can send (text/plain, no preflight) is no JSON body: no session from it
+        form = client.post("/login", content=f'{{"token": "{alice.token}"}}', headers={"Content-Type": "text/plain"})
+        assert form.status_code == 422 and "set-cookie" not in form.headers
+        assert "session" not in [kind for _, kind, _, _ in tokens(engine)]  # none was opened
+        assert client.get(f"/login?code={code}", follow_redirects=False).status_code == 303
+
+    def test_a_posted_token_with_a_session_cookie_must_come_from_this_server(self, client: TestClient,
+                                                                               alice: Member) -> None:
+        assert client.post("/login", json={"token": alice.token}).status_code == 204  # the cookie is set now
+        cross = client.post("/login", json={"token": alice.token}, headers={"Origin": "https://evil.example"})
+        assert cross.status_code == 403 and "set-cookie" not in cross.headers
+        same = client.post("/login", json={"token": alice.token}, headers={"Origin": "http://testserver"})
+        assert same.status_code == 204 and "set-cookie" in same.headers
+
     def test_login_with_a_bad_token_is_401(self, client: TestClient) -> None:
         assert client.get("/login?token=mcl_wrong", follow_redirects=False).status_code == 401
         assert client.get("/login", follow_redirects=False).status_code == 401

@@ -169,6 +169,26 @@ export interface LeaderboardQuery {
   project?: string;
 }
 
+/**
+ * The login page's form: the token goes in a JSON body (never in a URL, so never in the browser's history) and
+ * the server answers with the session cookie. -> null when signed in, else why not.
+ */
+export async function loginWithToken(token: string): Promise<string | null> {
+  let res: Response;
+  try {
+    res = await fetch("/login", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ token }),
+    });
+  } catch {
+    return "the server cannot be reached";
+  }
+  if (res.ok) return null;
+  return res.status === 401 ? "invalid-token" : `HTTP ${res.status}`;
+}
+
 /** Export links (opened by the browser, so the session cookie goes with them). */
 export const exportUrl = {
   studyMarkdown: (id: string) => `${API}/studies/${enc(id)}/table.md`,

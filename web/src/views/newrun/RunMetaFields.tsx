@@ -1,6 +1,63 @@
-// The run's own fields above the generated form: kind, preset, project, tags, queue, notes.
+// The run's own fields above the generated form: kind, preset (a pretraining run) or the checkpoint an
+// evaluation reads (its pretraining run and step), project, tags, queue, notes.
 import { RUN_KINDS } from "../../api/types";
+import { checkpointSteps, runLabel } from "./source";
 import type { RunForm } from "./useRunForm";
+
+type ErrorOf = (k: string) => preact.JSX.Element | "" | undefined;
+
+/** An evaluation's checkpoint: a pretraining run of the team's, then one of its steps (default: the latest). */
+function SourcePicker({ form, metaError }: { form: RunForm; metaError: ErrorOf }) {
+  const { sourceRuns, sourceRun, setSourceRun, checkpoints, checkpointStep, setCheckpointStep } = form;
+  const steps = checkpoints ? checkpointSteps(checkpoints) : [];
+  const known = !sourceRun || !sourceRuns || sourceRuns.some((r) => r.id === sourceRun);
+  return (
+    <>
+      <label>
+        Pretraining run <span class="muted small">(its checkpoint is evaluated)</span>
+        <select
+          value={sourceRun}
+          data-testid="field-run_id"
+          disabled={!sourceRuns}
+          onChange={(e) => setSourceRun((e.target as HTMLSelectElement).value)}
+        >
+          <option value="">(none: a random-init or raw-pixel baseline)</option>
+          {!known && <option value={sourceRun}>{sourceRun}</option>}
+          {(sourceRuns ?? []).map((r) => (
+            <option key={r.id} value={r.id}>
+              {runLabel(r)}
+            </option>
+          ))}
+        </select>
+        {metaError("run_id")}
+      </label>
+      {sourceRun && (
+        <label>
+          Checkpoint step
+          <select
+            value={checkpointStep}
+            data-testid="field-checkpoint_step"
+            disabled={!checkpoints}
+            onChange={(e) => setCheckpointStep((e.target as HTMLSelectElement).value)}
+          >
+            <option value="">{steps.length ? `latest (step ${steps[0]})` : "latest"}</option>
+            {steps.map((s) => (
+              <option key={s} value={String(s)}>
+                step {s}
+              </option>
+            ))}
+          </select>
+          {checkpoints && !steps.length && (
+            <span class="muted small" data-testid="no-checkpoints">
+              This run has saved no checkpoint yet.
+            </span>
+          )}
+          {metaError("checkpoint_step")}
+        </label>
+      )}
+    </>
+  );
+}
 
 export function RunMetaFields({ form }: { form: RunForm }) {
   const { kind, setKind, presets, preset, setPreset, project, setProject, tags, setTags, queue, setQueue } = form;
@@ -50,15 +107,23 @@ export function RunMetaFields({ form }: { form: RunForm }) {
           {metaError("preset")}
         </label>
       )}
-      <label>
-        Project
-        <input
-          value={project}
-          data-testid="field-project"
-          onInput={(e) => setProject((e.target as HTMLInputElement).value)}
-        />
-        {metaError("project")}
-      </label>
+      {form.evaluation && <SourcePicker form={form} metaError={metaError} />}
+      {form.evaluation && form.sourceRun ? (
+        <label>
+          Project <span class="muted small">(the pretraining run's)</span>
+          <input value={form.sourceRuns?.find((r) => r.id === form.sourceRun)?.project ?? ""} disabled />
+        </label>
+      ) : (
+        <label>
+          Project
+          <input
+            value={project}
+            data-testid="field-project"
+            onInput={(e) => setProject((e.target as HTMLInputElement).value)}
+          />
+          {metaError("project")}
+        </label>
+      )}
       <label>
         Tags <span class="muted small">(comma-separated)</span>
         <input value={tags} data-testid="field-tags" onInput={(e) => setTags((e.target as HTMLInputElement).value)} />

@@ -1,13 +1,22 @@
 // The new-run form's state: presets, the kind's JSON Schema and the cloned run loaded; the texts of the
 // fields (reset when the schema, preset or clone changes), the overrides they make against the preset, the
-// errors (the browser's own, then the API's 422 by field) and the submission.
+// errors (the browser's own, then the API's 422 by field) and the submission. An evaluation names the
+// checkpoint it reads by its pretraining run and step (source.ts), not by the spec's path field.
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { api, ApiError } from "../../api/client";
-import type { PresetPublic, RunDetail } from "../../api/types";
+import type { CheckpointPublic, PresetPublic, RunDetail, RunPublic } from "../../api/types";
 import { errorsByField, fieldsOf, overridesOf, toText, valuesOf, type FieldDef, type Schema } from "../../form/schema";
 import { navigate } from "../../router";
+import {
+  CHECKPOINT_FIELD,
+  isEvaluation,
+  moveCheckpointError,
+  pretrainChoices,
+  SOURCE_FIELDS,
+  sourceFields,
+} from "./source";
 
-const META = ["kind", "preset", "project", "tags", "queue", "notes"];
+const META = ["kind", "preset", "project", "tags", "queue", "notes", ...SOURCE_FIELDS];
 
 export type RunForm = ReturnType<typeof useRunForm>;
 
@@ -26,6 +35,10 @@ export function useRunForm(query: URLSearchParams) {
   const [queue, setQueue] = useState("");
   const [notes, setNotes] = useState("");
   const [submitting, setSubmitting] = useState(false);
+  const [sourceRuns, setSourceRuns] = useState<RunPublic[] | null>(null);
+  const [sourceRun, setSourceRun] = useState(query.get("run_id") ?? "");
+  const [checkpoints, setCheckpoints] = useState<CheckpointPublic[] | null>(null);
+  const [checkpointStep, setCheckpointStep] = useState(""); // "" = the latest
 
   useEffect(() => {
     api
@@ -52,6 +65,7 @@ export function useRunForm(query: URLSearchParams) {
         setTags(r.tags.join(", "));
         setQueue(r.queue);
         setNotes(r.notes ? `Clone of ${r.id}. ${r.notes}` : `Clone of ${r.id}.`);
+        if (r.kind !== "pretrain" && r.parent_run_id) setSourceRun(r.parent_run_id);
       })
       .catch(setLoadError);
   }, [cloneId]);
@@ -61,7 +75,39 @@ export function useRunForm(query: URLSearchParams) {
     api.schema(kind).then(setSchema).catch(setLoadError);
   }, [kind]);
 
-  const fields: FieldDef[] = useMemo(() => (schema ? fieldsOf(schema) : []), [schema]);
+  // The team's pretraining runs, once an evaluation is chosen; the first is picked unless one already is.
+  const evaluation = isEvaluation(kind);
+  useEffect(() => {
+    if (!evaluation || sourceRuns) return;
+    api
+      .runs({ kind: "pretrain", limit: 200 })
+      .then((page) => {
+        const runs = pretrainChoices(page.data);
+        setSourceRuns(runs);
+        setSourceRun((cur) => cur || (cloneId ? "" : (runs[0]?.id ?? "")));
+      })
+      .catch(setLoadError);
+  }, [evaluation]);
+
+  // The chosen run's checkpoints (for the step picker); the step goes back to "latest" on each new run.
+  useEffect(() => {
+    setCheckpoints(null);
+    setCheckpointStep("");
+    if (!evaluation || !sourceRun) return;
+    const ctl = new AbortController();
+    api
+      .checkpoints(sourceRun, ctl.signal)
+      .then(setCheckpoints)
+      .catch((err) => {
+        if ((err as Error).name !== "AbortError") setCheckpoints([]);
+      });
+    return () => ctl.abort();
+  }, [evaluation, sourceRun]);
+
+  const fields: FieldDef[] = useMemo(
+    () => (schema ? fieldsOf(schema).filter((f) => !(isEvaluation(kind) && f.path === CHECKPOINT_FIELD)) : []),
+    [schema],
+  );
   const presetTree = (kind === "pretrain" && presets?.find((p) => p.name === preset)?.overrides) || {};
   // The baseline that overrides are measured against: schema defaults with the preset on top.
   const base = useMemo(() => valuesOf(fields, presetTree), [fields, preset, presets]);
@@ -124,13 +170,15 @@ export function useRunForm(query: URLSearchParams) {
       notes,
     };
     if (kind === "pretrain" && preset) body.preset = preset;
+    Object.assign(body, sourceFields(kind, sourceRun, checkpointStep));
     if (queue.trim()) body.queue = queue.trim();
     try {
       const run = await api.submit(body);
       navigate(`/runs/${encodeURIComponent(run.id)}`);
     } catch (err) {
       if (err instanceof ApiError && err.validation.length) {
-        setErrors(errorsByField(err.validation, [...fields.map((f) => f.path), ...META]));
+        const paths = [...fields.map((f) => f.path), ...META, CHECKPOINT_FIELD];
+        setErrors(moveCheckpointError(errorsByField(err.validation, paths)));
         focusFirstError();
       } else {
         setErrors({ "": err instanceof Error ? err.message : String(err) });
@@ -159,6 +207,13 @@ export function useRunForm(query: URLSearchParams) {
     notes,
     setNotes,
     submitting,
+    evaluation,
+    sourceRuns,
+    sourceRun,
+    setSourceRun,
+    checkpoints,
+    checkpointStep,
+    setCheckpointStep,
     fields,
     base,
     overrides,
