@@ -1,4 +1,5 @@
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,14 +19,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """TEST_REDIS_URL when given (CI may point it at the machine's Redis), else an embedded redis-server."""
+    """TEST_REDIS_URL when given (CI may point it at the machine's Redis), else an embedded redis-server behind a
+    password, as `mocolab up` runs it (every client the tests start must carry it)."""
     url = os.environ.get("TEST_REDIS_URL")
     if url:
         yield url
         return
     from server.embedded_redis import EmbeddedRedis
 
-    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), password=secrets.token_urlsafe(16)) as server:
         yield server.url
 
 
