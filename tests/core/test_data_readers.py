@@ -218,12 +218,12 @@ def test_load_dataset_idx_limit_and_overrides(tmp_path: Path) -> None:
     assert isinstance(train, ArraySet) and len(train) == 12
     test = load_dataset(DataConfig(dataset="idx", root=str(root)), train=False)
     assert len(test) == 6 and test.mean == pytest.approx(train.mean)  # eval uses the train split's stats
-    cfg = DataConfig(dataset="idx", root=str(root), limit=5, mean=(0.1, 0.2, 0.3), std=(1.0, 2.0, 3.0))
+    cfg = DataConfig(dataset="idx", root=str(root), limit=5, mean=(0.1, 0.2, 0.3), std=(0.2, 0.3, 0.4))
     small = load_dataset(cfg, train=True)
     again = load_dataset(cfg, train=True)
     assert isinstance(small, ArraySet) and isinstance(again, ArraySet)
     assert len(small) == 5 and torch.equal(small.images, again.images)  # seeded subset
-    assert small.mean == (0.1, 0.2, 0.3) and small.std == (1.0, 2.0, 3.0)
+    assert small.mean == (0.1, 0.2, 0.3) and small.std == (0.2, 0.3, 0.4)
     assert len(load_dataset(cfg, train=False)) == 6  # limit applies to training only
 
 
