@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlmodel import Session, col, select
 
@@ -90,9 +91,21 @@ def create_project(session: Session, *, team: Team, name: str) -> Project:
     return project
 
 
-def create_token(session: Session, *, user: User, name: str) -> str:
-    """A new API token for `user`; -> the plaintext, which is not stored (show it once)."""
-    _row, plain = issue_token(session, user=user, name=name)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _lifetime(text: str) -> timedelta:
+    """'90d', '12h', '30m', '3600' (seconds) -> a timedelta, within the API's bounds (60 s to 10 years)."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    if not number.isdigit() or not 60 <= int(number) * _UNITS[unit] <= 10 * 366 * 86400:
+        raise argparse.ArgumentTypeError(f"expected a duration from 60s to 3660d such as 90d or 12h, got {text!r}")
+    return timedelta(seconds=int(number) * _UNITS[unit])
+
+
+def create_token(session: Session, *, user: User, name: str, lifetime: timedelta | None = None) -> str:
+    """A new API token for `user` (expiring after `lifetime`, if given); -> the plaintext, which is not stored
+    (show it once)."""
+    _row, plain = issue_token(session, user=user, name=name, lifetime=lifetime)
     session.commit()
     return plain
 
@@ -197,6 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create-token", help="a new API token for a user, printed once")
     p.add_argument("user")
     p.add_argument("--name", default="cli")
+    p.add_argument("--expires-in", type=_lifetime, default=None, metavar="N[smhd]",
+                   help="the token stops working after this long (e.g. 90d, 12h; at least 60 s); default: never")
     p = sub.add_parser("revoke-token", help="revoke tokens by the prefix shown in list-tokens")
     p.add_argument("prefix")
     sub.add_parser("list-users")
@@ -232,7 +247,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
             elif args.command == "create-project":
                 out(f"project {create_project(s, team=get_team(s, name=args.team), name=args.name).name} created\n")
             elif args.command == "create-token":
-                out(create_token(s, user=get_user(s, name=args.user), name=args.name) + "\n")
+                out(create_token(s, user=get_user(s, name=args.user), name=args.name, lifetime=args.expires_in) + "\n")
             elif args.command == "revoke-token":
                 out(f"{revoke_token(s, prefix=args.prefix)} token(s) revoked\n")
             elif args.command == "list-users":

@@ -28,6 +28,7 @@ from sqlmodel import Session, col, select
 
 from mocov3_core.events import encode_float
 from server.core import bulk
+from server.core.spreadsheet import cell
 from server.models import Metric, MetricRollup
 from server.runs.schemas import MetricSeries, RunMetrics, Value
 
@@ -236,7 +237,7 @@ def csv_rows(session: Session, *, run_id: str, chunk: int = 50_000) -> Iterator[
     keys = keys_of(session, run_id=run_id)
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["step", *keys])
+    writer.writerow(["step", *(cell(k) for k in keys)])  # keys are whatever a worker sent: no formulas
     index = {k: i for i, k in enumerate(keys)}
     current: int | None = None
     row: list[object] = []

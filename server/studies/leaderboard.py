@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from mocov3_core.presets import build_spec
 from server.auth.service import Caller
+from server.core.spreadsheet import cell
 from server.models import EvalResult, Project, Run, User
 from server.studies.schemas import LeaderboardRow
 
@@ -89,14 +90,6 @@ def rows(session: Session, *, caller: Caller, protocol: str | None, dataset: str
 def _config_text(config: dict[str, Any]) -> str:
     return "; ".join(f"{k}={v}" for k, v in sorted(config.items()))
 
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def cell(text: str) -> str:
-    """A text cell a spreadsheet will not run: one starting like a formula gets a leading apostrophe (OWASP's
-    advice against CSV injection). Only text cells: the numbers (rank, top-1) are written as numbers."""
-    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def to_csv(data: list[LeaderboardRow]) -> str:

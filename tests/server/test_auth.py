@@ -385,3 +385,22 @@ class TestAdminCli:
         assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
         assert admin.main(["login-link"], settings) == 0
         assert capsys.readouterr().out.startswith("http://127.0.0.1:8000/login?code=mlc_")
+
+    def test_create_token_that_expires(self, settings: Settings, client: TestClient,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+        assert admin.main(["create-user", "gail"], settings) == 0
+        assert admin.main(["create-token", "gail", "--name", "ci", "--expires-in", "2h"], settings) == 0
+        token = capsys.readouterr().out.strip().splitlines()[-1]
+        assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        with admin.admin_session(settings) as s:
+            row = s.exec(select(ApiToken).where(ApiToken.name == "ci")).one()
+            assert row.expires_at is not None
+            lifetime = row.expires_at.replace(tzinfo=None) - row.created_at.replace(tzinfo=None)
+            assert abs(lifetime.total_seconds() - 7200) < 60
+        for bad in ["2x", "30", "0d", "-1h", "9999d", ""]:
+            with pytest.raises(SystemExit) as exit_info:
+                admin.main(["create-token", "gail", f"--expires-in={bad}"], settings)
+            assert exit_info.value.code == 2
+            assert "expected a duration from 60s to 3660d" in capsys.readouterr().err, bad
+        with admin.admin_session(settings) as s:  # nothing minted by the refused calls
+            assert len(s.exec(select(ApiToken).where(ApiToken.user_id == row.user_id)).all()) == 1

@@ -96,6 +96,17 @@ class TestExport:
         assert rows == [["step", "knn_top1", "loss", "lr"], ["0", "", "4.0", "0.001"], ["1", "12.5", "3.5", "0.002"],
                         ["2", "", "nan", ""]]
 
+    def test_csv_header_cells_that_start_like_a_formula_are_escaped(self, client: TestClient,
+                                                                     redis_client: redis.Redis, ingestor: Ingestor,
+                                                                     alice: Member) -> None:
+        """A metric key is whatever a worker sent: opened in a spreadsheet, it must not run as a formula."""
+        run = submit(client, alice)
+        push(redis_client, [metrics_ev(run["id"], 0, 0, **{"=HYPERLINK(1)": 1.0, "@sum": 2.0, "loss": -3.0})])
+        drain(ingestor)
+        rows = list(csv.reader(io.StringIO(client.get(f"/api/v1/runs/{run['id']}/export.csv",
+                                                      headers=alice.headers).text)))
+        assert rows == [["step", "'=HYPERLINK(1)", "'@sum", "loss"], ["0", "1.0", "2.0", "-3.0"]]  # numbers stay
+
     def test_csv_of_a_long_run_streams_every_step(self, client: TestClient, redis_client: redis.Redis,
                                                   ingestor: Ingestor, alice: Member) -> None:
         run = submit(client, alice)
