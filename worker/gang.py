@@ -10,14 +10,14 @@ under the key ``agent``::
               "slots": [{"device": 0, "run_id": "ab12" | null, "attempt": 2 | null}, ...]}
 
 Slots. ``slots_key(agent_id)`` is a hash: field = device index, value = the gang token
-``<run_id>.<attempt>`` holding it; a missing field is a free device. It is the one authority on who holds a
+``<run_id>.<attempt>.<nonce>`` holding it; a missing field is a free device. It is the one authority on who holds a
 device: the scheduler reserves with RESERVE (every device of every machine of the gang, or none), and each
 agent gives its own devices back with RELEASE (only those still held by that token). An agent clears its hash
 when it starts (a device held by its previous life is free again).
 
 Gangs. ``gang_key(token)`` is a hash the scheduler creates with the reservation:
 
-    nodes, gpus_per_node, members (JSON list of agent ids, node order), devices (JSON {agent: [devices]}),
+    run_id, attempt, nodes, gpus_per_node, members (JSON list of agent ids, node order), devices (JSON {agent: [devices]}),
     created (unix s), queue, rdzv_port (written by member 0 once it picked a free port),
     joined:<agent> (unix s, when that member's node task took its devices),
     exit:<agent> (torchrun's exit code on that member), error:<agent> (JSON: rank, host, message),
@@ -31,6 +31,7 @@ others through torchrun's c10d rendezvous at ``<host of member 0>:<rdzv_port>`` 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from . import protocol
 
 GANG_TTL_S = 30 * 24 * 3600  # a gang's hash outlives any run; deleted when the run's attempt ends
 FORM_TIMEOUT_S = 60.0  # default time a reserved gang has to form before its devices go back
+ACTIVE_KEY = f"{protocol.PREFIX}:gangs"  # a set: the tokens of gangs the scheduler still watches
 
 _RESERVE = """
 local token = ARGV[1]
@@ -67,13 +69,18 @@ return n
 """
 
 
-def token(run_id: str, attempt: int) -> str:
-    return f"{run_id}.{attempt}"
+def token(run_id: str, attempt: int, nonce: str | None = None) -> str:
+    """A gang's name: the run, its attempt and a nonce, so that a run placed again within one attempt (its
+    machines shut down and handed it back) never shares a name, nor a device release, with its last gang."""
+    return f"{run_id}.{attempt}.{nonce or secrets.token_hex(3)}"
 
 
 def parse_token(value: str) -> tuple[str, int] | None:
-    run_id, _, attempt = value.rpartition(".")
-    return (run_id, int(attempt)) if run_id and attempt.isdigit() else None
+    """-> (run id, attempt) of a gang token, or None."""
+    parts = value.rsplit(".", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
 
 
 def slots_key(agent_id: str) -> str:
@@ -174,7 +181,8 @@ def create_gang(r: redis.Redis, gang_token: str, *, members: list[str], devices:
     key = gang_key(gang_token)
     pipe = r.pipeline(transaction=True)
     pipe.delete(key)
-    pipe.hset(key, mapping={"nodes": len(members), "gpus_per_node": gpus_per_node, "members": json.dumps(members),
+    run = parse_token(gang_token)
+    pipe.hset(key, mapping={"run_id": run[0] if run else "", "attempt": run[1] if run else 0, "nodes": len(members), "gpus_per_node": gpus_per_node, "members": json.dumps(members),
                             "devices": json.dumps(dict(devices)), "created": time.time(), "queue": queue})
     pipe.expire(key, GANG_TTL_S)
     pipe.execute()

@@ -45,6 +45,31 @@ def shutdown_distributed(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any: a stop asked of rank 0 (a cancel, a shutdown) stops all
+    ranks at the same step, so none is left waiting in a collective for a peer that has left the loop."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+# What gloo and NCCL say when a peer process or its machine went away (their errors are RuntimeErrors).
+_PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "socket timeout",
+              "timed out", "nccl communicator was aborted", "ncclremoteerror", "ncclsystemerror")
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """`exc` says another rank is gone (its process died, its machine went away), not that this rank failed:
+    the run should be resumed on machines that work, not marked failed."""
+    dist_error = getattr(dist, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(p in text for p in _PEER_LOST)
+
+
 def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(t)

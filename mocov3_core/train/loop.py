@@ -38,7 +38,7 @@ from .checkpoint import (
     set_rng_state,
     write_index,
 )
-from .distributed import DistInfo, all_reduce_mean, init_distributed, shutdown_distributed
+from .distributed import DistInfo, all_reduce_mean, any_rank, init_distributed, peer_lost, shutdown_distributed
 from .optim import build_optimizer, supports_found_inf
 from .schedules import learning_rate, momentum, scaled_lr
 
@@ -470,7 +470,7 @@ class Pretrainer:
         tick = time.perf_counter()
         status, reason = "succeeded", ""
         while step < self.end_step:
-            if self.should_stop():
+            if any_rank(self.should_stop(), self.dist, self.device):
                 status, reason = "stopped", "stop requested"
                 break
             pending.append((step, self.train_step(step)))
@@ -538,7 +538,11 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | 
     try:
         result = trainer.run(resume, delivered_seq)
     except Exception as exc:
-        trainer.emitter.emit("status", state="failed", message=f"{type(exc).__name__}: {exc}")
+        if trainer.dist.enabled and peer_lost(exc):  # not this run's failure: the caller resumes it elsewhere
+            trainer.emitter.emit("log", level="error", message=f"rank {trainer.dist.rank}: lost a peer: "
+                                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+        else:
+            trainer.emitter.emit("status", state="failed", message=f"{type(exc).__name__}: {exc}")
         raise
     shutdown_distributed(trainer.dist)
     return result
