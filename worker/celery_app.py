@@ -43,6 +43,10 @@ def _on_worker_init(**_: Any) -> None:
 
     settings = Settings.from_env()
     WorkerDir(settings.spool_dir, settings.worker_id).clear_stop()
+    if settings.agent_devices:
+        from .agent import reset_slots
+
+        reset_slots(settings)
     _heartbeat = Heartbeat(settings).start()
     log.info("worker %s: queue %s, heartbeat every %.0f s", settings.worker_id, settings.queue,
              protocol.HEARTBEAT_INTERVAL_S)

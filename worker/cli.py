@@ -1,4 +1,6 @@
-"""`python -m worker --queue Q [--gpu N]` (and `mocolab worker`): one Celery worker with its heartbeat.
+"""`python -m worker --queue Q [--gpu N | --gpus all|0,1|cpu:N]` (and `mocolab worker`): one Celery worker with
+its heartbeat. With --gpus it is an agent (worker/agent.py): it owns those devices and the server's scheduler
+places runs on them, one device or many, alone or with other machines.
 
 One process per GPU: --gpu N sets CUDA_VISIBLE_DEVICES=N before anything touches CUDA. Without a GPU the
 pool processes get glibc malloc settings that spare a CPU run most of its page faults
@@ -25,6 +27,10 @@ def parser(prog: str = "python -m worker") -> argparse.ArgumentParser:
                     help="the Celery queue to take runs from (default: MOCOLAB_QUEUE, else %(default)s)")
     ap.add_argument("--gpu", type=int, default=None,
                     help="the GPU index this worker owns (sets CUDA_VISIBLE_DEVICES); default: none given")
+    ap.add_argument("--gpus", default=None, metavar="all|0,1,3|cpu:N",
+                    help="run as an agent that owns these devices and runs any mix of runs on them, one GPU or many, "
+                         "across machines with other agents (all: every GPU; cpu:N: N CPU slots); the scheduler "
+                         "places runs on them. Without it: a one-GPU worker on the shared queue")
     ap.add_argument("--concurrency", "-c", type=int, default=1,
                     help="runs at once (default 1: one worker per GPU; more only for CPU runs)")
     ap.add_argument("--redis-url", default=None, help="broker and events Redis (default: REDIS_URL)")
@@ -55,7 +61,14 @@ def configure(args: argparse.Namespace, environ: dict[str, str] | None = None) -
                        (args.spool_dir, "MOCOLAB_SPOOL_DIR")):
         if flag:
             changes[name] = str(flag)
-    if args.gpu is not None:
+    if getattr(args, "gpus", None):
+        from .agent import parse_devices
+
+        kind, devices = parse_devices(args.gpus)
+        changes["MOCOLAB_AGENT_DEVICES"] = f"cpu:{len(devices)}" if kind == "cpu" else ",".join(map(str, devices))
+        if kind == "cpu":
+            changes.update({k: v for k, v in CPU_MALLOC_ENV.items() if k not in env})
+    elif args.gpu is not None:
         changes.update(MOCOLAB_GPU=str(args.gpu), CUDA_VISIBLE_DEVICES=str(args.gpu))
     elif env.get("CUDA_VISIBLE_DEVICES", None) == "" or gpu_count() == 0:
         changes.update({k: v for k, v in CPU_MALLOC_ENV.items() if k not in env})
@@ -69,13 +82,23 @@ def main(argv: list[str] | None = None, prog: str = "python -m worker") -> int:
     args = ap.parse_args(argv)
     if args.concurrency < 1:
         ap.error("--concurrency must be at least 1")
-    configure(args)
+    if args.gpus is not None and args.gpu is not None:
+        ap.error("--gpus (an agent owning several devices) and --gpu (a one-GPU worker) exclude each other")
+    try:
+        configure(args)
+    except ValueError as exc:
+        ap.error(str(exc))
     from .celery_app import app
     from .settings import Settings
 
     app.conf.broker_url = Settings.from_env().redis_url  # in case the app was imported before configure()
     worker_id = os.environ["MOCOLAB_WORKER_ID"]
-    app.worker_main(["worker", "--queues", args.queue, "--concurrency", str(args.concurrency), "--pool", "prefork",
+    queue, concurrency = args.queue, args.concurrency
+    if args.gpus is not None:  # an agent: only its own node tasks, one pool process per device it owns
+        from .gang import node_queue
+
+        queue, concurrency = node_queue(worker_id), len(Settings.from_env().agent_devices)
+    app.worker_main(["worker", "--queues", queue, "--concurrency", str(concurrency), "--pool", "prefork",
                      "--max-tasks-per-child", "1", "--hostname", f"{worker_id}@%h", "--loglevel", args.loglevel,
                      "--without-gossip"])
     return 0

@@ -17,7 +17,8 @@ when it starts (a device held by its previous life is free again).
 
 Gangs. ``gang_key(token)`` is a hash the scheduler creates with the reservation:
 
-    run_id, attempt, nodes, gpus_per_node, members (JSON list of agent ids, node order), devices (JSON {agent: [devices]}),
+    run_id, attempt, nodes, gpus_per_node, members (JSON list of agent ids, node order),
+    devices (JSON {agent: [devices]}),
     created (unix s), queue, rdzv_port (written by member 0 once it picked a free port),
     joined:<agent> (unix s, when that member's node task took its devices),
     exit:<agent> (torchrun's exit code on that member), error:<agent> (JSON: rank, host, message),
@@ -163,7 +164,8 @@ def reserve(r: redis.Redis, gang_token: str, devices: Mapping[str, list[int]]) -
     """Hold every listed device of every agent for `gang_token`, or (one of them taken) none: -> held."""
     agents = list(devices)
     script = r.register_script(_RESERVE)
-    return bool(script(keys=[slots_key(a) for a in agents], args=[gang_token, json.dumps([devices[a] for a in agents])]))
+    wanted = json.dumps([devices[a] for a in agents])
+    return bool(script(keys=[slots_key(a) for a in agents], args=[gang_token, wanted]))
 
 
 def release(r: redis.Redis, agent_id: str, gang_token: str, devices: Iterable[int]) -> int:
@@ -182,7 +184,8 @@ def create_gang(r: redis.Redis, gang_token: str, *, members: list[str], devices:
     pipe = r.pipeline(transaction=True)
     pipe.delete(key)
     run = parse_token(gang_token)
-    pipe.hset(key, mapping={"run_id": run[0] if run else "", "attempt": run[1] if run else 0, "nodes": len(members), "gpus_per_node": gpus_per_node, "members": json.dumps(members),
+    pipe.hset(key, mapping={"run_id": run[0] if run else "", "attempt": run[1] if run else 0,
+                            "nodes": len(members), "gpus_per_node": gpus_per_node, "members": json.dumps(members),
                             "devices": json.dumps(dict(devices)), "created": time.time(), "queue": queue})
     pipe.expire(key, GANG_TTL_S)
     pipe.execute()

@@ -61,7 +61,13 @@ class Heartbeat:
                 "version": mocov3_core.__version__, "started_at": self.started_at,
                 "state": state or ("busy" if runs else "idle"), "run_id": current.get("run_id"),
                 "step": current.get("step"), "runs": [{"run_id": r["run_id"], "step": r.get("step")} for r in runs],
-                "interval_s": self.interval, **self.telemetry.snapshot()}
+                "interval_s": self.interval, **self.telemetry.snapshot(), **self._agent()}
+
+    def _agent(self) -> dict[str, Any]:
+        from .agent import agent_info
+
+        info = agent_info(self.settings, self.redis)
+        return {"agent": info} if info is not None else {}
 
     def _next_seq(self) -> int:
         # time-based, so a worker restarted under the same id keeps counting upwards

@@ -45,6 +45,10 @@ EVENTS_STREAM = f"{PREFIX}:events"
 INGEST_GROUP = "ingest"
 EVENTS_MAXLEN = 1_000_000
 TASK_RUN = "mocolab.run.execute"
+# An agent's part of a run the scheduler placed (worker/gang.py): args (run_id, kind, spec, attempt, placement),
+# sent to the agent's own queue; placement = {gang, members, hosts, devices: {agent: [int]}, gpus_per_node,
+# form_timeout_s}.
+TASK_NODE = "mocolab.run.node"
 # Run ids name folders on the workers' storage: a worker refuses any other (a uuid4 hex is fine).
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 DEFAULT_QUEUE = "gpu"

@@ -9,6 +9,8 @@ MOCOLAB_WORKER_ID    the worker's name in heartbeats and locks (default <host>-<
 MOCOLAB_DATASET_ROOTS folders a spec's data.root may point into, separated by ':' or ','; empty = <storage>/datasets
                      and /usr/share/datasets (the server's rule: the worker checks again, trusting nothing it is sent)
 MOCOLAB_MAX_DELIVERIES  deliveries of one attempt whose process died before the run is failed (default 3)
+MOCOLAB_AGENT_DEVICES  an agent's devices: '0,1,3' (GPUs) or 'cpu:N' (N CPU slots); empty = a one-GPU worker
+                     (`mocolab worker --gpus ...` sets it; see worker/agent.py)
 MOCOLAB_SPOOL_DIR    local folder for events held while Redis is unreachable, and the files the worker's processes
                      share (default ./.mocolab/spool; keep it on a local disk, one per host)
 """
@@ -38,6 +40,8 @@ class Settings:
     spool_dir: Path = Path(".mocolab/spool")
     dataset_roots: tuple[Path, ...] = ()
     max_deliveries: int = protocol.MAX_DELIVERIES
+    agent_devices: tuple[int, ...] = ()  # an agent's devices (empty: a one-GPU worker on the shared queue)
+    agent_kind: str = "gpu"  # "gpu", or "cpu" for CPU slots
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage", Path(self.storage))  # accept strings from callers and tests
@@ -56,6 +60,15 @@ class Settings:
         gpu = get("MOCOLAB_GPU")
         if gpu and not gpu.isdigit():
             raise ValueError(f"MOCOLAB_GPU: expected a GPU index such as 0, got {gpu!r}")
+        kind, devices = "gpu", tuple[int, ...]()
+        agent = get("MOCOLAB_AGENT_DEVICES")
+        if agent:
+            if agent.lower().startswith("cpu:") and agent[4:].isdigit() and int(agent[4:]) >= 1:
+                kind, devices = "cpu", tuple(range(int(agent[4:])))
+            elif all(p.strip().isdigit() for p in agent.split(",")):
+                devices = tuple(sorted({int(p) for p in agent.split(",")}))
+            else:
+                raise ValueError(f"MOCOLAB_AGENT_DEVICES: expected GPU indices such as 0,1,3 or cpu:N, got {agent!r}")
         deliveries = get("MOCOLAB_MAX_DELIVERIES")
         if deliveries and not (deliveries.isdigit() and int(deliveries) >= 1):
             raise ValueError(f"MOCOLAB_MAX_DELIVERIES: expected a whole number >= 1, got {deliveries!r}")
@@ -63,7 +76,7 @@ class Settings:
                    max_deliveries=int(deliveries) if deliveries else cls.max_deliveries,
                    storage=Path(get("MOCOLAB_STORAGE") or cls.storage).expanduser().absolute(),
                    queue=get("MOCOLAB_QUEUE") or cls.queue,
-                   gpu=int(gpu) if gpu else None,
+                   gpu=int(gpu) if gpu else None, agent_devices=devices, agent_kind=kind,
                    worker_id=get("MOCOLAB_WORKER_ID"),
                    spool_dir=Path(get("MOCOLAB_SPOOL_DIR") or cls.spool_dir).expanduser().absolute(),
                    dataset_roots=tuple(Path(p.strip()).expanduser() for chunk in get("MOCOLAB_DATASET_ROOTS").split(",")

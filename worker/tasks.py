@@ -1,4 +1,5 @@
-"""The one Celery task: run a pretraining or evaluation spec on this worker (see runner.execute_run)."""
+"""The Celery tasks: a run on a one-GPU worker (runner.execute_run), and one machine's part of a run the
+scheduler placed on agents (agent.execute_node)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from celery.exceptions import Reject
 
 from . import protocol
+from .agent import execute_node
 from .celery_app import app
 from .runner import execute_run
 from .settings import Settings
@@ -19,3 +21,9 @@ def run(run_id: str, kind: str, spec: dict[str, Any], attempt: int = 1) -> str:
     if state == "queued":  # interrupted at a checkpoint: give the message back so the run resumes
         raise Reject(f"run {run_id} interrupted: back to the queue", requeue=True)
     return state
+
+
+@app.task(name=protocol.TASK_NODE)
+def run_node(run_id: str, kind: str, spec: dict[str, Any], attempt: int, placement: dict[str, Any]) -> str:
+    """This machine's part of a run the scheduler placed on agents: torchrun on the reserved devices."""
+    return execute_node(run_id, kind, spec, attempt, placement, Settings.from_env())
