@@ -117,6 +117,11 @@ class Run(SQLModel, table=True):
     followups: list[str] = Field(default_factory=list, sa_type=JSON,
                                  description="Evaluations to queue when this pretraining run succeeds.")
     followups_pending: bool = Field(default=False, index=True)
+    nodes: int = Field(default=1, description="Machines the run asks for.")
+    gpus_per_node: int = Field(default=1, description="Devices it asks for on each machine.")
+    wait_reason: str | None = Field(default=None, description="Why a queued run waits (None when not waiting).")
+    # one dict per machine, node order: {"worker_id", "host", "devices": [int]}; None until placed
+    placement: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
 
 
 class Study(SQLModel, table=True):

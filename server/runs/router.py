@@ -54,9 +54,11 @@ def read_schema(kind: RunKind) -> dict[str, Any]:
 
 @router.post("/runs", status_code=201, response_model=RunDetail, dependencies=[Depends(submission_quota)])
 def submit_run(body: RunCreate, session: SessionDep, settings: SettingsDep, caller: CallerDep,
-               dispatcher: DispatcherDep, bus: BusDep) -> RunDetail:
-    """Validate the spec, store the run as queued, then send it to its queue."""
-    return service.submit(session, settings=settings, caller=caller, dispatcher=dispatcher, bus=bus, body=body)
+               dispatcher: DispatcherDep, bus: BusDep, redis_client: RedisDep) -> RunDetail:
+    """Validate the spec and the resources, store the run as queued, then send it to its queue (a run on more
+    than one device waits for the scheduler to place it on free devices of live agents)."""
+    return service.submit(session, settings=settings, caller=caller, dispatcher=dispatcher, bus=bus, body=body,
+                          redis_client=redis_client)
 
 
 @router.get("/runs", response_model=RunsPublic)

@@ -24,8 +24,20 @@ CheckpointStep = Annotated[int, Field(ge=0, le=MAX_STEP)]
 Value = float | str
 
 
+MAX_NODES = 256  # machines one run may ask for
+MAX_GPUS_PER_NODE = 64  # devices it may ask for on each
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Body):
+    """What a run asks for: `nodes` machines with `gpus_per_node` devices each (a GPU each, or a CPU slot on a
+    machine without GPUs). The spec's optim.batch_size stays the global batch, split evenly over them all."""
+
+    nodes: int = Field(1, ge=1, le=MAX_NODES, description="Machines.")
+    gpus_per_node: int = Field(1, ge=1, le=MAX_GPUS_PER_NODE, description="Devices on each machine.")
 
 
 class RunCreate(_Body):
@@ -46,6 +58,8 @@ class RunCreate(_Body):
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     notes: str = Field("", max_length=10_000)
     queue: Queue = protocol.DEFAULT_QUEUE
+    resources: Resources = Field(default_factory=Resources, description="Machines and devices per machine "
+                                 "(default one device). An evaluation runs on one device.")
 
 
 class RunUpdate(_Body):
@@ -61,6 +75,12 @@ class EvaluateRequest(_Body):
     name: str | None = Field(None, max_length=MAX_NAME)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     queue: Queue | None = Field(None, description="Default: the pretraining run's queue.")
+
+
+class PlacementPublic(BaseModel):
+    worker_id: str
+    host: str | None = None
+    devices: list[int]
 
 
 class RunPublic(BaseModel):
@@ -105,6 +125,12 @@ class RunPublic(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description="The dotted overrides it was submitted with.")
     study_id: str | None = None
     study_values: dict[str, Any] = Field(default_factory=dict, description="Its values in its study, by axis.")
+    nodes: int = Field(1, description="Machines it asks for.")
+    gpus_per_node: int = Field(1, description="Devices it asks for on each machine.")
+    wait_reason: str | None = Field(None, description="Why it is still queued (what it waits for); null when "
+                                    "it is not waiting.")
+    placement: list[PlacementPublic] | None = Field(None, description="Where it runs: one entry per machine, in "
+                                                    "node order (node 0 first); null until placed.")
 
 
 class RunDetail(RunPublic):

@@ -22,8 +22,9 @@ from server.events.bus import EventBus
 from server.models import Run, Study
 from server.runs import lifecycle, repository
 from server.runs.dispatch import Dispatcher
-from server.runs.schemas import EvaluateRequest, RunCreate, RunDetail, RunUpdate
-from worker import protocol
+from server.runs.scheduler import Request, impossible
+from server.runs.schemas import EvaluateRequest, Resources, RunCreate, RunDetail, RunUpdate
+from worker import gang, protocol
 
 log = logging.getLogger(__name__)
 CANCEL_FLAG_TTL = timedelta(days=7)
@@ -79,8 +80,37 @@ def refuse_client_checkpoint(tree: dict[str, Any] | None, root: tuple[str, ...])
                           "and checkpoint_step for another than the latest)", root=root)
 
 
+RESOURCES = ("body", "resources")
+
+
+def check_resources(resources: Resources, *, kind: str, spec: dict[str, Any] | None, queue: str,
+                    redis_client: redis.Redis | None) -> None:
+    """422 at body.resources for a request that cannot run: an evaluation on more than one device, a global
+    batch that does not split evenly over the devices, or more than any live agent on `queue` could ever give
+    (one device never: the legacy workers of the shared queue serve it)."""
+    world = resources.nodes * resources.gpus_per_node
+    if world == 1:
+        return
+    asked = f"{resources.nodes}x{resources.gpus_per_node}"
+    if kind != "pretrain":
+        raise SpecInvalid("", f"an evaluation ({kind}) runs on one device (1x1), not {asked}", root=RESOURCES)
+    optim = (spec or {}).get("optim")
+    batch = optim.get("batch_size") if isinstance(optim, dict) else None
+    if isinstance(batch, int) and batch % world:
+        lower, upper = batch // world * world, (batch // world + 1) * world
+        nearest = f"{lower} ({lower // world} per device) or {upper}" if lower else f"{upper}"
+        raise SpecInvalid("", f"optim.batch_size {batch} is the global batch and does not split over {world} "
+                          f"devices ({asked}): each would need {batch / world:.4g} images; use a multiple of "
+                          f"{world}, e.g. {nearest} ({upper // world} per device)", root=RESOURCES)
+    if redis_client is not None:
+        why = impossible(Request(run_id="", queue=queue, nodes=resources.nodes, gpus_per_node=resources.gpus_per_node),
+                         gang.live_agents(redis_client))
+        if why is not None:
+            raise SpecInvalid("", f"no registered machine can ever run this: it {why}", root=RESOURCES)
+
+
 def submit(session: Session, *, settings: Settings, caller: Caller, dispatcher: Dispatcher, bus: EventBus | None,
-           body: RunCreate) -> RunDetail:
+           body: RunCreate, redis_client: redis.Redis | None = None) -> RunDetail:
     refuse_client_checkpoint(body.spec, ("body", "spec"))
     refuse_client_checkpoint(body.overrides, ("body", "overrides"))
     if body.kind == "pretrain" and (body.run_id is not None or body.checkpoint_step is not None):
@@ -88,6 +118,8 @@ def submit(session: Session, *, settings: Settings, caller: Caller, dispatcher: 
         raise SpecInvalid(field, "only an evaluation (knn, linear, finetune) names a run to read", root=("body",))
     if body.run_id is None and body.checkpoint_step is not None:
         raise SpecInvalid("checkpoint_step", "needs run_id, the run whose checkpoint it is", root=("body",))
+    if body.kind != "pretrain" or body.run_id is not None:  # before the parent is looked up: a plain 422
+        check_resources(body.resources, kind=body.kind, spec=None, queue=body.queue, redis_client=None)
     if body.run_id is not None:
         parent = get(session, caller=caller, run_id=body.run_id)
         assert caller.user.id is not None
@@ -96,12 +128,14 @@ def submit(session: Session, *, settings: Settings, caller: Caller, dispatcher: 
                               checkpoint_step=body.checkpoint_step, name=body.name, queue=body.queue,
                               tags=body.tags, notes=body.notes)
     spec = resolve_spec(settings, body.kind, body.preset, body.overrides, body.spec)
+    check_resources(body.resources, kind=body.kind, spec=spec, queue=body.queue, redis_client=redis_client)
     team_id = caller.team_id_for(body.team)
     project = get_or_create_project(session, team_id=team_id, name=body.project)
     assert project.id is not None and caller.user.id is not None
     run = Run(id=new_run_id(), kind=body.kind, name=body.name or spec.get("name"), spec=spec, status="queued",
               team_id=team_id, project_id=project.id, owner_id=caller.user.id, notes=body.notes, queue=body.queue,
-              preset=body.preset, overrides=body.overrides)
+              preset=body.preset, overrides=body.overrides, nodes=body.resources.nodes,
+              gpus_per_node=body.resources.gpus_per_node)
     return _enqueue(session, dispatcher, bus, run, body.tags)
 
 
