@@ -32,6 +32,7 @@ from server.events.ingest import Ingestor, run_ingest
 from server.projections import make_ingestor
 from server.runs import router as runs_router
 from server.runs.dispatch import Dispatcher
+from server.runs.gangs import GangScheduler, run_scheduler
 from server.runs.watchdog import Watchdog, run_watchdog
 from server.studies import router as studies_router
 from server.web import mount_ui
@@ -125,11 +126,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         ingestor = make_ingestor(engine, ingest_redis, settings)
         app.state.ingestor = ingestor
         watchdog = Watchdog(engine, app.state.redis, app.state.dispatcher, settings, bus)
-        loops = app.state.loops = {"ingest": LoopState("ingest"), "watchdog": LoopState("watchdog")}
+        scheduler = GangScheduler(engine, app.state.redis, app.state.dispatcher, settings, bus)
+        loops = app.state.loops = {"ingest": LoopState("ingest"), "watchdog": LoopState("watchdog"),
+                                   "scheduler": LoopState("scheduler")}
         tasks = [asyncio.create_task(run_ingest(ingestor, bus=bus, stop=stop, state=loops["ingest"]),
                                      name="ingest"),
                  asyncio.create_task(run_watchdog(watchdog, stop, settings.watchdog_every_s, loops["watchdog"]),
-                                     name="watchdog")]
+                                     name="watchdog"),
+                 asyncio.create_task(run_scheduler(scheduler, stop, settings.schedule_every_s, loops["scheduler"]),
+                                     name="scheduler")]
     log.info("mocolab server: database %s, redis %s, %s", engine.url.render_as_string(hide_password=True),
              settings.redis_url, "loopback (login link allowed)" if settings.loopback else "tokens required")
     try:

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(30.0, ge=0, description="Cooperative cancel time before the task is revoked.")
     resend_after_s: float = Field(10.0, ge=0, description="A queued run whose task was not sent is re-sent after.")
     watchdog_every_s: float = Field(5.0, gt=0)
+    schedule_every_s: float = Field(1.0, gt=0, description="How often the scheduler places queued runs on agents.")
+    gang_form_timeout_s: float = Field(60.0, gt=0, description="A placed run whose machines have not all taken "
+                                       "their devices by then gives them back and waits again.")
+    starve_after_s: float = Field(600.0, ge=0, description="A run waiting this long for devices stops smaller runs "
+                                  "from jumping ahead of it on the machines it could use.")
+    schedule_batch: int = Field(500, ge=1, description="Queued runs the scheduler considers per pass.")
     heartbeat_retention_days: float = Field(14.0, gt=0, description="Worker telemetry history older than this is "
                                             "deleted (a worker beats every few seconds: ~17,000 rows a day).")
     sse_lifetime_s: float = Field(600.0, gt=0, description="An SSE connection is closed after this, with a retry.")

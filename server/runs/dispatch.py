@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery import Celery
 
-from worker import protocol
+from worker import gang, protocol
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class Dispatcher:
             broker_connection_timeout=3, broker_connection_max_retries=1,
             broker_transport_options={"visibility_timeout": protocol.VISIBILITY_TIMEOUT_S,
                                       "socket_connect_timeout": 3, "socket_timeout": 5})
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=3, decode_responses=True)
 
     def send(self, run_id: str, kind: str, spec: dict[str, Any], attempt: int, queue: str) -> str:
         """Publish the run's task; raises when the broker cannot be reached."""
@@ -37,9 +39,24 @@ class Dispatcher:
                                                      "interval_max": 1.0})
         return tid
 
+    def send_node(self, run_id: str, kind: str, spec: dict[str, Any], attempt: int, placement: dict[str, Any],
+                  queue: str, task: str) -> None:
+        """Publish one machine's part of a run placed on agents, to that agent's own queue."""
+        self.app.send_task(protocol.TASK_NODE, args=[run_id, kind, spec, attempt, placement], queue=queue, task_id=task,
+                           retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
+                                                     "interval_max": 1.0})
+
+    def agents_serve(self, queue: str) -> bool:
+        """Does a live agent serve `queue`? Then the scheduler places the queue's runs (an unreachable Redis: no)."""
+        try:
+            return any(a.queue == queue for a in gang.live_agents(self.redis, with_slots=False))
+        except redis.RedisError:
+            return False
+
     def revoke(self, tid: str) -> None:
         """The backstop of a cooperative cancel: terminate the task's process."""
         self.app.control.revoke(tid, terminate=True, signal="SIGTERM")
 
     def close(self) -> None:
         self.app.close()
+        self.redis.close()

@@ -28,8 +28,9 @@ ACTIVE: frozenset[str] = frozenset({"queued", "running"})
 
 # Who asks for a change: a status event without worker_id ("engine"), one with it ("worker": its running,
 # its shutdown hand-back, its final word), a user ("cancel", "resume"; a study's cancel is the user's), and
-# the watchdog (a run gone silent).
-Cause = Literal["engine", "worker", "cancel", "resume", "watchdog"]
+# the watchdog (a run gone silent), and the scheduler (a machine of a run placed on agents lost, or its processes
+# gone without a final word).
+Cause = Literal["engine", "worker", "cancel", "resume", "watchdog", "scheduler"]
 _EVENT: frozenset[Cause] = frozenset({"engine", "worker"})
 
 
@@ -39,12 +40,13 @@ def _table() -> dict[tuple[str, str], frozenset[Cause]]:
         ("lost", "running"): _EVENT,  # the worker was only slow: it reports again
         ("running", "running"): _EVENT,  # a resumed step, a new total: same status
         ("running", "queued"): frozenset({"worker"}),  # the worker shut down and handed the task back
-        ("running", "lost"): frozenset({"watchdog"}),
-        ("lost", "queued"): frozenset({"watchdog", "resume"}),  # next attempt
-        ("lost", "failed"): frozenset({"watchdog"}),  # out of attempts
+        ("running", "lost"): frozenset({"watchdog", "scheduler"}),
+        ("queued", "lost"): frozenset({"scheduler"}),  # its machines' processes failed before it started
+        ("lost", "queued"): frozenset({"watchdog", "scheduler", "resume"}),  # next attempt
+        ("lost", "failed"): frozenset({"watchdog", "scheduler"}),  # out of attempts
         ("queued", "cancelled"): frozenset({"engine", "worker", "cancel"}),  # cancelled before it started
         ("lost", "cancelled"): frozenset({"engine", "worker", "cancel"}),
-        ("running", "cancelled"): frozenset({"engine", "worker", "watchdog"}),  # the watchdog: a cancelled run lost
+        ("running", "cancelled"): frozenset({"engine", "worker", "watchdog", "scheduler"}),  # a cancelled run lost
         ("failed", "queued"): frozenset({"resume"}),
         ("cancelled", "queued"): frozenset({"resume"}),
     }

@@ -221,7 +221,16 @@ def _study_eval_overrides(session: Session, parent: Run, cache: dict[str, dict[s
 
 
 def dispatch(session: Session, dispatcher: Dispatcher, run: Run) -> bool:
-    """Send the committed run's task; record it. False (run left queued, unsent) when the broker is down."""
+    """Send the committed run's task; record it. False (run left queued, unsent) when the broker is down.
+
+    A run asking for more than one device, or whose queue a live agent serves, is the scheduler's instead
+    (server/runs/gangs.py): it stays queued, unsent, until the scheduler places it on agents."""
+    if run.nodes * run.gpus_per_node > 1 or dispatcher.agents_serve(run.queue):
+        if run.wait_reason is None:
+            run.wait_reason = "waiting for the scheduler"
+            session.add(run)
+            session.commit()
+        return True
     try:
         tid = dispatcher.send(run.id, run.kind, run.spec, run.attempt, run.queue)
     except Exception as exc:

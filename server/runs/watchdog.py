@@ -27,7 +27,7 @@ from server.models import Run
 from server.runs import lifecycle
 from server.runs.dispatch import Dispatcher
 from server.runs.service import dispatch, publish_run, queue_followups
-from worker import protocol
+from worker import gang, protocol
 
 log = logging.getLogger("mocolab.watchdog")
 
@@ -65,6 +65,8 @@ class Watchdog:
     def _lost(self, session: Session, now: datetime, result: WatchdogResult) -> None:
         cutoff = now - timedelta(seconds=self.settings.lost_after_s)
         for run in session.exec(select(Run).where(Run.status == "running")).all():
+            if run.placement:  # placed on agents: the scheduler watches its machines (server/runs/gangs.py)
+                continue
             seen = max(t for t in (run.last_heartbeat, run.started_at, run.dispatched_at, run.queued_at) if t)
             if seen >= cutoff or self.redis.exists(protocol.lock_key(run.id)):
                 continue
@@ -95,7 +97,9 @@ class Watchdog:
         query = select(Run).where(Run.status == "running", col(Run.cancel_requested).is_(True),
                                   col(Run.revoked_at).is_(None), col(Run.cancel_requested_at) < cutoff)
         for run in session.exec(query).all():
-            if run.task_id:
+            if run.placement and run.task_id:  # placed on agents: every machine stops its processes
+                gang.abort(self.redis, run.task_id, f"cancel not honoured within {self.settings.cancel_grace_s:.0f} s")
+            elif run.task_id:
                 try:
                     self.dispatcher.revoke(run.task_id)
                 except Exception as exc:
