@@ -66,6 +66,11 @@ end
 return n
 """
 
+_ABORT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSETNX', KEYS[1], 'abort', ARGV[1]) end
+return 0
+"""
+
 
 def token(run_id: str, attempt: int) -> str:
     return f"{run_id}.{attempt}"
@@ -156,7 +161,8 @@ def reserve(r: redis.Redis, gang_token: str, devices: Mapping[str, list[int]]) -
     """Hold every listed device of every agent for `gang_token`, or (one of them taken) none: -> held."""
     agents = list(devices)
     script = r.register_script(_RESERVE)
-    return bool(script(keys=[slots_key(a) for a in agents], args=[gang_token, json.dumps([devices[a] for a in agents])]))
+    wanted = json.dumps([devices[a] for a in agents])
+    return bool(script(keys=[slots_key(a) for a in agents], args=[gang_token, wanted]))
 
 
 def release(r: redis.Redis, agent_id: str, gang_token: str, devices: Iterable[int]) -> int:
@@ -226,8 +232,8 @@ def read_gang(r: redis.Redis, gang_token: str) -> Gang | None:
 
 def abort(r: redis.Redis, gang_token: str, reason: str) -> None:
     """Ask every member to stop (kept if already set: the first reason wins)."""
-    if r.exists(gang_key(gang_token)):
-        r.hsetnx(gang_key(gang_token), "abort", reason)
+    # One script, not EXISTS then HSETNX: a gang deleted in between would come back as a hash without a TTL.
+    r.register_script(_ABORT)(keys=[gang_key(gang_token)], args=[reason])
 
 
 def _text(value: Any) -> str:
