@@ -69,6 +69,11 @@ end
 return n
 """
 
+_ABORT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSETNX', KEYS[1], 'abort', ARGV[1]) end
+return 0
+"""
+
 
 def token(run_id: str, attempt: int, nonce: str | None = None) -> str:
     """A gang's name: the run, its attempt and a nonce, so that a run placed again within one attempt (its
@@ -237,8 +242,8 @@ def read_gang(r: redis.Redis, gang_token: str) -> Gang | None:
 
 def abort(r: redis.Redis, gang_token: str, reason: str) -> None:
     """Ask every member to stop (kept if already set: the first reason wins)."""
-    if r.exists(gang_key(gang_token)):
-        r.hsetnx(gang_key(gang_token), "abort", reason)
+    # One script, not EXISTS then HSETNX: a gang deleted in between would come back as a hash without a TTL.
+    r.register_script(_ABORT)(keys=[gang_key(gang_token)], args=[reason])
 
 
 def _text(value: Any) -> str:

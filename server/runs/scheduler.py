@@ -9,7 +9,8 @@ order they were queued onto the free devices of live agents serving the run's qu
   root (checkpoints must be on storage every machine of the run sees), best fit again;
 - a run that does not fit now waits with a reason that says what it waits for; runs behind it may still
   start where they fit (backfill), unless the first waiting run has waited longer than `starve_after_s`,
-  in which case nothing smaller jumps ahead of it on the machines it could use;
+  in which case nothing smaller jumps ahead of it on the machines it could use (a run the live agents could
+  not run even idle keeps nothing);
 - a request that no live agent could ever satisfy, even idle, is refused at submission (`impossible`).
 """
 
@@ -115,14 +116,23 @@ def plan(requests: Sequence[Request], agents: Sequence[Agent], starve_after_s: f
     by_id = {a.worker_id: a for a in free}
     out = Plan()
     blocked: set[str] = set()  # machines kept for a starving run
+    starving: str | None = None  # the first of them
     for request in requests:
         placement = place(request, free, blocked)
         if placement is None:
             now = ", ".join(f"{a.worker_id}: {len(a.free)}" for a in free if a.queue == request.queue) or "none"
-            out.waiting[request.run_id] = f"waiting for {request.label} (free now: {now})"
-            if request.waited_s >= starve_after_s:  # keep its candidate machines for it
+            reason = f"waiting for {request.label} (free now: {now})"
+            if starving is not None and place(request, free) is not None:  # it fits, but not where it may go
+                reason += (f"; the machines it fits on are kept for run {starving}, which has waited "
+                           f"{starve_after_s:g} s or more")
+            out.waiting[request.run_id] = reason
+            # Keep its candidate machines for it, unless no live agent could ever run it: it would block them
+            # for ever (a 2-machine run whose second machine died).
+            if request.waited_s >= starve_after_s and impossible(request, agents) is None:
                 blocked.update(a.worker_id for a in free if a.queue == request.queue
                                and len(a.devices) >= request.gpus_per_node)
+                if starving is None:
+                    starving = request.run_id
             continue
         for agent_id, devs in placement.devices.items():
             for d in devs:
