@@ -19,7 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 OURS = ("mocov3_core", "server", "worker", "mocolab")
 TORCH = {"torch", "timm", "torchvision"}
-WIRE = ("mocov3_core.events", "worker.protocol")
+WIRE = ("mocov3_core.events", "worker.protocol", "worker.gang")
+# the worker modules the server may run: the contract (keys, messages, the gang's Redis scripts), no runtime
+CONTRACT = {"worker", "worker.protocol", "worker.gang"}
 DOMAINS = ("runs", "workers", "studies", "auth")
 
 
@@ -118,14 +120,14 @@ def test_the_server_runs_without_torch(module: str) -> None:
     reached = reaches(module)
     assert not reached & TORCH, f"{module} reaches {reached & TORCH}"
     workers = {m for m in reached if m.startswith("worker")}
-    assert workers <= {"worker", "worker.protocol"}, f"{module} runs the worker's runtime: {workers}"
+    assert workers <= CONTRACT, f"{module} runs the worker's runtime: {workers}"
 
 
 @pytest.mark.parametrize("module", WIRE)
 def test_the_wire_format_pulls_neither_side(module: str) -> None:
     reached = reaches(module)
     assert not {m for m in reached if m.split(".")[0] in ("server", "mocolab")}, reached
-    assert {m for m in reached if m.startswith("worker")} <= {"worker", "worker.protocol"}, reached
+    assert {m for m in reached if m.startswith("worker")} <= CONTRACT, reached
     assert not reached & (TORCH | {"celery", "fastapi", "sqlalchemy", "sqlmodel"}), reached
 
 

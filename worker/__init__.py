@@ -1,7 +1,7 @@
 """mocolab's GPU workers: a Celery app whose one task runs the engine with a Redis Streams sink, a per-run
 lock, cooperative cancel, resume from the last checkpoint, and a heartbeat with GPU telemetry.
 
-The Redis contract with the server is `worker.protocol`. Public names load lazily, so that importing the
+The Redis contract with the server is `worker.protocol`, and for runs placed on agents `worker.gang`. Public names load lazily, so that importing the
 package (the server imports `worker.protocol`) runs none of the worker's runtime: no runner, sink, heartbeat,
 Celery or torch. `worker.celery_app` builds the app, `worker.tasks` registers the task.
 """

@@ -73,9 +73,12 @@ def agent_info(devices: list[Any], kind: str = "gpu", storage: str = "/storage")
 
 
 def test_token_round_trip() -> None:
-    assert gang.token("ab.12", 3) == "ab.12.3"
-    assert gang.parse_token("ab.12.3") == ("ab.12", 3)
-    assert gang.parse_token("ab") is None and gang.parse_token("ab.x") is None and gang.parse_token(".3") is None
+    assert gang.token("ab.12", 3, "f00") == "ab.12.3.f00"
+    assert gang.parse_token("ab.12.3.f00") == ("ab.12", 3)
+    assert gang.parse_token(gang.token("ab.12", 3)) == ("ab.12", 3)
+    assert gang.token("ab", 3) != gang.token("ab", 3)  # placed twice in one attempt: two names
+    assert gang.parse_token("ab.3") is None and gang.parse_token("ab.x.f00") is None
+    assert gang.parse_token(".3.f00") is None
 
 
 # -- RESERVE / RELEASE ---------------------------------------------------------------------------------------------
