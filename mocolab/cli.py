@@ -2,7 +2,7 @@
 
     mocolab up                 embedded Redis + SQLite + server + one worker, on this machine
     mocolab demo [--exit-when-done]   the same, plus a small real run on Fashion-MNIST and its evaluations
-    mocolab worker --queue Q [--gpu N]
+    mocolab worker --queue Q [--gpu N | --gpus all|0,1,3|cpu:N]
     mocolab admin ...          users, teams, tokens
     mocolab submit | runs | show | cancel | logs     the REST API, for scripts
     mocolab engine ...         the engine's own CLI (python -m mocov3_core)
@@ -61,9 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="wait for the demo's runs, print their results and exit (0 when all succeeded)")
             p.add_argument("--preset", default="fmnist_small", help="pretraining preset of the demo run")
             p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p = sub.add_parser("worker", help="start a worker for one queue")
-    p.add_argument("--queue", default=None)
-    p.add_argument("--gpu", default=None)
+    p = sub.add_parser("worker", add_help=False,
+                       help="start a worker: --gpu N (one GPU, the shared queue) or --gpus all|0,1|cpu:N (an agent)")
+    p.add_argument("worker_args", nargs=argparse.REMAINDER, help="python -m worker's options (see --help)")
     p = sub.add_parser("admin", help="users, teams and tokens")
     p.add_argument("admin_args", nargs=argparse.REMAINDER)
 
@@ -162,6 +162,11 @@ def _echo(event: dict[str, Any]) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:  # its options are the worker's own (argparse's REMAINDER refuses a leading option)
+        from worker.cli import main as worker_main
+
+        return int(worker_main(argv[1:], prog="mocolab worker") or 0)
     args = _parser().parse_args(argv)
     if args.command == "engine":
         from mocov3_core.cli import run as engine_run
@@ -171,11 +176,6 @@ def run(argv: list[str] | None = None) -> int:
         from .stack import run_stack
 
         return run_stack(args)
-    if args.command == "worker":
-        from worker.cli import main as worker_main
-
-        return int(worker_main([*(["--queue", args.queue] if args.queue else []),
-                                *(["--gpu", args.gpu] if args.gpu else [])]) or 0)
     if args.command == "admin":
         from server.admin import main as admin_main
 

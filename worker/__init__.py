@@ -1,9 +1,11 @@
-"""mocolab's GPU workers: a Celery app whose one task runs the engine with a Redis Streams sink, a per-run
-lock, cooperative cancel, resume from the last checkpoint, and a heartbeat with GPU telemetry.
+"""mocolab's GPU workers: a Celery app whose tasks run the engine with a Redis Streams sink, a per-run lock,
+cooperative cancel, resume from the last checkpoint, and a heartbeat with GPU telemetry; with --gpus, an agent
+that runs torchrun on the devices the server's scheduler reserved (`worker.agent`, `worker.rank`).
 
-The Redis contract with the server is `worker.protocol`, and for runs placed on agents `worker.gang`. Public names load lazily, so that importing the
-package (the server imports `worker.protocol`) runs none of the worker's runtime: no runner, sink, heartbeat,
-Celery or torch. `worker.celery_app` builds the app, `worker.tasks` registers the task.
+The Redis contract with the server is `worker.protocol`, and for runs placed on agents `worker.gang`. Public
+names load lazily, so that importing the package (the server imports `worker.protocol`) runs none of the
+worker's runtime: no runner, sink, heartbeat, Celery or torch. `worker.celery_app` builds the app,
+`worker.tasks` registers the tasks.
 """
 
 from __future__ import annotations

@@ -86,7 +86,11 @@ class _Rank0(_Run):
             progress = ProgressSink(self.workdir, self.run_id)
             sinks: list[EventSink] = [self.sink, progress]
             try:
-                return self._call_engine(cfg, sinks, watch, self.next_seq())
+                state, message, extra = self._call_engine(cfg, sinks, watch, self.next_seq())
+                if state == "failed" and message == "stop requested":  # another rank's machine is shutting down
+                    return "queued", f"stopped with the machines of the run: back to the queue to resume " \
+                                     f"(checkpoint at step {extra.get('step')})", extra
+                return state, message, extra
             except Exception as exc:
                 from mocov3_core.train.distributed import peer_lost
 

@@ -110,6 +110,14 @@ def place(request: Request, agents: Sequence[Agent], blocked: set[str] | None = 
     return Placement(request.run_id, [a.worker_id for a in best], devices, {a.worker_id: a.host for a in best})
 
 
+def _free_now(pool: Sequence[Agent], limit: int = 6) -> str:
+    """'a: 3, b: 8' for the machines with the most free devices (at most `limit` named), or 'none'."""
+    ranked = sorted(pool, key=lambda a: (-len(a.free), a.worker_id))
+    shown = sorted(ranked[:limit], key=lambda a: a.worker_id)
+    text = ", ".join(f"{a.worker_id}: {len(a.free)}" for a in shown) or "none"
+    return text + (f" and {len(ranked) - limit} more" if len(ranked) > limit else "")
+
+
 def plan(requests: Sequence[Request], agents: Sequence[Agent], starve_after_s: float = 600.0) -> Plan:
     """Place `requests` (in queue order) on copies of `agents`; what does not fit waits with its reason."""
     free = copy.deepcopy(list(agents))
@@ -120,7 +128,7 @@ def plan(requests: Sequence[Request], agents: Sequence[Agent], starve_after_s: f
     for request in requests:
         placement = place(request, free, blocked)
         if placement is None:
-            now = ", ".join(f"{a.worker_id}: {len(a.free)}" for a in free if a.queue == request.queue) or "none"
+            now = _free_now([a for a in free if a.queue == request.queue])
             reason = f"waiting for {request.label} (free now: {now})"
             if starving is not None and place(request, free) is not None:  # it fits, but not where it may go
                 reason += (f"; the machines it fits on are kept for run {starving}, which has waited "

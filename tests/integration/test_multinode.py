@@ -160,6 +160,28 @@ def test_two_machine_run_trains_like_one_process_at_the_same_global_batch(stack:
     assert served[0] == pytest.approx(single[0], rel=0.01)
     drift = sum(abs(served[s] - single[s]) / single[s] for s in single) / len(single)
     assert drift < 0.03, f"mean relative difference {drift:.4f} over {len(single)} steps"
+    # with only agents serving the queue, a one-device evaluation goes through them too
+    knn = c.evaluate(run["id"], {"kind": "knn", "overrides": {"data.limit": 1024, "train.device": "cpu"}})
+    evaluated = ended(c, knn["id"], 300)
+    assert evaluated["status"] == "succeeded", evaluated
+    assert evaluated["placement"] and len(evaluated["placement"][0]["devices"]) == 1
+
+
+def test_an_agent_shutting_down_hands_its_run_back_and_the_run_goes_on_elsewhere(stack: Stack,
+                                                                              agents: Agents) -> None:
+    ids = {"h1": agents.start("h1"), "h2": agents.start("h2")}
+    c = client(stack)
+    run = submit(c, 2, 1, **{"optim.epochs": 4})
+    wait_for(lambda: int(c.run(run["id"]).get("step") or 0) >= 6, "the run to train a few steps", 300)
+    spare = agents.start("h3")
+    stack.kill("h2", signal.SIGTERM, timeout=60)  # a warm stop: checkpoint, hand the run back
+    agents.names.remove("h2")
+    done = ended(c, run["id"], 500)
+    assert done["status"] == "succeeded", done
+    assert done["attempt"] == 1  # handed back, not lost
+    assert {p["worker_id"] for p in done["placement"]} == {ids["h1"], spare}
+    served = losses(c, run["id"])
+    assert sorted(served) == list(range(done["total_steps"]))
 
 
 def rank_processes() -> list[psutil.Process]:
