@@ -101,6 +101,7 @@ def test_it_starts_one_agent_with_every_gpu_and_stops_it_with_sigterm(tmp_path: 
 
 
 @pytest.mark.parametrize(("name", "value", "message"), [
+    ("SLURM_JOB_ID", "", "submit this script with sbatch"),
     ("REDIS_URL", "", "REDIS_URL is not set"),
     ("MOCOLAB_STORAGE", "", "MOCOLAB_STORAGE is not set"),
     ("MOCOLAB_STORAGE", "relative/path", "must be an absolute path"),
