@@ -45,6 +45,7 @@ log = logging.getLogger("mocolab.worker.agent")
 
 POLL_S = 0.5
 KILL_GRACE_S = 10.0  # after SIGTERM, how long torchrun gets to stop its ranks before SIGKILL
+WARM_STOP_S = 90.0  # the agent shutting down: how long the ranks get to reach a checkpoint before they are stopped
 PEER_CHECK_S = 2.0  # how often a member checks the other members' heartbeats
 
 
@@ -119,6 +120,8 @@ class NodeTask:
         self.workdir = WorkerDir(settings.spool_dir, settings.worker_id)
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping: str | None = None
+        self._stopping_at = 0.0
+        self._term_at: float | None = None
 
     # ------------------------------------------------------------------ the steps
     def execute(self) -> str:
@@ -191,14 +194,21 @@ class NodeTask:
     def _torchrun(self, port: int) -> int:
         job = self._job_file()
         try:
-            self.proc = subprocess.Popen(self.command(port, job), env=self.environment(), start_new_session=True)
+            # its own session: a signal to the agent's process group reaches torchrun only through this task;
+            # and it dies with this task's process (PDEATHSIG), so no rank outlives an agent killed outright
+            self.proc = subprocess.Popen(self.command(port, job), env=self.environment(), start_new_session=True,
+                                         preexec_fn=_die_with_parent)  # noqa: PLW1509 (only prctl, no locks)
             log.info("gang %s: torchrun pid %d on devices %s (member %d of %d)", self.token, self.proc.pid,
                      self.devices, self.members.index(self.me), len(self.members))
             next_peer_check = time.monotonic() + PEER_CHECK_S
             while self.proc.poll() is None:
                 time.sleep(POLL_S)
                 if self.stopping:
-                    self._stop_torchrun(self.stopping)
+                    # the agent shutting down (its stop file): the ranks stop at a checkpoint by themselves and
+                    # hand the run back; a revoke (no stop file): stop them now
+                    warm = self.workdir.stop_requested()
+                    if not warm or time.monotonic() - self._stopping_at > WARM_STOP_S:
+                        self._stop_torchrun(self.stopping)
                     continue
                 try:
                     current = gang.read_gang(self.redis, self.token)
@@ -219,7 +229,7 @@ class NodeTask:
     def _stop_torchrun(self, why: str) -> None:
         """SIGTERM to torchrun's process group (its ranks stop), SIGKILL to the group after the grace."""
         assert self.proc is not None
-        if getattr(self, "_term_at", None) is None:
+        if self._term_at is None:
             log.warning("gang %s: stopping torchrun: %s", self.token, why)
             self._term_at = time.monotonic()
             with contextlib.suppress(ProcessLookupError):
@@ -231,6 +241,7 @@ class NodeTask:
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
         """A revoke (terminate) or the pool shutting down: stop the ranks too."""
         self.stopping = f"node task terminated by signal {signum}"
+        self._stopping_at = time.monotonic()
 
     def _finish(self, rc: int | None) -> None:
         try:
@@ -273,6 +284,14 @@ class NodeTask:
                 self.redis.hset(self.key, f"reported:{field}", 1)
         finally:
             sink.close(timeout=10.0)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _text(value: Any) -> str:

@@ -33,7 +33,7 @@ from ._redis import OUTAGE_ERRORS, connect
 from .runner import EVAL_KINDS, StopWatch, _Run
 from .settings import Settings
 from .sink import RedisStreamSink, last_seq
-from .workdir import ProgressSink
+from .workdir import ProgressSink, WorkerDir
 
 log = logging.getLogger("mocolab.worker.rank")
 
@@ -118,7 +118,9 @@ def _other_rank(job: dict[str, Any], settings: Settings, rank: int) -> int:
             return 0  # rank 0 reports the bad spec
         if not isinstance(cfg, PretrainConfig):
             return 0  # evaluations run on one process
-        pretrain(cfg, settings.run_dir(job["run_id"]), [], run_id=job["run_id"], resume="auto")
+        # its own machine's agent shutting down stops the run on every machine (the stop is all-reduced)
+        stopping = WorkerDir(settings.spool_dir, settings.worker_id).stop_requested
+        pretrain(cfg, settings.run_dir(job["run_id"]), [], run_id=job["run_id"], resume="auto", should_stop=stopping)
         return 0
     except Exception as exc:
         from mocov3_core.train.distributed import peer_lost

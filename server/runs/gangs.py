@@ -136,7 +136,9 @@ class GangScheduler:
 
     def _running(self, session: Session, run: Run, token: str, current: gang.Gang, now: datetime,
                  out: SchedulerPass) -> None:
-        dead = [m for m, ok in gang.alive(self.redis, current.members).items() if not ok]
+        # gone without its node task having ended: the machine (or its agent) died; an agent that stopped after
+        # its processes ended (a warm stop) is not lost, and the run's final word decides
+        dead = [m for m, ok in gang.alive(self.redis, current.members).items() if not ok and m not in current.exits]
         if dead:
             reason = f"lost: machine {', '.join(dead)} stopped heart-beating"
             gang.abort(self.redis, token, reason)
@@ -182,8 +184,8 @@ class GangScheduler:
             if not current.formed or time.monotonic() - first >= ENDED_GRACE_S:
                 gang.abort(self.redis, token, f"run {run.id} is {run.status}")
             if current.formed:
-                dead = [m for m, ok in gang.alive(self.redis, current.members).items() if not ok]
-                if len(dead) + len(current.exits) < len(current.members):
+                gone = {m for m, ok in gang.alive(self.redis, current.members).items() if not ok} | set(current.exits)
+                if len(gone) < len(current.members):
                     return
         gang.release_token(self.redis, token, current.devices)
         if mine and run.status == "queued":  # handed back (its machines shut down): place it again
