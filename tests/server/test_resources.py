@@ -13,10 +13,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from server.events.ingest import Ingestor
 from server.models import Run
 from worker import gang, protocol
 
-from server_factories import Member, queue_messages, submit
+from server_factories import Member, drain, ev, push, queue_messages, submit
 
 
 def beat(r: redis.Redis, agent_id: str, devices: list[int], *, queue: str = "testq", storage: str = "/shared",
@@ -170,3 +171,31 @@ def test_a_satisfiable_request_is_stored_with_its_resources(client: TestClient, 
     assert shown["wait_reason"] == "waiting for 2 machines with 4 free GPUs (free now: a: 1, b: 8)"
     assert shown["placement"] == [{"worker_id": "b", "host": "b.example", "devices": [0, 1, 2, 3]},
                                   {"worker_id": "a", "host": "a.example", "devices": [3]}]
+
+
+def test_an_agents_devices_show_who_holds_them_to_that_team_only(client: TestClient, redis_client: redis.Redis,
+                                                                 ingestor: Ingestor, alice: Member,
+                                                                 bob: Member) -> None:
+    mine, theirs = submit(client, alice)["id"], submit(client, bob)["id"]
+    slots = [{"device": 0, "run_id": mine, "attempt": 1}, {"device": 1, "run_id": mine, "attempt": 1},
+             {"device": 2, "run_id": theirs, "attempt": 2}, {"device": 3, "run_id": None, "attempt": None}]
+    push(redis_client, [ev(protocol.worker_run_id("a"), 1, "heartbeat", worker_id="a", host="box", queue="testq",
+                           state="busy", runs=[], agent={"devices": [0, 1, 2, 3], "device_kind": "gpu",
+                                                         "storage": "/shared", "node_queue": gang.node_queue("a"),
+                                                         "slots": slots}),
+                        ev(protocol.worker_run_id("old"), 1, "heartbeat", worker_id="old", host="box2",
+                           queue="testq", state="idle", runs=[])])
+    drain(ingestor)
+    by_alice = {w["id"]: w for w in client.get("/api/v1/workers", headers=alice.headers).json()["data"]}
+    assert by_alice["old"]["agent"] is None  # a one-GPU worker
+    agent = by_alice["a"]["agent"]
+    assert (agent["devices"], agent["device_kind"], agent["storage"]) == ([0, 1, 2, 3], "gpu", "/shared")
+    assert [(s["device"], s["held"], s["run_id"], s["attempt"]) for s in agent["slots"]] == [
+        (0, True, mine, 1), (1, True, mine, 1), (2, True, None, None), (3, False, None, None)]
+    by_bob = client.get("/api/v1/workers", headers=bob.headers).json()["data"]
+    [bobs] = [w for w in by_bob if w["id"] == "a"]
+    assert [(s["device"], s["held"], s["run_id"]) for s in bobs["agent"]["slots"]] == [
+        (0, True, None), (1, True, None), (2, True, theirs), (3, False, None)]
+    assert mine not in json.dumps(by_bob) and theirs not in json.dumps(by_alice)
+    history = client.get("/api/v1/workers/a/history", headers=bob.headers).json()
+    assert history["data"] and mine not in json.dumps(history)
