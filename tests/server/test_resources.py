@@ -17,23 +17,7 @@ from server.events.ingest import Ingestor
 from server.models import Run
 from worker import gang, protocol
 
-from server_factories import Member, drain, ev, push, queue_messages, submit
-
-
-def beat(r: redis.Redis, agent_id: str, devices: list[int], *, queue: str = "testq", storage: str = "/shared",
-         kind: str = "gpu", held: dict[int, str] | None = None, state: str = "idle") -> None:
-    """An agent's heartbeat exactly as `mocolab worker --gpus ...` writes it (gang contract)."""
-    held = held or {}
-    slots = [{"device": d, "run_id": held[d].rpartition(".")[0] if d in held else None,
-              "attempt": int(held[d].rpartition(".")[2]) if d in held else None} for d in devices]
-    hb = {"worker_id": agent_id, "host": f"{agent_id}.example", "pid": 1, "queue": queue, "state": state,
-          "version": "test", "time": 0.0,
-          "agent": {"devices": devices, "device_kind": kind, "storage": storage,
-                    "node_queue": gang.node_queue(agent_id), "slots": slots}}
-    r.hset(protocol.worker_key(agent_id), "hb", json.dumps(hb))
-    r.expire(protocol.worker_key(agent_id), int(protocol.HEARTBEAT_TTL_S) * 10)  # as long as the test needs
-    for device, token in held.items():
-        r.hset(gang.slots_key(agent_id), str(device), token)
+from server_factories import Member, agent_beat, drain, ev, push, queue_messages, submit
 
 
 def post(client: TestClient, member: Member, **body: Any) -> Any:
@@ -79,7 +63,7 @@ def test_a_request_out_of_range_is_422_at_its_field(client: TestClient, redis_cl
 @pytest.mark.parametrize("kind", ["knn", "linear", "finetune"])
 def test_an_evaluation_runs_on_one_device(client: TestClient, redis_client: redis.Redis, alice: Member,
                                          kind: str) -> None:
-    beat(redis_client, "a", [0, 1, 2, 3])
+    agent_beat(redis_client, "a", [0, 1, 2, 3])
     parent = submit(client, alice)
     for body in ({"kind": kind, "preset": None, "run_id": parent["id"]}, {"kind": kind, "preset": None}):
         error = the_error(post(client, alice, resources={"nodes": 1, "gpus_per_node": 2}, **body))
@@ -89,8 +73,8 @@ def test_an_evaluation_runs_on_one_device(client: TestClient, redis_client: redi
 
 def test_the_global_batch_must_split_over_the_devices(client: TestClient, redis_client: redis.Redis,
                                                       alice: Member) -> None:
-    beat(redis_client, "a", list(range(8)))
-    beat(redis_client, "b", list(range(8)))
+    agent_beat(redis_client, "a", list(range(8)))
+    agent_beat(redis_client, "b", list(range(8)))
     # fmnist_tiny's batch is 64; the overrides win over the preset
     error = the_error(post(client, alice, resources={"nodes": 1, "gpus_per_node": 3}))
     assert error["loc"] == ["body", "resources"]
@@ -104,8 +88,8 @@ def test_the_global_batch_must_split_over_the_devices(client: TestClient, redis_
 
 def test_a_batch_that_splits_is_accepted_after_the_overrides(client: TestClient, redis_client: redis.Redis,
                                                               alice: Member) -> None:
-    beat(redis_client, "a", list(range(8)))
-    beat(redis_client, "b", list(range(8)))
+    agent_beat(redis_client, "a", list(range(8)))
+    agent_beat(redis_client, "b", list(range(8)))
     error = the_error(post(client, alice, resources={"nodes": 2, "gpus_per_node": 4},
                            overrides={"optim.batch_size": 60}))
     assert "optim.batch_size 60" in error["msg"] and "7.5 images" in error["msg"]
@@ -118,9 +102,9 @@ def test_a_request_no_machine_can_ever_satisfy_says_what_exists(client: TestClie
     error = the_error(post(client, alice, resources={"nodes": 1, "gpus_per_node": 2}))
     assert error["loc"] == ["body", "resources"]
     assert "no agent is registered on queue 'testq'" in error["msg"]
-    beat(redis_client, "a", [0, 1, 2, 3])
-    beat(redis_client, "b", [0, 1])
-    beat(redis_client, "elsewhere", list(range(16)), queue="otherq")  # another queue's machine does not count
+    agent_beat(redis_client, "a", [0, 1, 2, 3])
+    agent_beat(redis_client, "b", [0, 1])
+    agent_beat(redis_client, "elsewhere", list(range(16)), queue="otherq")  # another queue's machine does not count
     error = the_error(post(client, alice, resources={"nodes": 1, "gpus_per_node": 8}))
     assert error["loc"] == ["body", "resources"]
     assert "asks for 8 free GPUs on one machine" in error["msg"]
@@ -133,15 +117,15 @@ def test_a_request_no_machine_can_ever_satisfy_says_what_exists(client: TestClie
 
 def test_machines_on_different_storage_cannot_share_a_run(client: TestClient, redis_client: redis.Redis,
                                                           alice: Member) -> None:
-    beat(redis_client, "a", [0, 1], storage="/mnt/a")
-    beat(redis_client, "b", [0, 1], storage="/mnt/b")
+    agent_beat(redis_client, "a", [0, 1], storage="/mnt/a")
+    agent_beat(redis_client, "b", [0, 1], storage="/mnt/b")
     error = the_error(post(client, alice, resources={"nodes": 2, "gpus_per_node": 2}))
     assert "different storage roots (/mnt/a, /mnt/b)" in error["msg"]
 
 
 def test_a_stopped_agent_and_a_legacy_worker_count_for_nothing(client: TestClient, redis_client: redis.Redis,
                                                                alice: Member) -> None:
-    beat(redis_client, "gone", [0, 1, 2, 3], state="stopped")
+    agent_beat(redis_client, "gone", [0, 1, 2, 3], state="stopped")
     legacy = {"worker_id": "old", "host": "old.example", "queue": "testq", "state": "idle"}  # no "agent"
     redis_client.hset(protocol.worker_key("old"), "hb", json.dumps(legacy))
     error = the_error(post(client, alice, resources={"nodes": 1, "gpus_per_node": 2}))
@@ -151,8 +135,8 @@ def test_a_stopped_agent_and_a_legacy_worker_count_for_nothing(client: TestClien
 def test_a_satisfiable_request_is_stored_with_its_resources(client: TestClient, engine: Engine,
                                                             redis_client: redis.Redis, alice: Member) -> None:
     # busy devices do not make a request impossible: it waits for them (the scheduler says why)
-    beat(redis_client, "a", [0, 1, 2, 3], held={0: "other.1", 1: "other.1", 2: "other.1"})
-    beat(redis_client, "b", [0, 1, 2, 3, 4, 5, 6, 7])
+    agent_beat(redis_client, "a", [0, 1, 2, 3], held={0: "other.1", 1: "other.1", 2: "other.1"})
+    agent_beat(redis_client, "b", [0, 1, 2, 3, 4, 5, 6, 7])
     one = submit(client, alice, resources={"nodes": 1, "gpus_per_node": 8})
     two = submit(client, alice, resources={"nodes": 2, "gpus_per_node": 4})
     assert (one["nodes"], one["gpus_per_node"], two["nodes"], two["gpus_per_node"]) == (1, 8, 2, 4)
