@@ -4,7 +4,7 @@
     mocolab demo [--exit-when-done]   the same, plus a small real run on Fashion-MNIST and its evaluations
     mocolab worker --queue Q [--gpu N | --gpus all|0,1,3|cpu:N]
     mocolab admin ...          users, teams, tokens
-    mocolab submit | runs | show | cancel | logs     the REST API, for scripts
+    mocolab submit [--gpus N] [--nodes N] | runs | show | cancel | logs     the REST API, for scripts
     mocolab engine ...         the engine's own CLI (python -m mocov3_core)
 
 Bad input is one line on stderr and exit status 2. `up` and `demo` read MOCOLAB_STATE, MOCOLAB_HOST,
@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", default=None)
     p.add_argument("--tag", dest="tags", action="append", default=[])
     p.add_argument("--name", default=None)
+    p.add_argument("--gpus", default=None, metavar="N", help="GPUs on each machine (on one machine: the run's "
+                   "GPUs; default 1). optim.batch_size stays the global batch: it must divide by all the GPUs")
+    p.add_argument("--nodes", default=None, metavar="N", help="machines (default 1; 1-256)")
+    p.add_argument("--gpus-per-node", default=None, metavar="N", help="with --nodes: the same as --gpus")
     p.add_argument("--wait", action="store_true", help="show the run's progress until it ends")
     p = sub.add_parser("study", help="create a study (a run per value of one or two settings), or show one",
                        description="mocolab study --name lr --preset fmnist_small --axis optim.base_lr=1e-4,1e-3 "
@@ -128,10 +132,44 @@ def _overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _count(flag: str, text: str | None, most: int) -> int | None:
+    """A positive count from the command line (None when the flag is not given); ValueError names the flag."""
+    if text is None:
+        return None
+    if not text.strip().isdigit() or not 1 <= int(text) <= most:
+        raise ValueError(f"{flag} {text!r}: expected a whole number 1-{most}")
+    return int(text)
+
+
+def resources(gpus: str | None, nodes: str | None, gpus_per_node: str | None) -> dict[str, int] | None:
+    """--gpus / --nodes / --gpus-per-node -> the request's resources, or None for the server's default (1x1)."""
+    per = _count("--gpus", gpus, 64)
+    alias = _count("--gpus-per-node", gpus_per_node, 64)
+    machines = _count("--nodes", nodes, 256)
+    if per is not None and alias is not None and per != alias:
+        raise ValueError(f"--gpus {per} and --gpus-per-node {alias} disagree (they are the same setting)")
+    per = per if per is not None else alias
+    if per is None and machines is None:
+        return None
+    return {"nodes": machines or 1, "gpus_per_node": per or 1}
+
+
+def resources_label(run: dict[str, Any]) -> str:
+    """'4 GPUs' (one machine), '2x4 GPUs' (machines x GPUs each), '' for one GPU."""
+    nodes, per = int(run.get("nodes") or 1), int(run.get("gpus_per_node") or 1)
+    if nodes * per == 1:
+        return ""
+    return f"{per} GPUs" if nodes == 1 else f"{nodes}x{per} GPUs"
+
+
 def _line(run: dict[str, Any]) -> str:
     best = " ".join(f"{k}={run[k]:.2f}" for k in ("best_knn_top1", "best_linear_top1") if run.get(k) is not None)
+    size = resources_label(run)
+    waits = f" ({safe(run['wait_reason'])})" if run.get("status") == "queued" and run.get("wait_reason") else ""
+    tail = " ".join(part for part in (f"step {run.get('step') or 0}/{run.get('total_steps') or '?'}", best, size)
+                    if part)
     return safe(f"{run['id']}  {run['kind']:9s} {run['status']:10s} {safe(run.get('name') or ''):24s} "
-                f"step {run.get('step') or 0}/{run.get('total_steps') or '?'} {best}").rstrip()
+                f"{tail}{waits}").rstrip()
 
 
 def follow(client: Client, run_id: str, echo: bool = True) -> dict[str, Any]:
@@ -180,9 +218,12 @@ def run(argv: list[str] | None = None) -> int:
         from server.admin import main as admin_main
 
         return int(admin_main(args.admin_args) or 0)
+    asked = resources(args.gpus, args.nodes, args.gpus_per_node) if args.command == "submit" else None
     client = Client()
     if args.command == "submit":
         body: dict[str, Any] = {"kind": args.kind, "tags": args.tags}
+        if asked is not None:
+            body["resources"] = asked
         if args.spec:
             with open(args.spec) as fh:
                 body["spec"] = json.load(fh)

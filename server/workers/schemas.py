@@ -5,7 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+
+class AgentSlot(BaseModel):
+    device: int
+    held: bool = Field(description="A run holds the device (its run_id is null when the run is another team's).")
+    run_id: str | None = None
+    attempt: int | None = None
+
+
+class AgentPublic(BaseModel):
+    """What an agent (`mocolab worker --gpus ...`) says about its devices in its heartbeat."""
+
+    devices: list[int]
+    device_kind: str = Field(description="gpu, or cpu (CPU slots, on a machine without GPUs).")
+    storage: str | None = None
+    slots: list[AgentSlot]
 
 
 class WorkerPublic(BaseModel):
@@ -19,6 +35,8 @@ class WorkerPublic(BaseModel):
     first_seen: datetime
     last_seen: datetime
     telemetry: dict[str, Any]
+    agent: AgentPublic | None = Field(None, description="An agent's devices and who holds each; null for a "
+                                      "one-GPU worker (`--gpu N`).")
 
 
 class WorkersPublic(BaseModel):

@@ -14,7 +14,17 @@ def runs_named(telemetry: dict[str, Any]) -> set[str]:
     for r in telemetry.get("runs") or []:
         if isinstance(r, dict) and isinstance(r.get("run_id"), str):
             ids.add(r["run_id"])
+    for slot in _slots(telemetry):
+        if isinstance(slot.get("run_id"), str):
+            ids.add(slot["run_id"])
     return ids
+
+
+def _slots(telemetry: dict[str, Any]) -> list[dict[str, Any]]:
+    """An agent's device slots ({device, run_id, attempt}: worker/gang.py), or [] for any other payload."""
+    agent = telemetry.get("agent")
+    slots = agent.get("slots") if isinstance(agent, dict) else None
+    return [s for s in slots if isinstance(s, dict)] if isinstance(slots, list) else []
 
 
 def scope_telemetry(telemetry: dict[str, Any], visible: set[str]) -> dict[str, Any]:
@@ -24,6 +34,11 @@ def scope_telemetry(telemetry: dict[str, Any], visible: set[str]) -> dict[str, A
         out["step"] = None
     if isinstance(out.get("runs"), list):
         out["runs"] = [r for r in out["runs"] if isinstance(r, dict) and r.get("run_id") in visible]
+    if _slots(out):  # a device another team's run holds stays held, but nameless
+        agent = dict(out["agent"])
+        agent["slots"] = [s if s.get("run_id") is None or s.get("run_id") in visible
+                          else {**s, "run_id": None, "attempt": None, "hidden": True} for s in _slots(out)]
+        out["agent"] = agent
     return out
 
 

@@ -24,7 +24,7 @@ from server.core.errors import NotFound
 from server.embedded_redis import free_port
 from server.events.ingest import Ingestor, IngestResult
 from server.main import create_app
-from worker import protocol
+from worker import gang, protocol
 
 
 @dataclass
@@ -119,3 +119,17 @@ def start_live(settings: Settings, log_level: str = "warning") -> LiveServer:
     return LiveServer(f"http://127.0.0.1:{settings.port}", app, server, thread)
 
 
+def agent_beat(r: redis.Redis, agent_id: str, devices: list[int], *, queue: str = "testq", storage: str = "/shared",
+               kind: str = "gpu", held: dict[int, str] | None = None, state: str = "idle") -> None:
+    """An agent's heartbeat exactly as `mocolab worker --gpus ...` writes it (gang contract)."""
+    held = held or {}
+    slots = [{"device": d, "run_id": held[d].rpartition(".")[0] if d in held else None,
+              "attempt": int(held[d].rpartition(".")[2]) if d in held else None} for d in devices]
+    hb = {"worker_id": agent_id, "host": f"{agent_id}.example", "pid": 1, "queue": queue, "state": state,
+          "version": "test", "time": 0.0,
+          "agent": {"devices": devices, "device_kind": kind, "storage": storage,
+                    "node_queue": gang.node_queue(agent_id), "slots": slots}}
+    r.hset(protocol.worker_key(agent_id), "hb", json.dumps(hb))
+    r.expire(protocol.worker_key(agent_id), int(protocol.HEARTBEAT_TTL_S) * 10)  # as long as the test needs
+    for device, token in held.items():
+        r.hset(gang.slots_key(agent_id), str(device), token)

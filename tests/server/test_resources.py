@@ -13,26 +13,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from server.events.ingest import Ingestor
 from server.models import Run
 from worker import gang, protocol
 
-from server_factories import Member, queue_messages, submit
-
-
-def beat(r: redis.Redis, agent_id: str, devices: list[int], *, queue: str = "testq", storage: str = "/shared",
-         kind: str = "gpu", held: dict[int, str] | None = None, state: str = "idle") -> None:
-    """An agent's heartbeat exactly as `mocolab worker --gpus ...` writes it (gang contract)."""
-    held = held or {}
-    slots = [{"device": d, "run_id": held[d].rpartition(".")[0] if d in held else None,
-              "attempt": int(held[d].rpartition(".")[2]) if d in held else None} for d in devices]
-    hb = {"worker_id": agent_id, "host": f"{agent_id}.example", "pid": 1, "queue": queue, "state": state,
-          "version": "test", "time": 0.0,
-          "agent": {"devices": devices, "device_kind": kind, "storage": storage,
-                    "node_queue": gang.node_queue(agent_id), "slots": slots}}
-    r.hset(protocol.worker_key(agent_id), "hb", json.dumps(hb))
-    r.expire(protocol.worker_key(agent_id), int(protocol.HEARTBEAT_TTL_S) * 10)  # as long as the test needs
-    for device, token in held.items():
-        r.hset(gang.slots_key(agent_id), str(device), token)
+from server_factories import Member, agent_beat, drain, ev, push, queue_messages, submit
 
 
 def post(client: TestClient, member: Member, **body: Any) -> Any:
@@ -78,7 +63,7 @@ def test_a_request_out_of_range_is_422_at_its_field(client: TestClient, redis_cl
 @pytest.mark.parametrize("kind", ["knn", "linear", "finetune"])
 def test_an_evaluation_runs_on_one_device(client: TestClient, redis_client: redis.Redis, alice: Member,
                                          kind: str) -> None:
-    beat(redis_client, "a", [0, 1, 2, 3])
+    agent_beat(redis_client, "a", [0, 1, 2, 3])
     parent = submit(client, alice)
     for body in ({"kind": kind, "preset": None, "run_id": parent["id"]}, {"kind": kind, "preset": None}):
         error = the_error(post(client, alice, resources={"nodes": 1, "gpus_per_node": 2}, **body))
@@ -88,8 +73,8 @@ def test_an_evaluation_runs_on_one_device(client: TestClient, redis_client: redi
 
 def test_the_global_batch_must_split_over_the_devices(client: TestClient, redis_client: redis.Redis,
                                                       alice: Member) -> None:
-    beat(redis_client, "a", list(range(8)))
-    beat(redis_client, "b", list(range(8)))
+    agent_beat(redis_client, "a", list(range(8)))
+    agent_beat(redis_client, "b", list(range(8)))
     # fmnist_tiny's batch is 64; the overrides win over the preset
     error = the_error(post(client, alice, resources={"nodes": 1, "gpus_per_node": 3}))
     assert error["loc"] == ["body", "resources"]
@@ -103,8 +88,8 @@ def test_the_global_batch_must_split_over_the_devices(client: TestClient, redis_
 
 def test_a_batch_that_splits_is_accepted_after_the_overrides(client: TestClient, redis_client: redis.Redis,
                                                               alice: Member) -> None:
-    beat(redis_client, "a", list(range(8)))
-    beat(redis_client, "b", list(range(8)))
+    agent_beat(redis_client, "a", list(range(8)))
+    agent_beat(redis_client, "b", list(range(8)))
     error = the_error(post(client, alice, resources={"nodes": 2, "gpus_per_node": 4},
                            overrides={"optim.batch_size": 60}))
     assert "optim.batch_size 60" in error["msg"] and "7.5 images" in error["msg"]
@@ -117,9 +102,9 @@ def test_a_request_no_machine_can_ever_satisfy_says_what_exists(client: TestClie
     error = the_error(post(client, alice, resources={"nodes": 1, "gpus_per_node": 2}))
     assert error["loc"] == ["body", "resources"]
     assert "no agent is registered on queue 'testq'" in error["msg"]
-    beat(redis_client, "a", [0, 1, 2, 3])
-    beat(redis_client, "b", [0, 1])
-    beat(redis_client, "elsewhere", list(range(16)), queue="otherq")  # another queue's machine does not count
+    agent_beat(redis_client, "a", [0, 1, 2, 3])
+    agent_beat(redis_client, "b", [0, 1])
+    agent_beat(redis_client, "elsewhere", list(range(16)), queue="otherq")  # another queue's machine does not count
     error = the_error(post(client, alice, resources={"nodes": 1, "gpus_per_node": 8}))
     assert error["loc"] == ["body", "resources"]
     assert "asks for 8 free GPUs on one machine" in error["msg"]
@@ -132,15 +117,15 @@ def test_a_request_no_machine_can_ever_satisfy_says_what_exists(client: TestClie
 
 def test_machines_on_different_storage_cannot_share_a_run(client: TestClient, redis_client: redis.Redis,
                                                           alice: Member) -> None:
-    beat(redis_client, "a", [0, 1], storage="/mnt/a")
-    beat(redis_client, "b", [0, 1], storage="/mnt/b")
+    agent_beat(redis_client, "a", [0, 1], storage="/mnt/a")
+    agent_beat(redis_client, "b", [0, 1], storage="/mnt/b")
     error = the_error(post(client, alice, resources={"nodes": 2, "gpus_per_node": 2}))
     assert "different storage roots (/mnt/a, /mnt/b)" in error["msg"]
 
 
 def test_a_stopped_agent_and_a_legacy_worker_count_for_nothing(client: TestClient, redis_client: redis.Redis,
                                                                alice: Member) -> None:
-    beat(redis_client, "gone", [0, 1, 2, 3], state="stopped")
+    agent_beat(redis_client, "gone", [0, 1, 2, 3], state="stopped")
     legacy = {"worker_id": "old", "host": "old.example", "queue": "testq", "state": "idle"}  # no "agent"
     redis_client.hset(protocol.worker_key("old"), "hb", json.dumps(legacy))
     error = the_error(post(client, alice, resources={"nodes": 1, "gpus_per_node": 2}))
@@ -150,8 +135,8 @@ def test_a_stopped_agent_and_a_legacy_worker_count_for_nothing(client: TestClien
 def test_a_satisfiable_request_is_stored_with_its_resources(client: TestClient, engine: Engine,
                                                             redis_client: redis.Redis, alice: Member) -> None:
     # busy devices do not make a request impossible: it waits for them (the scheduler says why)
-    beat(redis_client, "a", [0, 1, 2, 3], held={0: "other.1", 1: "other.1", 2: "other.1"})
-    beat(redis_client, "b", [0, 1, 2, 3, 4, 5, 6, 7])
+    agent_beat(redis_client, "a", [0, 1, 2, 3], held={0: "other.1", 1: "other.1", 2: "other.1"})
+    agent_beat(redis_client, "b", [0, 1, 2, 3, 4, 5, 6, 7])
     one = submit(client, alice, resources={"nodes": 1, "gpus_per_node": 8})
     two = submit(client, alice, resources={"nodes": 2, "gpus_per_node": 4})
     assert (one["nodes"], one["gpus_per_node"], two["nodes"], two["gpus_per_node"]) == (1, 8, 2, 4)
@@ -170,3 +155,31 @@ def test_a_satisfiable_request_is_stored_with_its_resources(client: TestClient, 
     assert shown["wait_reason"] == "waiting for 2 machines with 4 free GPUs (free now: a: 1, b: 8)"
     assert shown["placement"] == [{"worker_id": "b", "host": "b.example", "devices": [0, 1, 2, 3]},
                                   {"worker_id": "a", "host": "a.example", "devices": [3]}]
+
+
+def test_an_agents_devices_show_who_holds_them_to_that_team_only(client: TestClient, redis_client: redis.Redis,
+                                                                 ingestor: Ingestor, alice: Member,
+                                                                 bob: Member) -> None:
+    mine, theirs = submit(client, alice)["id"], submit(client, bob)["id"]
+    slots = [{"device": 0, "run_id": mine, "attempt": 1}, {"device": 1, "run_id": mine, "attempt": 1},
+             {"device": 2, "run_id": theirs, "attempt": 2}, {"device": 3, "run_id": None, "attempt": None}]
+    push(redis_client, [ev(protocol.worker_run_id("a"), 1, "heartbeat", worker_id="a", host="box", queue="testq",
+                           state="busy", runs=[], agent={"devices": [0, 1, 2, 3], "device_kind": "gpu",
+                                                         "storage": "/shared", "node_queue": gang.node_queue("a"),
+                                                         "slots": slots}),
+                        ev(protocol.worker_run_id("old"), 1, "heartbeat", worker_id="old", host="box2",
+                           queue="testq", state="idle", runs=[])])
+    drain(ingestor)
+    by_alice = {w["id"]: w for w in client.get("/api/v1/workers", headers=alice.headers).json()["data"]}
+    assert by_alice["old"]["agent"] is None  # a one-GPU worker
+    agent = by_alice["a"]["agent"]
+    assert (agent["devices"], agent["device_kind"], agent["storage"]) == ([0, 1, 2, 3], "gpu", "/shared")
+    assert [(s["device"], s["held"], s["run_id"], s["attempt"]) for s in agent["slots"]] == [
+        (0, True, mine, 1), (1, True, mine, 1), (2, True, None, None), (3, False, None, None)]
+    by_bob = client.get("/api/v1/workers", headers=bob.headers).json()["data"]
+    [bobs] = [w for w in by_bob if w["id"] == "a"]
+    assert [(s["device"], s["held"], s["run_id"]) for s in bobs["agent"]["slots"]] == [
+        (0, True, None), (1, True, None), (2, True, theirs), (3, False, None)]
+    assert mine not in json.dumps(by_bob) and theirs not in json.dumps(by_alice)
+    history = client.get("/api/v1/workers/a/history", headers=bob.headers).json()
+    assert history["data"] and mine not in json.dumps(history)

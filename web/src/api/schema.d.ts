@@ -70,7 +70,8 @@ export interface paths {
         put?: never;
         /**
          * Submit Run
-         * @description Validate the spec, store the run as queued, then send it to its queue.
+         * @description Validate the spec and the resources, store the run as queued, then send it to its queue (a run on more
+         *     than one device waits for the scheduler to place it on free devices of live agents).
          */
         post: operations["submit_run_api_v1_runs_post"];
         delete?: never;
@@ -643,6 +644,37 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * AgentPublic
+         * @description What an agent (`mocolab worker --gpus ...`) says about its devices in its heartbeat.
+         */
+        AgentPublic: {
+            /** Devices */
+            devices: number[];
+            /**
+             * Device Kind
+             * @description gpu, or cpu (CPU slots, on a machine without GPUs).
+             */
+            device_kind: string;
+            /** Storage */
+            storage?: string | null;
+            /** Slots */
+            slots: components["schemas"]["AgentSlot"][];
+        };
+        /** AgentSlot */
+        AgentSlot: {
+            /** Device */
+            device: number;
+            /**
+             * Held
+             * @description A run holds the device (its run_id is null when the run is another team's).
+             */
+            held: boolean;
+            /** Run Id */
+            run_id?: string | null;
+            /** Attempt */
+            attempt?: number | null;
+        };
         /** AlertPublic */
         AlertPublic: {
             /** Run Id */
@@ -945,6 +977,15 @@ export interface components {
             /** Notes */
             notes: string;
         };
+        /** PlacementPublic */
+        PlacementPublic: {
+            /** Worker Id */
+            worker_id: string;
+            /** Host */
+            host?: string | null;
+            /** Devices */
+            devices: number[];
+        };
         /** PresetPublic */
         PresetPublic: {
             /** Name */
@@ -979,6 +1020,25 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+        };
+        /**
+         * Resources
+         * @description What a run asks for: `nodes` machines with `gpus_per_node` devices each (a GPU each, or a CPU slot on a
+         *     machine without GPUs). The spec's optim.batch_size stays the global batch, split evenly over them all.
+         */
+        Resources: {
+            /**
+             * Nodes
+             * @description Machines.
+             * @default 1
+             */
+            nodes?: number;
+            /**
+             * Gpus Per Node
+             * @description Devices on each machine.
+             * @default 1
+             */
+            gpus_per_node?: number;
         };
         /** RunCreate */
         RunCreate: {
@@ -1041,6 +1101,8 @@ export interface components {
              * @default gpu
              */
             queue?: string;
+            /** @description Machines and devices per machine (default one device). An evaluation runs on one device. */
+            resources?: components["schemas"]["Resources"];
         };
         /** RunDetail */
         RunDetail: {
@@ -1166,6 +1228,28 @@ export interface components {
             study_values?: {
                 [key: string]: unknown;
             };
+            /**
+             * Nodes
+             * @description Machines it asks for.
+             * @default 1
+             */
+            nodes?: number;
+            /**
+             * Gpus Per Node
+             * @description Devices it asks for on each machine.
+             * @default 1
+             */
+            gpus_per_node?: number;
+            /**
+             * Wait Reason
+             * @description Why it is still queued (what it waits for); null when it is not waiting.
+             */
+            wait_reason?: string | null;
+            /**
+             * Placement
+             * @description Where it runs: one entry per machine, in node order (node 0 first); null until placed.
+             */
+            placement?: components["schemas"]["PlacementPublic"][] | null;
             /** Spec */
             spec: {
                 [key: string]: unknown;
@@ -1331,6 +1415,28 @@ export interface components {
             study_values?: {
                 [key: string]: unknown;
             };
+            /**
+             * Nodes
+             * @description Machines it asks for.
+             * @default 1
+             */
+            nodes?: number;
+            /**
+             * Gpus Per Node
+             * @description Devices it asks for on each machine.
+             * @default 1
+             */
+            gpus_per_node?: number;
+            /**
+             * Wait Reason
+             * @description Why it is still queued (what it waits for); null when it is not waiting.
+             */
+            wait_reason?: string | null;
+            /**
+             * Placement
+             * @description Where it runs: one entry per machine, in node order (node 0 first); null until placed.
+             */
+            placement?: components["schemas"]["PlacementPublic"][] | null;
         };
         /** RunUpdate */
         RunUpdate: {
@@ -1736,6 +1842,8 @@ export interface components {
             telemetry: {
                 [key: string]: unknown;
             };
+            /** @description An agent's devices and who holds each; null for a one-GPU worker (`--gpu N`). */
+            agent?: components["schemas"]["AgentPublic"] | null;
         };
         /** WorkersPublic */
         WorkersPublic: {

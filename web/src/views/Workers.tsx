@@ -8,6 +8,7 @@ import type { GpuTelemetry, WorkerPublic } from "../api/types";
 import { Empty, ErrorBox, Link, LiveIndicator, Loading, fmtBytes, parseTime, timeAgo } from "../ui/common";
 import { useWorkerHistory } from "./workers/useWorkerHistory";
 import { WorkerHistory } from "./workers/WorkerHistory";
+import { deviceChips, type DeviceChip } from "./workers/devices";
 
 const TTL_MS = 30_000; // worker.protocol.HEARTBEAT_TTL_S
 
@@ -47,6 +48,34 @@ function Gpu({ g }: { g: GpuTelemetry }) {
         {fmtBytes(g.memory_used)} / {fmtBytes(g.memory_total)} ·{" "}
         {g.temperature != null ? `${g.temperature} °C` : "temp n/a"}
       </div>
+    </div>
+  );
+}
+
+/** An agent's devices: each links to the run that holds it, or says it is free. */
+function DeviceChips({ chips }: { chips: DeviceChip[] }) {
+  return (
+    <div class="device-chips" data-testid="device-chips">
+      {chips.map((c) =>
+        c.runId ? (
+          <Link
+            key={c.device}
+            href={`/runs/${encodeURIComponent(c.runId)}`}
+            class="tag device held"
+            title={`${c.label}: run ${c.runId}${c.attempt ? `, attempt ${c.attempt}` : ""}`}
+          >
+            {c.label} · <span class="mono">{c.runId}</span>
+          </Link>
+        ) : (
+          <span
+            key={c.device}
+            class={`tag device ${c.state}`}
+            title={c.state === "hidden" ? `${c.label}: held by another team's run` : `${c.label}: free`}
+          >
+            {c.label} · {c.state === "hidden" ? "in use" : "free"}
+          </span>
+        ),
+      )}
     </div>
   );
 }
@@ -149,6 +178,7 @@ export function WorkersPage() {
             const online = isOnline(w);
             const t = w.telemetry ?? {};
             const gpus = Array.isArray(t.gpus) ? t.gpus : [];
+            const chips = deviceChips(t);
             const memPct = t.memory_used != null && t.memory_total ? (100 * t.memory_used) / t.memory_total : null;
             return (
               <article
@@ -195,6 +225,7 @@ export function WorkersPage() {
                     <span class="muted">idle</span>
                   )}
                 </div>
+                {chips && online && <DeviceChips chips={chips} />}
                 <div class="host-meters">
                   <Meter value={t.cpu_percent} max={100} label="cpu" unit="%" />
                   <Meter value={memPct} max={100} label="ram" unit="%" />

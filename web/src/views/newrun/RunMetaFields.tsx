@@ -1,5 +1,6 @@
 // The run's own fields above the generated form: kind, preset (a pretraining run) or the checkpoint an
-// evaluation reads (its pretraining run and step), project, tags, queue, notes.
+// evaluation reads (its pretraining run and step), project, tags, queue, notes, and what a pretraining run asks
+// for: GPUs on each machine and machines (optim.batch_size stays the global batch, split over them all).
 import { RUN_KINDS } from "../../api/types";
 import { checkpointSteps, runLabel } from "./source";
 import type { RunForm } from "./useRunForm";
@@ -139,6 +140,31 @@ export function RunMetaFields({ form }: { form: RunForm }) {
         />
         {metaError("queue")}
       </label>
+      {kind === "pretrain" && (
+        <>
+          <label>
+            GPUs per machine <span class="muted small">(one machine: the run's GPUs)</span>
+            <input
+              value={form.gpus}
+              inputMode="numeric"
+              data-testid="field-gpus_per_node"
+              onInput={(e) => form.setGpus((e.target as HTMLInputElement).value)}
+            />
+            {metaError("resources.gpus_per_node")}
+          </label>
+          <label>
+            Machines
+            <input
+              value={form.nodes}
+              inputMode="numeric"
+              data-testid="field-nodes"
+              onInput={(e) => form.setNodes((e.target as HTMLInputElement).value)}
+            />
+            {metaError("resources.nodes")}
+            {metaError("resources")}
+          </label>
+        </>
+      )}
       <label class="wide">
         Notes
         <input

@@ -15,8 +15,9 @@ import {
   SOURCE_FIELDS,
   sourceFields,
 } from "./source";
+import { RESOURCE_FIELDS, resourcesOf } from "./resources";
 
-const META = ["kind", "preset", "project", "tags", "queue", "notes", ...SOURCE_FIELDS];
+const META = ["kind", "preset", "project", "tags", "queue", "notes", ...SOURCE_FIELDS, ...RESOURCE_FIELDS];
 
 export type RunForm = ReturnType<typeof useRunForm>;
 
@@ -34,6 +35,8 @@ export function useRunForm(query: URLSearchParams) {
   const [tags, setTags] = useState("");
   const [queue, setQueue] = useState("");
   const [notes, setNotes] = useState("");
+  const [gpus, setGpus] = useState("1"); // GPUs on each machine
+  const [nodes, setNodes] = useState("1"); // machines
   const [submitting, setSubmitting] = useState(false);
   const [sourceRuns, setSourceRuns] = useState<RunPublic[] | null>(null);
   const [sourceRun, setSourceRun] = useState(query.get("run_id") ?? "");
@@ -64,6 +67,8 @@ export function useRunForm(query: URLSearchParams) {
         setProject(r.project);
         setTags(r.tags.join(", "));
         setQueue(r.queue);
+        setGpus(String(r.gpus_per_node ?? 1));
+        setNodes(String(r.nodes ?? 1));
         setNotes(r.notes ? `Clone of ${r.id}. ${r.notes}` : `Clone of ${r.id}.`);
         if (r.kind !== "pretrain" && r.parent_run_id) setSourceRun(r.parent_run_id);
       })
@@ -152,8 +157,9 @@ export function useRunForm(query: URLSearchParams) {
 
   const submit = async (e: Event) => {
     e.preventDefault();
-    if (Object.keys(localErrors).length) {
-      setErrors(localErrors);
+    const asked = resourcesOf(kind, gpus, nodes);
+    if (Object.keys(localErrors).length || Object.keys(asked.errors).length) {
+      setErrors({ ...localErrors, ...asked.errors });
       focusFirstError();
       return;
     }
@@ -172,6 +178,7 @@ export function useRunForm(query: URLSearchParams) {
     if (kind === "pretrain" && preset) body.preset = preset;
     Object.assign(body, sourceFields(kind, sourceRun, checkpointStep));
     if (queue.trim()) body.queue = queue.trim();
+    if (asked.resources) body.resources = asked.resources;
     try {
       const run = await api.submit(body);
       navigate(`/runs/${encodeURIComponent(run.id)}`);
@@ -206,6 +213,10 @@ export function useRunForm(query: URLSearchParams) {
     setQueue,
     notes,
     setNotes,
+    gpus,
+    setGpus,
+    nodes,
+    setNodes,
     submitting,
     evaluation,
     sourceRuns,

@@ -1,9 +1,11 @@
 // The run page's head: name, status, live state and the actions (cancel, resume, clone, CSV), then the
-// run's facts (ids, project, progress, accuracies).
+// run's facts (ids, project, its GPUs, progress, accuracies); why a queued run waits, and where a placed run
+// runs (machine -> devices, node order).
 import type { LiveState } from "../../api/events";
 import type { RunDetail } from "../../api/types";
 import { navigate } from "../../router";
 import { Link, LiveIndicator, StatusBadge, fmtAcc, timeAgo } from "../../ui/common";
+import { placementLines, resourcesLabel } from "../newrun/resources";
 import { knnEvalCell, knnProbeCell } from "../runs/knn";
 
 export const TERMINAL = ["succeeded", "failed", "cancelled", "lost"];
@@ -78,6 +80,7 @@ export function RunHeader({
           </span>
         ))}
         <span title={run.created_at}>created {timeAgo(run.created_at)}</span>
+        <span data-testid="run-resources">{resourcesLabel(run)}</span>
         {run.worker_id && <span>on {run.worker_id}</span>}
         {run.attempt > 1 && <span>attempt {run.attempt}</span>}
         {pct !== null && (
@@ -103,6 +106,20 @@ export function RunHeader({
           </span>
         )}
       </div>
+      {run.status === "queued" && run.wait_reason && (
+        <div class="muted small" data-testid="run-wait-reason">
+          Queued: {run.wait_reason}
+        </div>
+      )}
+      {run.status === "running" && placementLines(run).length > 0 && (
+        <ul class="run-placement small" data-testid="run-placement">
+          {placementLines(run).map((line) => (
+            <li key={line} class="mono">
+              {line}
+            </li>
+          ))}
+        </ul>
+      )}
     </>
   );
 }
