@@ -18,6 +18,8 @@
 #   5. pretrain  python -m mocov3_core pretrain --preset fmnist_small on CUDA, capped at GPU_PRETRAIN_STEPS
 #                (default 702 = the preset's 3 epochs)                                      -> OUT/pretrain.txt
 #                                                                                              OUT/pretrain-events.jsonl
+#   5b. scale    (the service's packages present) one run through an agent (--gpus all) vs bare torchrun,
+#                bench/scale.py                                                            -> OUT/scale.txt
 #   6. core      (GPU_CHECK_CORE=1, default) the rest of tests/core on the GPU machine with the time left
 #                (the fmnist-marked tests then train on CUDA)                              -> OUT/pytest-cuda.txt
 # OUT/gpu_check.log holds each step's start, end, exit status and seconds. At most 8 files land in OUT.
@@ -237,6 +239,19 @@ print("knn_top1 (step, value):", knn)
 print("alerts:", sum(e["type"] == "alert" for e in events), "| last status:",
       next((e["payload"] for e in reversed(events) if e["type"] == "status"), None))
 EOF
+
+# -------------------------------------------------------------------------------------------- 5b. through an agent
+# The single-GPU path of the service: `mocolab worker --gpus all` on this machine, the run placed by the scheduler
+# and launched under torchrun, against the same run under a bare torchrun (bench/scale.py). It needs the service's
+# packages (celery, fastapi, sqlmodel, redis, uvicorn, redis-server): absent from the bare image, carry them in .whl.
+SCALE=$OUT/scale.txt
+if [ "$HAVE" = cuda ] && "$PY" -c 'import celery, fastapi, sqlmodel, redis, uvicorn, alembic' >/dev/null 2>&1; then
+  step scale 150 "$SCALE" "$PY" bench/scale.py --procs 1 --rounds 1 --steps 60 --warmup 10 --batch 256 \
+    --set train.device=cuda ${DATA_SET[@]+"${DATA_SET[@]}"}
+else
+  echo "### scale: SKIPPED (no CUDA, or the service's packages are not installed here)" >>"$SCALE"
+  log "SKIP  scale: no CUDA or no service packages"
+fi
 
 # -------------------------------------------------------------------------------------------- 6. rest of tests/core
 if [ "${GPU_CHECK_CORE:-1}" = 1 ]; then
