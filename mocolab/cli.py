@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-worker", action="store_true", help="start no local worker")
         p.add_argument("--gpu", default=_env("MOCOLAB_GPU", None),
                        help="GPU index for the local worker (default: MOCOLAB_GPU, else the first, if any)")
+        p.add_argument("--gpus", default=None, metavar="all|0,1|cpu:N",
+                       help="start the local worker as an agent owning these devices (runs of 1 to N GPUs)")
         if name == "demo":
             p.add_argument("--exit-when-done", action="store_true",
                            help="wait for the demo's runs, print their results and exit (0 when all succeeded)")

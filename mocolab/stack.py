@@ -55,10 +55,11 @@ def check_port_free(host: str, port: int) -> None:
 
 
 class Stack:
-    def __init__(self, state: Path, host: str, port: int, worker: bool = True, gpu: str | None = None) -> None:
+    def __init__(self, state: Path, host: str, port: int, worker: bool = True, gpu: str | None = None,
+                 gpus: str | None = None) -> None:
         self.state = state.resolve()
         self.host, self.port = host, port
-        self.with_worker, self.gpu = worker, gpu
+        self.with_worker, self.gpu, self.gpus = worker, gpu, gpus
         self.redis: EmbeddedRedis | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = dict(os.environ)
@@ -101,7 +102,9 @@ class Stack:
     def start_worker(self, name: str = "worker") -> None:
         args = [sys.executable, "-m", "worker", "--queue", protocol.DEFAULT_QUEUE, "--worker-id",
                 f"{os.uname().nodename}-{name}", "--spool-dir", str(self.state / "spool" / name)]
-        if self.gpu is not None:
+        if self.gpus is not None:  # an agent: the scheduler places runs of 1 to N devices on it
+            args += ["--gpus", self.gpus]
+        elif self.gpu is not None:
             args += ["--gpu", self.gpu]
         self._spawn(name, args)
 
@@ -180,7 +183,13 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 
 def run_stack(args: argparse.Namespace) -> int:
-    stack = Stack(Path(args.state), args.host, args.port, worker=not args.no_worker, gpu=args.gpu)
+    if args.gpus is not None and args.gpu is not None:
+        raise StackError("--gpus (an agent) and --gpu (a one-GPU worker) exclude each other")
+    if args.gpus is not None:
+        from worker.agent import parse_devices
+
+        parse_devices(args.gpus)  # a bad value is one line before anything starts
+    stack = Stack(Path(args.state), args.host, args.port, worker=not args.no_worker, gpu=args.gpu, gpus=args.gpus)
     # Ctrl-C, `kill`, `docker stop` and a closed terminal all stop the parts cleanly (SIGINT too when the
     # shell started us in the background, which makes a process ignore it)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
