@@ -1,4 +1,4 @@
-// One run: live status and charts, alerts, evaluations, config, logs and checkpoints.
+// One run: live status, the machines it is placed on, charts, alerts, evaluations, config, logs and checkpoints.
 import { useState } from "preact/hooks";
 import { api, ApiError } from "../api/client";
 import type { EvalKind, RunDetail } from "../api/types";
@@ -9,6 +9,8 @@ import { ChartsPanel } from "./run/ChartsPanel";
 import { CheckpointsPanel } from "./run/CheckpointsPanel";
 import { EvalsPanel } from "./run/EvalsPanel";
 import { LogsPanel } from "./run/LogsPanel";
+import { showMachines } from "./run/machines";
+import { MachinesPanel } from "./run/MachinesPanel";
 import { RunHeader, TERMINAL } from "./run/RunHeader";
 import { useRunData } from "./run/useRunData";
 
@@ -113,6 +115,7 @@ export function RunPage({ id }: { id: string }) {
           </button>
         </div>
       )}
+      {showMachines(run) && <MachinesPanel run={run} />}
       <div class="tabs" role="tablist">
         {tabs.map(([t, label]) => (
           <button

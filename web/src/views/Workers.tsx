@@ -1,16 +1,13 @@
 // The workers and their GPUs, live from the team stream's heartbeats, each with its telemetry history
 // charted (the API's last hour, extended by the live beats); offline ones greyed with the time they went quiet.
-import { useCallback, useEffect, useState } from "preact/hooks";
-import { api } from "../api/client";
-import type { StreamMessage } from "../api/events";
-import { useTeamStream } from "../api/team";
+import { useRef } from "preact/hooks";
 import type { GpuTelemetry, WorkerPublic } from "../api/types";
 import { Empty, ErrorBox, Link, LiveIndicator, Loading, fmtBytes, parseTime, timeAgo } from "../ui/common";
 import { useWorkerHistory } from "./workers/useWorkerHistory";
 import { WorkerHistory } from "./workers/WorkerHistory";
 import { deviceChips, type DeviceChip } from "./workers/devices";
-
-const TTL_MS = 30_000; // worker.protocol.HEARTBEAT_TTL_S
+import { useNow, useWorkers, type OnBeat } from "./workers/useWorkers";
+import { HEARTBEAT_TTL_MS as TTL_MS } from "./run/machines";
 
 function Meter({
   value,
@@ -81,74 +78,15 @@ function DeviceChips({ chips }: { chips: DeviceChip[] }) {
 }
 
 export function WorkersPage() {
-  const [workers, setWorkers] = useState<WorkerPublic[] | null>(null);
-  const [error, setError] = useState<unknown>(null);
-  const [now, setNow] = useState(Date.now());
-  const [reload, setReload] = useState(0);
-
-  useEffect(() => {
-    const ctrl = new AbortController();
-    api
-      .workers(ctrl.signal)
-      .then((r) => {
-        setWorkers(r.data);
-        setError(null);
-      })
-      .catch((e) => {
-        if ((e as Error).name !== "AbortError") setError(e);
-      });
-    return () => ctrl.abort();
-  }, [reload]);
-
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), 2000);
-    return () => clearInterval(t);
-  }, []);
-
+  // Each live beat extends its worker's history; the history hook needs the list the workers hook loads.
+  const beat = useRef<OnBeat>();
+  const { workers, error, reload, retry, live } = useWorkers((id, lastSeen, t) => beat.current?.(id, lastSeen, t));
+  const now = useNow();
   const [history, addBeat] = useWorkerHistory(
     (workers ?? []).map((w) => w.id),
     reload,
   );
-
-  const onMessage = useCallback(
-    (m: StreamMessage) => {
-      if (m.event === "resync") {
-        setReload((n) => n + 1);
-        return;
-      }
-      if (m.event !== "worker") return;
-      const d = m.data as {
-        id: string;
-        host: string | null;
-        queue: string | null;
-        version: string | null;
-        last_seen: string;
-        current_run_id: string | null;
-        telemetry: WorkerPublic["telemetry"];
-      };
-      addBeat(d.id, d.last_seen, d.telemetry ?? {});
-      setWorkers((cur) => {
-        const list = cur ?? [];
-        const state = typeof d.telemetry?.state === "string" ? (d.telemetry.state as string) : null;
-        const i = list.findIndex((w) => w.id === d.id);
-        const w: WorkerPublic = {
-          ...(i >= 0 ? list[i] : { first_seen: d.last_seen }),
-          id: d.id,
-          host: d.host,
-          queue: d.queue,
-          version: d.version,
-          last_seen: d.last_seen,
-          current_run_id: d.current_run_id,
-          telemetry: d.telemetry,
-          online: state !== "stopped",
-          state,
-        } as WorkerPublic;
-        return i >= 0 ? list.map((x, j) => (j === i ? w : x)) : [...list, w];
-      });
-    },
-    [addBeat],
-  );
-  const live = useTeamStream(onMessage);
+  beat.current = addBeat;
 
   const isOnline = (w: WorkerPublic) => w.online && now - parseTime(w.last_seen) <= TTL_MS;
   const sorted = (workers ?? [])
@@ -165,7 +103,7 @@ export function WorkersPage() {
         </span>
       </div>
       {error ? (
-        <ErrorBox error={error} retry={() => setReload((n) => n + 1)} />
+        <ErrorBox error={error} retry={retry} />
       ) : workers === null ? (
         <Loading what="workers" />
       ) : sorted.length === 0 ? (
