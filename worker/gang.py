@@ -136,8 +136,11 @@ class Agent:
 def live_agents(r: redis.Redis, with_slots: bool = True) -> list[Agent]:
     """Every agent whose heartbeat key is alive, with (with_slots) the devices each one's slot hash holds."""
     agents: list[Agent] = []
-    for key in r.scan_iter(match=protocol.worker_key("*"), count=500):
-        raw = r.hget(key, "hb")
+    keys = list(r.scan_iter(match=protocol.worker_key("*"), count=500))
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.hget(key, "hb")
+    for raw in pipe.execute() if keys else []:  # one round trip for every heartbeat
         if raw is None:
             continue
         try:

@@ -125,11 +125,17 @@ def plan(requests: Sequence[Request], agents: Sequence[Agent], starve_after_s: f
     out = Plan()
     blocked: set[str] = set()  # machines kept for a starving run
     starving: str | None = None  # the first of them
+    # Devices only get taken during a pass, so a shape (queue, machines, devices) that did not fit will not fit
+    # later in the pass either: its reason is reused, not recomputed (1,000 queued runs of a few shapes).
+    unfit: dict[tuple[str, int, int, int], str] = {}
     for request in requests:
-        placement = place(request, free, blocked)
+        shape = (request.queue, request.nodes, request.gpus_per_node, len(blocked))
+        placement = None if shape in unfit else place(request, free, blocked)
         if placement is None:
-            now = _free_now([a for a in free if a.queue == request.queue])
-            reason = f"waiting for {request.label} (free now: {now})"
+            if shape not in unfit:
+                now = _free_now([a for a in free if a.queue == request.queue])
+                unfit[shape] = f"waiting for {request.label} (free now: {now})"
+            reason = unfit[shape]
             if starving is not None and place(request, free) is not None:  # it fits, but not where it may go
                 reason += (f"; the machines it fits on are kept for run {starving}, which has waited "
                            f"{starve_after_s:g} s or more")

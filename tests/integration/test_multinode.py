@@ -288,3 +288,24 @@ def test_a_request_no_machine_can_serve_is_refused_with_what_exists(stack: Stack
     text = str(err.value)
     assert "422" in text or "resources" in text
     assert "r1" in text and "2 CPU slots" in text
+
+
+def test_one_agent_runs_two_one_device_runs_side_by_side_and_says_which_device_serves_which(
+        stack: Stack, agents: Agents) -> None:
+    me = agents.start("s1", slots=2)
+    c = client(stack)
+    runs = [submit(c, 1, 1, **{"optim.epochs": 8}), submit(c, 1, 1, **{"optim.epochs": 8})]
+    both = wait_for(lambda: all((r := c.run(x["id"]))["status"] == "running" for x in runs) and
+                    [c.run(x["id"]) for x in runs], "both runs to run at once", 300)
+    devices = sorted(r["placement"][0]["devices"][0] for r in both)
+    assert devices == [0, 1] and {r["placement"][0]["worker_id"] for r in both} == {me}
+    # the agent's heartbeat says which device serves which run (the workers page reads it)
+    worker = wait_for(lambda: next((w for w in c.get("/workers")["data"] if w["id"] == me
+                                    and all(s.get("run_id") for s in (w.get("agent") or {}).get("slots", []))), None),
+                      "the agent's heartbeat to show both runs", 30)
+    by_device = {s["device"]: s["run_id"] for s in worker["agent"]["slots"]}
+    assert by_device == {r["placement"][0]["devices"][0]: r["id"] for r in both}
+    for r in runs:
+        c.cancel(r["id"])
+    for r in runs:
+        assert ended(c, r["id"], 120)["status"] == "cancelled"
