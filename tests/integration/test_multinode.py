@@ -295,8 +295,8 @@ def test_one_agent_runs_two_one_device_runs_side_by_side_and_says_which_device_s
     me = agents.start("s1", slots=2)
     c = client(stack)
     runs = [submit(c, 1, 1, **{"optim.epochs": 8}), submit(c, 1, 1, **{"optim.epochs": 8})]
-    both = wait_for(lambda: all((r := c.run(x["id"]))["status"] == "running" for x in runs) and
-                    [c.run(x["id"]) for x in runs], "both runs to run at once", 300)
+    both = wait_for(lambda: (now := [c.run(x["id"]) for x in runs]) and all(r["status"] == "running" for r in now)
+                    and now, "both runs to run at once", 300)
     devices = sorted(r["placement"][0]["devices"][0] for r in both)
     assert devices == [0, 1] and {r["placement"][0]["worker_id"] for r in both} == {me}
     # the agent's heartbeat says which device serves which run (the workers page reads it)
