@@ -100,3 +100,4 @@ def requeue(run: Run, cause: Cause, reason: str, at: datetime | None = None) -> 
     run.queued_at, run.dispatched_at, run.task_id = at or datetime.now(UTC), None, None
     run.finished_at, run.cancel_requested, run.cancel_requested_at, run.revoked_at = None, False, None, None
     run.worker_id = None
+    run.placement = None  # where the last attempt ran; the scheduler places the next one
