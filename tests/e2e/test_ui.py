@@ -299,3 +299,54 @@ def test_compare_two_runs_lists_both_and_their_differing_config(page: Page, api:
     expect(header).to_contain_text("monitor.policy")
     expect(page.get_by_test_id("chart-loss")).to_have_attribute("data-drawn", "1")
     shot(page, "compare")
+
+
+# ---------------------------------------------------------------------------------------------- many machines
+@pytest.mark.fmnist
+def test_a_two_machine_run_from_the_form_shows_its_machines_and_their_devices(page: Page, api: Client, stack: Stack,
+                                                                             shot: Shot) -> None:
+    """Two agents (CPU slots, on their own queue so the other tests' runs stay on the one-GPU worker); a run
+    asking for 2 machines from the form; its machines on the run page and its devices on the workers page."""
+    import os
+    import signal
+    import sys
+
+    expect = _expect()
+    names = [f"agent-{i}" for i in (1, 2)]
+    ids = [f"{n}-{os.getpid()}" for n in names]
+    for name, worker_id in zip(names, ids, strict=True):
+        stack._spawn(name, [sys.executable, "-m", "worker", "--gpus", "cpu:1", "--queue", "multi", "--worker-id",
+                            worker_id, "--spool-dir", str(stack.state / "spool" / name)])
+    try:
+        deadline = time.monotonic() + 90
+        while {w["id"] for w in api.get("/workers")["data"] if w.get("agent")} < set(ids):
+            assert time.monotonic() < deadline, "the agents did not register"
+            time.sleep(0.5)
+        page.goto("/new")
+        page.get_by_test_id("field-preset").select_option("fmnist_tiny")
+        page.get_by_test_id("field-name").fill("e2e: two machines")
+        page.get_by_test_id("field-filter").fill("max_steps")
+        page.get_by_test_id("field-train.max_steps").fill("96")
+        page.get_by_test_id("field-filter").fill("")
+        page.get_by_test_id("field-queue").fill("multi")
+        page.get_by_test_id("field-gpus_per_node").fill("1")
+        page.get_by_test_id("field-nodes").fill("2")
+        page.get_by_test_id("submit-run").click()
+        expect(page).to_have_url(re.compile(r"/runs/[^/]+$"))
+        run_id = page.url.rsplit("/", 1)[1]
+        machines = page.get_by_test_id("run-machines")
+        expect(machines.get_by_test_id("machine-row")).to_have_count(2, timeout=TRAIN_S)
+        expect(machines.locator("[data-testid=machine-row][data-alive='1']")).to_have_count(2, timeout=30_000)
+        expect(header_status(page)).to_have_attribute("data-status", "running", timeout=TRAIN_S)
+        shot(page, "run-machines")
+        page.goto("/workers")
+        held = page.locator(f"a.device.held[href='/runs/{run_id}']")
+        expect(held).to_have_count(2, timeout=30_000)  # one device on each machine, each naming the run
+        shot(page, "workers-agents")
+        page.goto(f"/runs/{run_id}")
+        expect(header_status(page)).to_have_attribute("data-status", "succeeded", timeout=TRAIN_S)
+        assert api.run(run_id)["nodes"] == 2
+    finally:
+        for name in names:
+            if name in stack.procs:
+                stack.kill(name, signal.SIGTERM, timeout=60)
