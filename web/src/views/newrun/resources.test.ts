@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { placementLines, resourcesLabel, resourcesOf } from "./resources";
+import { resourcesLabel, resourcesOf } from "./resources";
 
 describe("resourcesOf", () => {
   it("sends nothing for one GPU, and machines x GPUs otherwise", () => {
@@ -27,16 +27,5 @@ describe("a run's size and placement", () => {
     expect(resourcesLabel({ nodes: 1, gpus_per_node: 4 })).toBe("4 GPUs");
     expect(resourcesLabel({ nodes: 2, gpus_per_node: 4 })).toBe("2x4 GPUs");
     expect(resourcesLabel({ nodes: 3, gpus_per_node: 1 })).toBe("3x1 GPUs");
-  });
-  it("lists the machines in node order with their devices", () => {
-    expect(placementLines({ placement: null })).toEqual([]);
-    expect(
-      placementLines({
-        placement: [
-          { worker_id: "b", host: "box-b", devices: [0, 1, 2, 3] },
-          { worker_id: "a", host: "a", devices: [5] },
-        ],
-      }),
-    ).toEqual(["node 0: b (box-b) GPUs 0,1,2,3", "node 1: a GPU 5"]);
   });
 });

@@ -47,12 +47,3 @@ export function resourcesLabel(run: Pick<RunPublic, "nodes" | "gpus_per_node">):
   if (nodes * per === 1) return "1 GPU";
   return nodes === 1 ? `${per} GPUs` : `${nodes}x${per} GPUs`;
 }
-
-/** One line per machine of a placed run, node order: 'node 0: a (host-a) GPUs 0,1,2,3'. */
-export function placementLines(run: Pick<RunPublic, "placement">): string[] {
-  return (run.placement ?? []).map((p, i) => {
-    const host = p.host && p.host !== p.worker_id ? ` (${p.host})` : "";
-    const devices = p.devices.length === 1 ? `GPU ${p.devices[0]}` : `GPUs ${p.devices.join(",")}`;
-    return `node ${i}: ${p.worker_id}${host} ${devices}`;
-  });
-}

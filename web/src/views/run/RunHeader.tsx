@@ -5,7 +5,7 @@ import type { LiveState } from "../../api/events";
 import type { RunDetail } from "../../api/types";
 import { navigate } from "../../router";
 import { Link, LiveIndicator, StatusBadge, fmtAcc, timeAgo } from "../../ui/common";
-import { placementLines, resourcesLabel } from "../newrun/resources";
+import { resourcesLabel } from "../newrun/resources";
 import { knnEvalCell, knnProbeCell } from "../runs/knn";
 
 export const TERMINAL = ["succeeded", "failed", "cancelled", "lost"];
@@ -81,7 +81,7 @@ export function RunHeader({
         ))}
         <span title={run.created_at}>created {timeAgo(run.created_at)}</span>
         <span data-testid="run-resources">{resourcesLabel(run)}</span>
-        {run.worker_id && <span>on {run.worker_id}</span>}
+        {run.worker_id && !run.placement?.length && <span>on {run.worker_id}</span>}
         {run.attempt > 1 && <span>attempt {run.attempt}</span>}
         {pct !== null && (
           <span class="progress wide" title={`${run.step}/${run.total_steps}`} data-testid="run-progress">
@@ -110,15 +110,6 @@ export function RunHeader({
         <div class="muted small" data-testid="run-wait-reason">
           Queued: {run.wait_reason}
         </div>
-      )}
-      {run.status === "running" && placementLines(run).length > 0 && (
-        <ul class="run-placement small" data-testid="run-placement">
-          {placementLines(run).map((line) => (
-            <li key={line} class="mono">
-              {line}
-            </li>
-          ))}
-        </ul>
       )}
     </>
   );
