@@ -30,7 +30,7 @@ from mocov3_core.events import EventSink
 
 from . import gang
 from ._redis import OUTAGE_ERRORS, connect
-from .runner import EVAL_KINDS, StopWatch, _Run
+from .runner import EVAL_KINDS, StopWatch, _Run, refused_path
 from .settings import Settings
 from .sink import RedisStreamSink, last_seq
 from .workdir import ProgressSink, WorkerDir
@@ -116,8 +116,8 @@ def _other_rank(job: dict[str, Any], settings: Settings, rank: int) -> int:
             cfg = validate_spec(EVAL_KINDS.get(job["kind"], job["kind"]), spec)
         except ConfigError:
             return 0  # rank 0 reports the bad spec
-        if not isinstance(cfg, PretrainConfig):
-            return 0  # evaluations run on one process
+        if not isinstance(cfg, PretrainConfig) or refused_path(cfg, settings) is not None:
+            return 0  # evaluations run on one process; rank 0 reports a path this worker must not open
         # its own machine's agent shutting down stops the run on every machine (the stop is all-reduced)
         stopping = WorkerDir(settings.spool_dir, settings.worker_id).stop_requested
         pretrain(cfg, settings.run_dir(job["run_id"]), [], run_id=job["run_id"], resume="auto", should_stop=stopping)

@@ -303,17 +303,7 @@ class _Run:
         return spec
 
     def _refused_path(self, cfg: Any) -> tuple[str, str] | None:
-        """-> (field, why) for a path this worker must not open: a data.root outside the dataset roots, a
-        checkpoint outside the storage root (symlinks and '..' resolved). The server checks the same before
-        queueing; the worker checks again before the engine touches anything, trusting nothing it is sent."""
-        roots = self.settings.allowed_dataset_roots
-        if cfg.data.root and not inside(cfg.data.root, roots):
-            return "data.root", f"must be inside one of the dataset roots {', '.join(map(str, roots))}"
-        checkpoint = getattr(cfg, "checkpoint", None)
-        storage = self.settings.storage.resolve()
-        if checkpoint and not inside(checkpoint, [storage]):
-            return "checkpoint", f"must be inside the storage root {storage}"
-        return None
+        return refused_path(cfg, self.settings)
 
     @property
     def _marker(self) -> Path:
@@ -358,6 +348,20 @@ class _Run:
         except OUTAGE_ERRORS as exc:
             log.warning("run %s: Redis unreachable: %s", self.run_id, exc)
             return None
+
+
+def refused_path(cfg: Any, settings: Settings) -> tuple[str, str] | None:
+    """-> (field, why) for a path this worker must not open: a data.root outside the dataset roots, a
+    checkpoint outside the storage root (symlinks and '..' resolved). The server checks the same before
+    queueing; the worker checks again before the engine touches anything, trusting nothing it is sent."""
+    roots = settings.allowed_dataset_roots
+    if cfg.data.root and not inside(cfg.data.root, roots):
+        return "data.root", f"must be inside one of the dataset roots {', '.join(map(str, roots))}"
+    checkpoint = getattr(cfg, "checkpoint", None)
+    storage = settings.storage.resolve()
+    if checkpoint and not inside(checkpoint, [storage]):
+        return "checkpoint", f"must be inside the storage root {storage}"
+    return None
 
 
 def execute_run(run_id: str, kind: str, spec: dict[str, Any], attempt: int, settings: Settings | None = None) -> str:

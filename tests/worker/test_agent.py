@@ -29,6 +29,7 @@ def r(redis_url: str) -> Iterator[Redis]:
 
 def settings_for(redis_url: str, tmp_path: Path, worker_id: str, devices: str = "cpu:2") -> Settings:
     return Settings.from_env({"REDIS_URL": redis_url, "MOCOLAB_STORAGE": str(tmp_path / "storage"),
+                              "MOCOLAB_DATASET_ROOTS": str(tmp_path / "datasets"),
                               "MOCOLAB_SPOOL_DIR": str(tmp_path / "spool"), "MOCOLAB_WORKER_ID": worker_id,
                               "MOCOLAB_AGENT_DEVICES": devices})
 
@@ -136,7 +137,7 @@ def test_a_ranks_own_error_reaches_the_runs_log_with_rank_and_host(r: Redis, red
     s = settings_for(redis_url, tmp_path, me)
     from mocov3_core.presets import build_spec
 
-    spec = build_spec("pretrain", "fmnist_tiny", {"data.root": str(tmp_path / "no-such-dataset"),
+    spec = build_spec("pretrain", "fmnist_tiny", {"data.root": str(tmp_path / "datasets" / "no-such-dataset"),
                                                   "train.device": "cpu"}).model_dump(mode="json")
     job = {"run_id": run_id, "kind": "pretrain", "gang": token, "agent": me, "attempt": 1, "spec": spec}
     with pytest.raises(Exception):  # noqa: B017 (whatever the engine raises for missing data)
@@ -155,4 +156,23 @@ def test_a_ranks_own_error_reaches_the_runs_log_with_rank_and_host(r: Redis, red
     assert len(logs) == 1
     assert logs[0]["seq"] == 42 and logs[0]["payload"]["rank"] == 3
     assert logs[0]["payload"]["message"].startswith(f"rank 3 on {socket.gethostname()}: ")
+    r.delete(gang.gang_key(token))
+
+
+def test_a_rank_other_than_zero_opens_no_path_outside_the_roots(r: Redis, redis_url: str, tmp_path: Path) -> None:
+    """A spec pointing data.root at a hostile place: the rank trains nothing and reports nothing (rank 0
+    fails the run with the field's name); nothing is read there, nothing is written to the gang."""
+    from mocov3_core.presets import build_spec
+
+    me = unique("hostile")
+    token = gang.token("runh", 1)
+    gang.create_gang(r, token, members=[me], devices={me: [0]}, gpus_per_node=1, queue="gpu")
+    s = settings_for(redis_url, tmp_path, me)
+    for root in ("/etc", str(tmp_path / "datasets" / ".." / "elsewhere")):
+        spec = build_spec("pretrain", "fmnist_tiny", {"data.root": root, "train.device": "cpu"}).model_dump(mode="json")
+        job = {"run_id": "runh", "kind": "pretrain", "gang": token, "agent": me, "attempt": 1, "spec": spec}
+        assert _other_rank(job, s, rank=1) == 0
+    current = gang.read_gang(r, token)
+    assert current is not None and current.errors == {}
+    assert not (tmp_path / "storage" / "runs" / "runh").exists()
     r.delete(gang.gang_key(token))
