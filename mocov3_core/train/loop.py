@@ -470,7 +470,10 @@ class Pretrainer:
         tick = time.perf_counter()
         status, reason = "succeeded", ""
         while step < self.end_step:
-            if any_rank(self.should_stop(), self.dist, self.device):
+            # under DDP the ranks agree on a stop at read-back boundaries only: the all-reduce syncs the host
+            # with the device, which the loop otherwise does only there
+            if (not self.dist.enabled or step % cfg.train.log_every == 0) and \
+                    any_rank(self.should_stop(), self.dist, self.device):
                 status, reason = "stopped", "stop requested"
                 break
             pending.append((step, self.train_step(step)))

@@ -157,24 +157,16 @@ class GangScheduler:
         self._lose(session, run, reason, now, out)
 
     def _lose(self, session: Session, run: Run, reason: str, now: datetime, out: SchedulerPass) -> None:
-        if run.cancel_requested:
-            lifecycle.transition(run, "cancelled", "scheduler", reason=f"cancelled ({reason})", at=now)
-            self._commit(session, run)
-            return
-        lifecycle.transition(run, "lost", "scheduler", reason=reason, at=now)
-        self._commit(session, run)
-        out.lost.append(run.id)
-        if run.attempt < self.settings.max_attempts:
-            log.warning("run %s %s; re-queued as attempt %d", run.id, reason, run.attempt + 1)
-            lifecycle.requeue(run, "scheduler", f"{reason}; re-queued as attempt {run.attempt + 1}")
+        outcome = lifecycle.lose(run, "scheduler", reason, self.settings.max_attempts, at=now)
+        if outcome != "cancelled":
+            out.lost.append(run.id)
+        if outcome == "requeued":
+            log.warning("run %s %s; re-queued as attempt %d", run.id, reason, run.attempt)
             self._unplace(run, None)
-            self._commit(session, run)
             out.requeued.append(run.id)
-        else:
-            lifecycle.transition(run, "failed", "scheduler", error=f"{reason}; gave up after {run.attempt} attempts",
-                                 at=now)
-            self._commit(session, run)
+        elif outcome == "failed":
             out.failed.append(run.id)
+        self._commit(session, run)
 
     def _ended(self, session: Session, run: Run, token: str, current: gang.Gang, mine: bool,
                out: SchedulerPass) -> None:

@@ -101,3 +101,18 @@ def requeue(run: Run, cause: Cause, reason: str, at: datetime | None = None) -> 
     run.finished_at, run.cancel_requested, run.cancel_requested_at, run.revoked_at = None, False, None, None
     run.worker_id = None
     run.placement = None  # where the last attempt ran; the scheduler places the next one
+
+
+def lose(run: Run, cause: Cause, reason: str, max_attempts: int, at: datetime | None = None) -> str:
+    """A running run gone silent (its worker, or a machine of it, lost): cancelled if a cancel was asked, else
+    lost and its next attempt queued, or failed once it has had `max_attempts` (not committed).
+    -> "cancelled", "requeued" or "failed"."""
+    if run.cancel_requested:
+        transition(run, "cancelled", cause, reason=f"cancelled ({reason})", at=at)
+        return "cancelled"
+    transition(run, "lost", cause, reason=reason, at=at)
+    if run.attempt < max_attempts:
+        requeue(run, cause, f"{reason}; re-queued as attempt {run.attempt + 1}")  # queued now, whatever `at` says
+        return "requeued"
+    transition(run, "failed", cause, error=f"{reason}; gave up after {run.attempt} attempts", at=at)
+    return "failed"

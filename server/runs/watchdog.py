@@ -72,25 +72,17 @@ class Watchdog:
                 continue
             silent = int((now - seen).total_seconds())
             reason = f"lost: no heartbeat for {silent} s" + (f" from worker {run.worker_id}" if run.worker_id else "")
-            if run.cancel_requested:
-                lifecycle.transition(run, "cancelled", "watchdog", reason=f"cancelled ({reason})", at=now)
-                result.cancelled.append(run.id)
-                self._commit(session, run)
-                continue
-            lifecycle.transition(run, "lost", "watchdog", reason=reason, at=now)
+            outcome = lifecycle.lose(run, "watchdog", reason, self.settings.max_attempts, at=now)
             self._commit(session, run)
-            if run.attempt < self.settings.max_attempts:
-                log.warning("run %s %s; re-queued as attempt %d", run.id, reason, run.attempt + 1)
-                lifecycle.requeue(run, "watchdog", f"{reason}; re-queued as attempt {run.attempt + 1}")
-                self._commit(session, run)
+            if outcome == "requeued":
+                log.warning("run %s %s; re-queued as attempt %d", run.id, reason, run.attempt)
                 dispatch(session, self.dispatcher, run)
                 result.requeued.append(run.id)
-            else:
+            elif outcome == "failed":
                 log.error("run %s %s; failed after %d attempts", run.id, reason, run.attempt)
-                lifecycle.transition(run, "failed", "watchdog", error=f"{reason}; gave up after {run.attempt} attempts",
-                                     at=now)
-                self._commit(session, run)
                 result.failed.append(run.id)
+            else:
+                result.cancelled.append(run.id)
 
     def _revoke(self, session: Session, now: datetime, result: WatchdogResult) -> None:
         cutoff = now - timedelta(seconds=self.settings.cancel_grace_s)

@@ -3,9 +3,11 @@ not a conftest, because several conftest modules share that name)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,3 +35,14 @@ def running_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url:
         yield s
     finally:
         s.stop()
+
+
+def wait_for(fn: Any, what: str, timeout: float = 240.0, every: float = 0.5) -> Any:
+    """fn()'s first truthy value, polled every `every` s; fails saying `what` it waited for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")

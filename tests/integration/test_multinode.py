@@ -26,6 +26,8 @@ from mocolab.stack import Stack
 from server.embedded_redis import free_port
 from worker import gang
 
+from stack_fixture import wait_for
+
 pytestmark = [pytest.mark.fmnist, pytest.mark.slow]
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -100,16 +102,6 @@ def agents(stack: Stack) -> Iterator[Agents]:
         yield a
     finally:
         a.stop()
-
-
-def wait_for(fn: Any, what: str, timeout: float = 240.0, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def client(stack: Stack) -> Client:

@@ -23,7 +23,7 @@ from mocolab.client import Client
 from mocolab.stack import Stack
 from server.embedded_redis import free_port
 
-from stack_fixture import running_stack
+from stack_fixture import running_stack, wait_for
 
 pytestmark = [pytest.mark.fmnist, pytest.mark.slow]
 
@@ -54,16 +54,6 @@ def stack(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) ->
 
 def client(stack: Stack) -> Client:
     return Client(stack.url, stack.token)
-
-
-def wait_for(fn: Any, what: str, timeout: float = 240.0, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def step_of(c: Client, run_id: str) -> int:

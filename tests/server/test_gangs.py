@@ -67,6 +67,22 @@ def two_machine_run(client: TestClient, alice: Member, **overrides: Any) -> dict
                   resources={"nodes": 2, "gpus_per_node": 1})
 
 
+def running_on_two_machines(client: TestClient, engine: Engine, r: redis.Redis, settings: Settings,
+                            alice: Member) -> tuple[dict[str, Any], GangScheduler, str]:
+    """A two-machine run placed on agents a and b, both joined, running: (run, its scheduler, its gang)."""
+    beat(r, "a")
+    beat(r, "b")
+    run = two_machine_run(client, alice)
+    sched = scheduler(engine, r, settings)
+    sched.tick()
+    token = run_of(engine, run["id"]).task_id
+    assert token
+    for m in ("a", "b"):
+        r.hset(gang.gang_key(token), f"joined:{m}", time.time())
+    set_status(engine, run["id"], "running")
+    return run, sched, token
+
+
 def test_a_two_machine_run_is_placed_on_two_agents_all_at_once(client: TestClient, engine: Engine,
                                                                redis_client: redis.Redis, settings: Settings,
                                                                alice: Member) -> None:
@@ -129,16 +145,7 @@ def test_a_gang_that_does_not_form_gives_every_device_back_and_waits_again(
 
 def test_a_machine_lost_mid_run_frees_its_devices_and_requeues_the_next_attempt(
         client: TestClient, engine: Engine, redis_client: redis.Redis, settings: Settings, alice: Member) -> None:
-    beat(redis_client, "a")
-    beat(redis_client, "b")
-    run = two_machine_run(client, alice)
-    sched = scheduler(engine, redis_client, settings)
-    sched.tick()
-    token = run_of(engine, run["id"]).task_id
-    assert token
-    for m in ("a", "b"):
-        redis_client.hset(gang.gang_key(token), f"joined:{m}", time.time())
-    set_status(engine, run["id"], "running")
+    run, sched, token = running_on_two_machines(client, engine, redis_client, settings, alice)
     assert sched.tick().lost == []  # both alive: nothing to do
     redis_client.delete(protocol.worker_key("b"))  # b's machine is gone: no heartbeat, no exit recorded
     out = sched.tick()
@@ -158,16 +165,7 @@ def test_a_machine_lost_mid_run_frees_its_devices_and_requeues_the_next_attempt(
 
 def test_a_machine_whose_agent_stopped_after_its_processes_ended_is_not_lost(
         client: TestClient, engine: Engine, redis_client: redis.Redis, settings: Settings, alice: Member) -> None:
-    beat(redis_client, "a")
-    beat(redis_client, "b")
-    run = two_machine_run(client, alice)
-    sched = scheduler(engine, redis_client, settings)
-    sched.tick()
-    token = run_of(engine, run["id"]).task_id
-    assert token
-    for m in ("a", "b"):
-        redis_client.hset(gang.gang_key(token), f"joined:{m}", time.time())
-    set_status(engine, run["id"], "running")
+    run, sched, token = running_on_two_machines(client, engine, redis_client, settings, alice)
     redis_client.hset(gang.gang_key(token), "exit:b", 0)  # a warm stop: b's task ended, then its agent
     redis_client.delete(protocol.worker_key("b"))
     assert sched.tick().lost == []  # the run's final word (handed back) is still to come
@@ -205,16 +203,7 @@ def test_processes_gone_without_a_final_status_requeue_with_the_ranks_error_then
 def test_a_cancelled_run_whose_machine_is_lost_ends_cancelled(client: TestClient, engine: Engine,
                                                               redis_client: redis.Redis, settings: Settings,
                                                               alice: Member) -> None:
-    beat(redis_client, "a")
-    beat(redis_client, "b")
-    run = two_machine_run(client, alice)
-    sched = scheduler(engine, redis_client, settings)
-    sched.tick()
-    token = run_of(engine, run["id"]).task_id
-    assert token
-    for m in ("a", "b"):
-        redis_client.hset(gang.gang_key(token), f"joined:{m}", time.time())
-    set_status(engine, run["id"], "running")
+    run, sched, token = running_on_two_machines(client, engine, redis_client, settings, alice)
     assert client.post(f"/api/v1/runs/{run['id']}/cancel", headers=alice.headers).status_code == 200
     redis_client.delete(protocol.worker_key("a"))
     sched.tick()
