@@ -15,13 +15,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Precision = Literal["auto", "bf16", "fp16", "fp32", "fp32-strict"]
 Framework = Literal["mocov3", "simclr", "byol", "swav"]
 # BN in an MLP head: after every Linear (the last one without affine, MoCo v3's heads), after the hidden
 # Linears only (BYOL's heads), or nowhere (the paper's SwAV on ViT, App. A)
 HeadBN = Literal["all", "hidden", "none"]
 Device = Literal["auto", "cpu", "cuda"]
-DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder", "idx", "npz"]
+DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder", "idx", "npz", "packed"]
+# Where JPEG files are decoded: auto = on the training GPU (nvJPEG, batched) when training on CUDA, else in
+# DataLoader workers on the CPU (DCT-domain downscaling where the crop allows)
+Decode = Literal["auto", "cpu", "device"]
+# A team's registered dataset: lowercase letters, digits, ".", "_" and "-", starting with a letter or digit
+DatasetRef = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 
 
 # Bounds on every number of a spec: a typo or a hostile client must not queue 10**30 epochs or an infinite lr (the
@@ -222,6 +227,12 @@ class DataConfig(_Strict):
                               "seeded subset).")
     num_workers: int = Field(4, ge=0, le=256, description="Decoding workers for image files (in-memory sets need "
                              "none).")
+    name: DatasetRef | None = Field(None, description="A dataset the team registered (mocolab datasets add): the "
+                                    "service fills dataset, root, mean and std from it (its packed copy once "
+                                    "prepared). The engine itself ignores it.")
+    decode: Decode = Field("auto", description="Where JPEGs are decoded: auto = on the training GPU (batched "
+                           "nvJPEG) when training on CUDA, else cpu (DataLoader workers, DCT-domain downscaling); "
+                           "device forces the training device.")
 
 
 class AugmentConfig(_Strict):
@@ -434,11 +445,33 @@ class FinetuneConfig(_EvalBase):
         return self
 
 
+class PrepareConfig(_Strict):
+    """Inspect a dataset (counts, classes, per-channel statistics, a grid of samples) and, when `out` is set, write
+    its packed copy: JPEG shards re-encoded at a fixed short side with an index, for fast random access
+    (docs/datasets.md). Resumable shard by shard; verified against the source's image count."""
+
+    kind: Literal["prepare"] = "prepare"
+    name: RunName | None = Field(None, description="Human-readable run name.")
+    data: DataConfig = Field(default_factory=DataConfig, description="The source: its reader (dataset) and root.")
+    out: PathStr | None = Field(None, description="Folder of the packed copy (train/ and val/ shards); None = "
+                                "inspect only.")
+    short_side: int = Field(256, ge=32, le=MAX_IMAGE, description="Shorter side images are re-encoded at (never "
+                            "upscaled): 256 keeps every 224 crop of the paper's recipe a downscale.")
+    quality: int = Field(90, ge=50, le=100, description="JPEG quality of the re-encoded images.")
+    shard_mb: int = Field(256, ge=1, le=4096, description="Target size of one shard file in MB.")
+    stats_images: int = Field(10_000, ge=10, le=MAX_IMAGES, description="Training images the per-channel mean and "
+                              "std are measured on (a seeded sample; all of an in-memory set).")
+    samples: int = Field(32, ge=0, le=256, description="Images in the sample grid.")
+    workers: int = Field(4, ge=0, le=256, description="Encoding processes.")
+
+
 EvalConfig = Annotated[KnnConfig | LinearConfig | FinetuneConfig, Field(discriminator="kind")]
-RunSpec = Annotated[PretrainConfig | KnnConfig | LinearConfig | FinetuneConfig, Field(discriminator="kind")]
+RunSpec = Annotated[PretrainConfig | KnnConfig | LinearConfig | FinetuneConfig | PrepareConfig,
+                    Field(discriminator="kind")]
 
 CONFIG_TYPES: dict[str, type[_Strict]] = {
-    "pretrain": PretrainConfig, "knn": KnnConfig, "linear": LinearConfig, "finetune": FinetuneConfig}
+    "pretrain": PretrainConfig, "knn": KnnConfig, "linear": LinearConfig, "finetune": FinetuneConfig,
+    "prepare": PrepareConfig}
 
 
 class ConfigError(ValueError):
@@ -498,7 +531,9 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validate_spec(kind: str, data: dict[str, Any]) -> PretrainConfig | KnnConfig | LinearConfig | FinetuneConfig:
+def validate_spec(
+    kind: str, data: dict[str, Any]
+) -> PretrainConfig | KnnConfig | LinearConfig | FinetuneConfig | PrepareConfig:
     """Validate a spec dict; a failure raises ConfigError naming the first bad field's dotted path."""
     from pydantic import ValidationError
 
