@@ -208,7 +208,8 @@ def test_any_integer_is_either_refused_or_in_range(value: int) -> None:
         try:
             spec = build_spec("pretrain", "fmnist_tiny", {key: value})
         except ConfigError as err:
-            assert err.path.startswith(key)
+            # a small queue is in range but may hold fewer features than the preset's knn_k neighbours
+            assert err.path.startswith(key) or (key == "monitor.knn_queue" and err.path == "monitor.knn_k"), err
             continue
         section, field = key.split(".")
         assert 0 <= getattr(getattr(spec, section), field) <= high
