@@ -17,7 +17,8 @@ from typing import IO, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-EventType = Literal["status", "config", "metrics", "alert", "log", "checkpoint", "eval_result", "heartbeat"]
+# dataset: a prepare run's DatasetInfo (mocov3_core.data.prepare; docs/datasets.md)
+EventType = Literal["status", "config", "metrics", "alert", "log", "checkpoint", "eval_result", "heartbeat", "dataset"]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
 

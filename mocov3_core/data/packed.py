@@ -45,6 +45,10 @@ def part_name(shard: int) -> str:
     return f"part-{shard:05d}.npz"
 
 
+def json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=1, allow_nan=False).encode("utf-8")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name in the same folder, fsync, then rename: readers see all of it or nothing."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
