@@ -180,7 +180,8 @@ def main() -> None:
     src, out = work / "folder", work / "packed"
     what = (f"{'GPU ' + torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}, {os.cpu_count()} cores, "
             f"torch {torch.__version__}, {platform.processor() or platform.machine()}; batch {args.batch}, "
-            f"{args.workers} workers, {args.threads} main thread(s), crop {args.crop}, {args.warmup} warm-up + {args.batches} timed batches, "
+            f"{args.workers} workers, {args.threads} main thread(s), crop {args.crop}, "
+            f"{args.warmup} warm-up + {args.batches} timed batches, "
             f"best of {args.rounds}")
     print(f"bench/data.py: {what}")
     try:
