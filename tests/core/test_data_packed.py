@@ -359,3 +359,14 @@ def test_nvjpeg_decode_matches_cpu_geometry(prepared: tuple[Path, Path, dict[str
         assert b.device.type == "cuda" and b.shape == a.shape and torch.equal(la, lb.cpu())
         assert (a.float() / 255 - b.cpu()).abs().mean() < 0.02
     gpu.close()
+
+
+def test_a_packed_set_is_a_source_too(prepared: tuple[Path, Path, dict[str, Any], ListSink], tmp_path: Path) -> None:
+    _, out, info, _ = prepared
+    spec = PrepareConfig(data=DataConfig(dataset="packed", root=str(out)), out=str(tmp_path / "again"), workers=0,
+                         short_side=SHORT, samples=3)
+    again = run_prepare(spec, ListSink())
+    assert again["kind"] == "packed" and again["classes"] == info["classes"] and again["splits"] == info["splits"]
+    repacked, first = PackedSet(tmp_path / "again"), PackedSet(out)
+    assert torch.equal(repacked.labels, first.labels) and repacked.meta["source"]["kind"] == "packed"
+    assert [repacked.size(i) for i in range(len(first))] == [first.size(i) for i in range(len(first))]
