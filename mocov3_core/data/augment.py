@@ -187,8 +187,9 @@ class TwoViewAugment:
                 return torch.where(mask.view(n, 1, 1, 1), op(x, None), x)
             sel = mask.nonzero().squeeze(1)
             if sel.numel() == n:
-                owned = True
-                return op(x, None)
+                out = op(x, None)
+                owned = out.is_contiguous()  # grayscale's result is an expanded view
+                return out
             if sel.numel() == 0:
                 return x
             if not owned:
