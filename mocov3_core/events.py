@@ -17,7 +17,7 @@ from typing import IO, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-EventType = Literal["status", "config", "metrics", "alert", "log", "checkpoint", "eval_result", "heartbeat"]
+EventType = Literal["status", "config", "metrics", "alert", "log", "checkpoint", "eval_result", "heartbeat", "dataset"]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
 
