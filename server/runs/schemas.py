@@ -120,7 +120,8 @@ class RunPublic(BaseModel):
     alert_count: int = Field(0, description="Stability alerts raised.")
     model: str | None = Field(None, description="The backbone (spec model.arch).")
     framework: str | None = Field(None, description="Pretraining framework (spec framework).")
-    dataset: str | None = Field(None, description="spec data.dataset.")
+    dataset: str | None = Field(None, description="The team's dataset it reads (spec data.name), else its reader "
+                                "(spec data.dataset).")
     preset: str | None = Field(None, description="The preset it was submitted with (for clone and edit).")
     overrides: dict[str, Any] = Field(default_factory=dict, description="The dotted overrides it was submitted with.")
     study_id: str | None = None
