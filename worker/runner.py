@@ -293,7 +293,7 @@ class _Run:
 
         # packing stops at a shard boundary when asked; a scan may not poll, so a SIGTERM interrupts it at once
         watch.polls_engine = cfg.out is not None
-        out = run_prepare(cfg, RunSink(self.run_id, sinks, first_seq), should_stop=watch)
+        out = run_prepare(cfg, sinks, should_stop=watch, run_id=self.run_id, first_seq=first_seq)
         if out.get("stopped"):
             if watch():
                 state = watch.stop_reason()
@@ -362,25 +362,6 @@ class _Run:
         except OUTAGE_ERRORS as exc:
             log.warning("run %s: Redis unreachable: %s", self.run_id, exc)
             return None
-
-
-class RunSink:
-    """Hands the engine's events on to `sinks` as this run's: its run id and the run's next seqs (run_prepare
-    numbers its events on its own; the run's numbering continues from what was delivered before)."""
-
-    def __init__(self, run_id: str, sinks: list[EventSink], first_seq: int) -> None:
-        self.run_id, self.sinks, self.seq = run_id, sinks, first_seq
-        self._lock = threading.Lock()
-
-    def write(self, event: Event) -> None:
-        with self._lock:
-            ours = event.model_copy(update={"run_id": self.run_id, "seq": self.seq})
-            self.seq += 1
-        for sink in self.sinks:
-            sink.write(ours)
-
-    def close(self) -> None:
-        pass
 
 
 def prepare_summary(info: dict[str, Any]) -> str:
