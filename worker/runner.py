@@ -16,8 +16,10 @@ from the last seq delivered for the run, so a restarted run never reuses a numbe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import re
 import signal
@@ -257,6 +259,7 @@ class _Run:
     def _call_engine(self, cfg: Any, sinks: list[EventSink], watch: StopWatch,
                      first_seq: int) -> tuple[str, str, dict[str, Any]]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        allow_engine_processes()
         if self.kind == "prepare":
             return self._prepare(cfg, sinks, watch, first_seq)
         if self.kind == "pretrain":
@@ -362,6 +365,32 @@ class _Run:
         except OUTAGE_ERRORS as exc:
             log.warning("run %s: Redis unreachable: %s", self.run_id, exc)
             return None
+
+
+def _sigterm_default_in_forked_children() -> None:
+    """A process forked while a run's StopWatch handles SIGTERM (the engine's helpers: a prepare run's encoders)
+    dies of SIGTERM as any process does: with the inherited handler, the exception it raises is taken for a task's
+    error by the helper's pool, which then waits for work for ever, and the run with it."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if isinstance(getattr(handler, "__self__", None), StopWatch):
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_sigterm_default_in_forked_children)
+
+
+def allow_engine_processes() -> None:
+    """Let the engine start processes of its own (a prepare run's encoders, an image folder's decoding
+    workers): Celery's pool processes are daemonic, and multiprocessing refuses children to a daemonic process.
+    The engine's children are daemons that its pools end, and multiprocessing ends any left at this process's
+    exit."""
+    current = multiprocessing.current_process()
+    if current.daemon:
+        try:
+            current.daemon = False
+        except AssertionError:  # a process object multiprocessing considers started: leave it
+            log.warning("this worker process stays daemonic: the engine cannot start processes of its own")
 
 
 def prepare_summary(info: dict[str, Any]) -> str:

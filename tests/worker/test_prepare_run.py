@@ -89,3 +89,45 @@ def test_a_relative_data_root_is_the_storages_and_may_not_leave_the_roots(roots:
     assert execute_run(run_id + "b", "prepare", spec("datasets/7/pets"), 1, roots) == "succeeded"
     [dataset] = [e["payload"] for e in stream_events(r, run_id + "b") if e["type"] == "dataset"]
     assert Path(dataset["root"]).resolve() == inside.resolve()
+
+
+def _pool_in_a_daemon(out: Any) -> None:
+    """What a Celery pool process (daemonic) does for a prepare run: start the engine's own pool of processes."""
+    import multiprocessing
+
+    from worker.runner import allow_engine_processes
+
+    allow_engine_processes()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        out.value = sum(pool.map(abs, [-1, -2, -3]))
+
+
+def test_the_engine_may_start_processes_in_celerys_daemonic_pool_process() -> None:
+    import billiard
+
+    ctx = billiard.get_context("spawn")  # as worker/celery_config.py starts the pool
+    out = ctx.Value("i", 0)
+    child = ctx.Process(target=_pool_in_a_daemon, args=(out,), daemon=True)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and out.value == 6
+
+
+def test_a_process_forked_during_a_run_dies_of_sigterm_as_any_process(settings: Settings, r: Redis,
+                                                                      run_id: str) -> None:
+    import os
+    import signal
+
+    from worker.runner import StopWatch
+    from worker.workdir import WorkerDir
+
+    watch = StopWatch(r, run_id, WorkerDir(settings.spool_dir, settings.worker_id))
+    previous = signal.signal(signal.SIGTERM, watch.on_sigterm)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: SIGTERM's default action, not the run's handler
+            os._exit(0 if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else 1)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert signal.getsignal(signal.SIGTERM) == watch.on_sigterm  # the run itself keeps its handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
