@@ -14,6 +14,8 @@ from worker import protocol
 MAX_STEP = 2**62  # the largest step a query or body may name (SQL BIGINT holds it on every backend)
 
 RunKind = Literal["pretrain", "knn", "linear", "finetune"]
+# every kind a run may have: a `prepare` run scans or packs a dataset, and only the datasets API creates one
+AnyRunKind = Literal["pretrain", "knn", "linear", "finetune", "prepare"]
 EvalKind = Literal["knn", "linear", "finetune"]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^,\x00-\x1f]+$")]
 Queue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]

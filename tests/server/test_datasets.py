@@ -185,6 +185,10 @@ class TestRegister:
         assert message["args"] == [run["id"], "prepare", run["spec"], 1]
         names = [d["name"] for d in client.get(f"{API}/datasets", headers=alice.headers).json()]
         assert names == ["fashion-mnist", "pets"]
+        listed = client.get(f"{API}/runs", headers=alice.headers, params={"kind": "prepare"}).json()
+        assert [r["id"] for r in listed["data"]] == [run["id"]]
+        refused = client.post(f"{API}/runs", headers=alice.headers, json={"kind": "prepare", "spec": {"out": "x"}})
+        assert error_at(refused)[0] == ["body", "kind"]  # only the datasets API makes prepare runs
 
     def test_the_kind_is_told_from_the_folder(self, tmp_path: Path) -> None:
         data = tmp_path / "data"
