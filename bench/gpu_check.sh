@@ -13,7 +13,8 @@
 #                                                                                           -> OUT/env.txt
 #   3. pytest    the tests in tests/core that skip without CUDA                             -> OUT/pytest-cuda.txt
 #   4. bench     bench/engine.py: ViT-S/16 at 224 px (engine bf16, then engine fp32) and the fmnist_small
-#                preset, each against the official-style baseline in the same process     -> OUT/bench-engine.txt
+#                preset, each against the official-style baseline in the same process; bench/data.py: the
+#                data path (official PIL pipeline vs ours, nvJPEG included)                -> OUT/bench-engine.txt
 #                                                                                              OUT/bench-engine.json
 #   5. pretrain  python -m mocov3_core pretrain --preset fmnist_small on CUDA, capped at GPU_PRETRAIN_STEPS
 #                (default 702 = the preset's 3 epochs)                                      -> OUT/pretrain.txt
@@ -199,6 +200,10 @@ VITS=(--set model.arch=vit_small_p16 --set data.crop_size=224 --set optim.batch_
   --warmup 3 --steps 10 --json /tmp/bench-vits-fp32.json
 step bench-fmnist-small 80 "$BENCH" "$PY" bench/engine.py ${DATA_SET[@]+"${DATA_SET[@]}"} --warmup 5 --steps 30 \
   --json /tmp/bench-fmnist-small.json
+# the data path: official ImageFolder + PIL pipeline vs ours (folder, packed, nvJPEG on the device), to set against
+# the images/s a ViT-S/16 step consumes (the bench-vits-* lines above)
+[ "$HAVE" = cuda ] && step bench-data 150 "$BENCH" "$PY" bench/data.py --device cuda --workers 16 --per-class 110 \
+  --batch 128 --warmup 2 --batches 6 --rounds 1 --json /tmp/bench-data.json
 "$PY" - "$OUT/bench-engine.json" /tmp/bench-vits-auto.json /tmp/bench-vits-compile.json /tmp/bench-vits-fp32.json /tmp/bench-fmnist-small.json \
   <<'EOF' >>"$BENCH" 2>&1
 import json, os, sys

@@ -85,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the named pretraining presets")
     p = sub.add_parser("schema", help="print a spec's JSON Schema")
-    p.add_argument("kind", nargs="?", default="pretrain", choices=["pretrain", "knn", "linear", "finetune"])
+    p.add_argument("kind", nargs="?", default="pretrain", choices=["pretrain", "knn", "linear", "finetune", "prepare"])
     p = sub.add_parser("config", help="print the resolved pretraining spec (defaults -> preset -> --set)")
     p.add_argument("--preset", default=None, metavar="NAME")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)

@@ -17,6 +17,7 @@ then `apply` runs each op once over the whole batch. Differences from torchvisio
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
@@ -28,6 +29,7 @@ from mocov3_core.data import _ops
 
 Stats = tuple[float, float, float]
 RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's default aspect range
+CPU_CHUNK = 8  # crops augmented together on the CPU (cache-sized; see TwoViewAugment.apply)
 EVAL_CROP_FRACTION = 0.875  # resize to crop/0.875 (256 for 224), then centre-crop: the standard eval transform
 
 
@@ -45,6 +47,11 @@ class ViewParams:
     blur: torch.Tensor  # bool [N]
     sigma: torch.Tensor  # float [N]: blur sigma in pixels of the output crop
     solarize: torch.Tensor  # bool [N]
+
+    def slice(self, part: slice) -> ViewParams:
+        """The params of samples `part`."""
+        return ViewParams(**{f.name: getattr(self, f.name)[part] if isinstance(getattr(self, f.name), torch.Tensor)
+                             else getattr(self, f.name) for f in fields(self)})
 
     def to(self, device: torch.device | str) -> ViewParams:
         """Move to `device`; CPU -> GPU copies go through pinned memory so they never wait on the GPU."""
@@ -154,23 +161,54 @@ class TwoViewAugment:
         cfg, n = self.cfg, images.shape[0]
         assert images.dim() == 4 and images.shape[1] in (1, 3), f"images must be [N, 1|3, H, W], got {images.shape}"
         assert params.flip.shape[0] == n, f"params drawn for {params.flip.shape[0]} images, got {n}"
+        if images.device.type == "cpu" and n > CPU_CHUNK and not crop:
+            # On the CPU the dozen passes of the colour ops over a batch of 224 px crops stream it through
+            # memory each time; a few crops at a time stay in cache (2x faster, more on a busy machine). Every
+            # op is per sample, so the result is the same.
+            out = torch.empty(n, 3, self.crop_size, self.crop_size)
+            for start in range(0, n, CPU_CHUNK):
+                part = slice(start, start + CPU_CHUNK)
+                out[part] = self.apply(images[part], params.slice(part), crop=False)
+            return out
         x = to_unit_float(images)
         if crop:
             x = _ops.crop_resize(x, params.boxes, self.crop_size, params.flip)  # [N, C, S, S]
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        owned = x.data_ptr() != images.data_ptr() and x.is_contiguous()  # ours to write into
 
-        def where(mask: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            return torch.where(mask.view(n, 1, 1, 1), y, x)
+        def masked(mask: torch.Tensor, op: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+                   x: torch.Tensor) -> torch.Tensor:
+            """op(x, sel) where mask is true, x elsewhere. On a GPU every sample is computed and a select keeps
+            the masked ones (no host sync); on the CPU, where a sync costs nothing, only the masked samples
+            are computed (sel: their indices, to pick their parameters; None = all)."""
+            nonlocal owned
+            if x.device.type != "cpu":
+                return torch.where(mask.view(n, 1, 1, 1), op(x, None), x)
+            sel = mask.nonzero().squeeze(1)
+            if sel.numel() == n:
+                out = op(x, None)
+                owned = out.is_contiguous()  # grayscale's result is an expanded view
+                return out
+            if sel.numel() == 0:
+                return x
+            if not owned:
+                x, owned = x.contiguous().clone(), True
+            x[sel] = op(x[sel], sel)
+            return x
+
+        def pick(values: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
+            return values if sel is None else values[sel]
 
         if cfg.jitter_p > 0:
-            x = where(params.jitter, _ops.color_jitter(x, params.jitter_factors, params.jitter_order), x)
+            x = masked(params.jitter, lambda y, sel: _ops.color_jitter(y, pick(params.jitter_factors, sel),
+                                                                       params.jitter_order), x)
         if cfg.grayscale_p > 0:
-            x = where(params.gray, _ops.grayscale(x).expand(-1, 3, -1, -1), x)
+            x = masked(params.gray, lambda y, _: _ops.grayscale(y).expand(-1, 3, -1, -1), x)
         if cfg.blur_p[params.view] > 0:
-            x = where(params.blur, _ops.gaussian_blur(x, params.sigma, self.kernel_size), x)
+            x = masked(params.blur, lambda y, sel: _ops.gaussian_blur(y, pick(params.sigma, sel), self.kernel_size), x)
         if cfg.solarize_p[params.view] > 0:
-            x = where(params.solarize, _ops.solarize(x), x)
+            x = masked(params.solarize, lambda y, _: _ops.solarize(y), x)
         return normalize(x, self.mean, self.std)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,16 +51,17 @@ def decode_reduced(im: Image.Image, reduction: int) -> tuple[Image.Image, int]:
 
 
 def crop_views(im: Image.Image, boxes: Sequence[Box], flips: Sequence[bool], crop_size: int) -> np.ndarray:
-    """Views of one image as uint8 [V, S, S, 3]: each box cropped and resized (antialiased bilinear, as
+    """Views of one image as uint8 [V, 3, S, S]: each box cropped and resized (antialiased bilinear, as
     torchvision's RandomResizedCrop on PIL images), flipped where asked."""
     rgb, r = decode_reduced(im, reduction_for(boxes, crop_size))
-    out = np.empty((len(boxes), crop_size, crop_size, 3), dtype=np.uint8)
+    out = np.empty((len(boxes), 3, crop_size, crop_size), dtype=np.uint8)  # HWC -> CHW here: numpy's copy is
+    # ~100x faster than torch's strided uint8 copy (a permuted batch made contiguous)
     for v, ((top, left, h, w), flip) in enumerate(zip(boxes, flips, strict=True)):
         view = rgb.resize((crop_size, crop_size), Image.Resampling.BILINEAR,
                           box=(left / r, top / r, (left + w) / r, (top + h) / r))
         if flip:
             view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        out[v] = np.asarray(view)
+        out[v] = np.asarray(view).transpose(2, 0, 1)
     return out
 
 

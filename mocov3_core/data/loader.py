@@ -58,7 +58,7 @@ class _FileCrops(Dataset[tuple[torch.Tensor, int]]):
             boxes, flips = view_boxes(self.seed, step, index, self.views, im.height, im.width, self.crop_min,
                                       self.flip_p)
             crops = crop_views(im, boxes, flips, self.crop_size)
-        return torch.from_numpy(crops).permute(0, 3, 1, 2), int(self.data.labels[index])
+        return torch.from_numpy(crops), int(self.data.labels[index])
 
 
 class _FileBytes(Dataset[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]):

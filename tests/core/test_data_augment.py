@@ -252,3 +252,35 @@ def test_cuda_matches_cpu_and_never_waits_for_the_gpu() -> None:
         torch.cuda.set_sync_debug_mode(0)
     assert x1.shape == (64, 3, 16, 16) and x1.is_cuda and not torch.equal(x1, x2)
     assert torch.equal(x1b, w1)  # a CUDA generator's seed reproduces the views too
+
+
+def where_reference(aug: TwoViewAugment, images: torch.Tensor, p: ViewParams) -> torch.Tensor:
+    """The GPU formulation: every op computed for all samples, a per-sample select keeps the masked ones."""
+    x = images.float() / 255
+    n = len(x)
+
+    def pick(mask: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.view(n, 1, 1, 1), y, x)
+
+    x = pick(p.jitter, _ops.color_jitter(x, p.jitter_factors, p.jitter_order), x)
+    x = pick(p.gray, _ops.grayscale(x).expand(-1, 3, -1, -1), x)
+    x = pick(p.blur, _ops.gaussian_blur(x, p.sigma, aug.kernel_size), x)
+    x = pick(p.solarize, _ops.solarize(x), x)
+    return (x - torch.tensor(aug.mean).view(1, 3, 1, 1)) / torch.tensor(aug.std).view(1, 3, 1, 1)
+
+
+@pytest.mark.parametrize("cfg", [AugmentConfig(), AugmentConfig(grayscale_p=1.0, blur_p=(1.0, 0.5), jitter_p=0.5,
+                                                                solarize_p=(1.0, 0.5))])
+def test_cpu_masked_chunks_equal_the_select_formulation(cfg: AugmentConfig) -> None:
+    """On the CPU each op runs on its selected samples only, 8 crops at a time: the same numbers as computing
+    every op for the whole batch and selecting (what a GPU does), whatever the masks (all, none, some)."""
+    aug = TwoViewAugment(cfg, 24, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    images = torch.randint(0, 256, (2, 19, 3, 24, 24), dtype=torch.uint8)
+    for view in (0, 1):
+        p = aug.sample(19, view, gen(view))
+        got = aug.apply(images[view], p, crop=False)
+        torch.testing.assert_close(got, where_reference(aug, images[view], p), atol=2e-5, rtol=1e-5)
+    crops = images.float() / 255
+    before = crops.clone()
+    x1, x2 = aug(crops, gen(3))  # float crops (decoded on the device): the caller's tensor is not written into
+    assert x1.shape == x2.shape == (19, 3, 24, 24) and torch.equal(crops, before)
