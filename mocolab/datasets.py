@@ -150,6 +150,9 @@ def show(d: dict[str, Any]) -> str:
     lines.append(f"mean:       {_numbers(d.get('mean'))}")
     lines.append(f"std:        {_numbers(d.get('std'))}" + (f"  (from {_count(d['stats_images'])} images)"
                                                              if d.get("stats_images") else ""))
+    if d.get("skipped_count"):
+        lines.append(f"skipped:    {_count(d['skipped_count'])} unreadable images, e.g. "
+                     + ", ".join((d.get("skipped") or [])[:3]))
     size = d.get("image_size")
     if isinstance(size, dict):
         lines.append("image size: " + ", ".join(f"{k} {v[0]}x{v[1]}" for k, v in size.items()

@@ -74,6 +74,9 @@ class DatasetPublic(BaseModel):
     sample_labels: list[int] | None = Field(None, description="The label of each cell of the sample grid, "
                                             "row-major.")
     has_samples: bool = Field(False, description="GET /datasets/{name}/samples.jpg has a grid to show.")
+    skipped_count: int | None = Field(None, description="Unreadable source images (truncated, not an image, a "
+                                      "decompression bomb), left out.")
+    skipped: list[str] | None = Field(None, description="The first of them (at most 20).")
     prepare_status: PrepareStatus
     packed: PackedPublic | None = None
     scan_run_id: str | None

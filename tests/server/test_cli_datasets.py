@@ -54,7 +54,8 @@ def pets(root: Path) -> Path:
 
 INFO: dict[str, Any] = {"kind": "imagefolder", "splits": {"train": {"images": 6}}, "classes": ["cat", "dog"],
                         "mean": [0.1, 0.2, 0.3], "std": [0.2, 0.25, 0.3], "stats_images": 6,
-                        "image_size": {"min": [12, 16], "median": [12, 16], "max": [12, 16]}, "sample_labels": [0, 1]}
+                        "image_size": {"min": [12, 16], "median": [12, 16], "max": [12, 16]}, "sample_labels": [0, 1],
+                        "skipped": ["cat/x.jpg"], "skipped_count": 1}
 
 
 class Worker:
@@ -132,7 +133,8 @@ def test_add_and_prepare_wait_with_a_progress_bar_then_list_and_show(
     shown = capsys.readouterr().out
     assert "images:     train 6" in shown and "classes:    2: cat, dog" in shown
     assert "mean:       0.1000 0.2000 0.3000" in shown and "(from 6 images)" in shown
-    assert "image size: min 12x16, median 12x16, max 12x16" in shown
+    assert "image size: min 12x16, median 12x16, max 12x16" in shown and "skipped:    1 unreadable images, e.g. " \
+        "cat/x.jpg" in shown
     assert "packed:     datasets/" in shown and "short side 64, quality 90, 1 shards, 2.0 MB" in shown
     assert cli.run(["datasets", "show", "fashion-mnist"]) == 0
     assert "classes:    10: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, ... (2 more)" in \

@@ -930,6 +930,16 @@ export interface components {
              */
             has_samples?: boolean;
             /**
+             * Skipped Count
+             * @description Unreadable source images (truncated, not an image, a decompression bomb), left out.
+             */
+            skipped_count?: number | null;
+            /**
+             * Skipped
+             * @description The first of them (at most 20).
+             */
+            skipped?: string[] | null;
+            /**
              * Prepare Status
              * @enum {string}
              */
