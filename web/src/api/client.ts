@@ -19,6 +19,7 @@ import type {
   WorkerHistory,
   WorkersPublic,
 } from "./types";
+import type { DatasetCreate, DatasetPublic, PrepareRequest } from "./datasets";
 
 export const API = "/api/v1";
 
@@ -161,6 +162,13 @@ export const api = {
   cancelStudy: (id: string) => request<StudyDetail>("POST", `/studies/${enc(id)}/cancel`),
   leaderboard: (q: LeaderboardQuery, signal?: AbortSignal) =>
     request<Leaderboard>("GET", `/leaderboard${qs({ ...q })}`, undefined, signal),
+  datasets: (signal?: AbortSignal) => request<DatasetPublic[]>("GET", "/datasets", undefined, signal),
+  dataset: (name: string, signal?: AbortSignal) =>
+    request<DatasetPublic>("GET", `/datasets/${enc(name)}`, undefined, signal),
+  addDataset: (body: DatasetCreate) => request<DatasetPublic>("POST", "/datasets", body),
+  prepareDataset: (name: string, body: PrepareRequest) =>
+    request<DatasetPublic>("POST", `/datasets/${enc(name)}/prepare`, body),
+  removeDataset: (name: string) => request<void>("DELETE", `/datasets/${enc(name)}`),
 };
 
 export interface LeaderboardQuery {
@@ -193,4 +201,6 @@ export async function loginWithToken(token: string): Promise<string | null> {
 export const exportUrl = {
   studyMarkdown: (id: string) => `${API}/studies/${enc(id)}/table.md`,
   leaderboard: (format: "csv" | "md", q: LeaderboardQuery) => `${API}/leaderboard.${format}${qs({ ...q })}`,
+  /** A dataset's grid of training images (JPEG); `v` changes when the dataset does, so a rescan shows anew. */
+  datasetSamples: (name: string, v?: string) => `${API}/datasets/${enc(name)}/samples.jpg${qs({ v })}`,
 };
