@@ -8,11 +8,8 @@ export interface SplitCount {
   images: number;
 }
 
-export interface DatasetSplits {
-  train: SplitCount;
-  /** Absent (or null) when the dataset has no validation split. */
-  val?: SplitCount | null;
-}
+/** By split: train, and val when there is one. */
+export type DatasetSplits = { [split: string]: SplitCount };
 
 /** [height, width] in pixels, of the images the statistics were measured on. */
 export type HeightWidth = [number, number];
@@ -25,18 +22,19 @@ export interface ImageSize {
 
 export interface PackedInfo {
   root: string;
-  short_side: number;
-  quality: number;
-  shards: number;
-  bytes: number;
-  splits: DatasetSplits;
-  seconds: number;
+  short_side?: number | null;
+  quality?: number | null;
+  shards?: number | null;
+  bytes?: number | null;
+  splits?: DatasetSplits | null;
+  seconds?: number | null;
 }
 
 export interface DatasetPublic {
   name: string;
+  team: string;
   kind: string;
-  root: string;
+  root: string | null;
   status: DatasetStatus;
   error: string | null;
   builtin: boolean;

@@ -11,6 +11,7 @@ import {
   fmtHw,
   fmtSeconds,
   fmtSize,
+  fmtSplits,
   gridColumns,
   sampleRows,
   samplesAlt,
@@ -178,21 +179,19 @@ function PackedCopy({
       {p ? (
         <dl class="facts" data-testid="dataset-packed-facts">
           <dt>Size on disk</dt>
-          <dd data-testid="dataset-packed-bytes" data-bytes={p.bytes}>
+          <dd data-testid="dataset-packed-bytes" data-bytes={p.bytes ?? ""}>
             {fmtSize(p.bytes)} in {fmtCount(p.shards)} shard{p.shards === 1 ? "" : "s"}
           </dd>
           <dt>Images</dt>
-          <dd>
-            {fmtCount(p.splits.train.images)} train{p.splits.val ? ` · ${fmtCount(p.splits.val.images)} val` : ""}
-          </dd>
+          <dd>{fmtSplits(p.splits)} (train / val)</dd>
           <dt>Short side</dt>
-          <dd>{p.short_side} px</dd>
+          <dd>{p.short_side ? `${p.short_side} px` : "—"}</dd>
           <dt>JPEG quality</dt>
-          <dd>{p.quality}</dd>
+          <dd>{p.quality ?? "—"}</dd>
           <dt>Took</dt>
           <dd>{fmtSeconds(p.seconds)}</dd>
           <dt>Folder</dt>
-          <dd class="mono small root" title={p.root}>
+          <dd class="mono small root" title="In the server's storage">
             {p.root}
           </dd>
         </dl>
@@ -248,7 +247,7 @@ function PackedCopy({
 }
 
 export function DatasetPage({ name }: { name: string }) {
-  const { dataset: d, setDataset, error, reread, runId, progress, live } = useDataset(name);
+  const { dataset: d, setDataset, removed, error, reread, runId, progress, live } = useDataset(name);
   const [removing, setRemoving] = useState<string | null>(null);
 
   if (error)
@@ -307,9 +306,11 @@ export function DatasetPage({ name }: { name: string }) {
       </div>
       <div class="run-meta">
         <span class="mono">{d.kind}</span>
-        <span class="mono" title="The source, as the workers read it">
-          {d.root}
-        </span>
+        {d.root && (
+          <span class="mono" title="The source, as the workers read it">
+            {d.root}
+          </span>
+        )}
         {d.builtin && <span class="badge quiet">built-in</span>}
         {d.scan_run_id && (
           <Link href={runHref(d.scan_run_id)} data-testid="dataset-scan-run">
@@ -318,6 +319,11 @@ export function DatasetPage({ name }: { name: string }) {
         )}
         <span title={d.updated_at}>updated {timeAgo(d.updated_at)}</span>
       </div>
+      {removed && (
+        <div class="notice" role="status" data-testid="dataset-removed">
+          This dataset was just removed from the team's datasets. <Link href="/datasets">Back to the datasets</Link>
+        </div>
+      )}
       {removing && (
         <div class="state error" role="alert" data-testid="action-error">
           {removing}

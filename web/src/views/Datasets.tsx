@@ -163,9 +163,11 @@ function DatasetsTable({ rows, runs }: { rows: DatasetPublic[]; runs: Record<str
                 <td class="run-name">
                   <Link href={datasetHref(d.name)}>{d.name}</Link>
                   {d.builtin && <span class="badge quiet">built-in</span>}
-                  <div class="muted small mono root" title={d.root}>
-                    {d.root}
-                  </div>
+                  {d.root && (
+                    <div class="muted small mono root" title={d.root}>
+                      {d.root}
+                    </div>
+                  )}
                 </td>
                 <td class="mono small">{d.kind}</td>
                 <td

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { DatasetPublic } from "../../api/datasets";
 import {
   activeRunId,
+  applyDatasetMessage,
   channelColour,
   fmtChannels,
   fmtCount,
@@ -67,7 +68,6 @@ describe("sizes, counts and times", () => {
   it("writes the splits as train / val, a missing val as a dash", () => {
     expect(fmtSplits({ train: { images: 60000 }, val: { images: 10000 } })).toBe("60,000 / 10,000");
     expect(fmtSplits({ train: { images: 1300 } })).toBe("1,300 / —");
-    expect(fmtSplits({ train: { images: 1300 }, val: null })).toBe("1,300 / —");
     expect(fmtSplits(null)).toBe("—");
     expect(totalImages({ train: { images: 60000 }, val: { images: 10000 } })).toBe(70000);
     expect(totalImages({ train: { images: 5 } })).toBe(5);
@@ -191,5 +191,34 @@ describe("a scan or prepare run's progress", () => {
     expect(progressOf(queued)).toEqual({ pct: null, text: "queued: waiting for a worker" });
     expect(progressOf({ ...queued, status: "running" })).toEqual({ pct: null, text: "running" });
     expect(progressOf({ ...queued, status: "failed", step: 3, total: 0 })).toEqual({ pct: null, text: "failed" });
+  });
+});
+
+describe("the list kept live from the team stream", () => {
+  const row = (name: string, extra: Partial<DatasetPublic> = {}) =>
+    ({ name, team: "t1", builtin: false, status: "ready", prepare_status: "none", ...extra }) as DatasetPublic;
+  const list = [row("fashion-mnist", { builtin: true }), row("imagenet", { status: "scanning" })];
+
+  it("replaces a dataset's row with its new state", () => {
+    const next = applyDatasetMessage(list, row("imagenet", { status: "ready" }), "t1");
+    expect(next.map((r) => [r.name, r.status])).toEqual([
+      ["fashion-mnist", "ready"],
+      ["imagenet", "ready"],
+    ]);
+  });
+
+  it("adds a new one in the API's order and drops a removed one", () => {
+    const added = applyDatasetMessage(list, row("cifar", { status: "scanning" }), "t1");
+    expect(added.map((r) => r.name)).toEqual(["fashion-mnist", "cifar", "imagenet"]);
+    expect(applyDatasetMessage(added, { name: "cifar", team: "t1", deleted: true }, "t1").map((r) => r.name)).toEqual([
+      "fashion-mnist",
+      "imagenet",
+    ]);
+  });
+
+  it("leaves the list alone for another team's dataset or a message it cannot read", () => {
+    expect(applyDatasetMessage(list, row("imagenet", { team: "t2", status: "failed" }), "t1")).toBe(list);
+    expect(applyDatasetMessage(list, { name: "imagenet", team: "t2", deleted: true }, "t1")).toBe(list);
+    expect(applyDatasetMessage(list, { name: "x", team: "t1" } as DatasetPublic, "t1")).toBe(list);
   });
 });

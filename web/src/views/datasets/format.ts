@@ -163,3 +163,21 @@ export function foldMetrics(cur: RunProgress | null, payload: Record<string, unk
     imagesPerS: num(payload.images_per_s) ?? base.imagesPerS,
   };
 }
+
+/** A team-stream `dataset` message: a dataset's new state, or {name, team, deleted: true}. */
+export type DatasetMessage = (DatasetPublic & { deleted?: false }) | { name: string; team: string; deleted: true };
+
+/**
+ * The list after a `dataset` message: the row replaced (or added, then kept in the API's order: the built-in
+ * first, then by name) or removed. A message of another of the user's teams leaves the list alone.
+ */
+export function applyDatasetMessage(rows: DatasetPublic[], m: DatasetMessage, team: string | null): DatasetPublic[] {
+  if (!m || typeof m.name !== "string" || (team !== null && m.team !== team)) return rows;
+  if (m.deleted) return rows.filter((r) => r.name !== m.name);
+  if (typeof (m as DatasetPublic).status !== "string") return rows;
+  const i = rows.findIndex((r) => r.name === m.name);
+  if (i >= 0) return rows.map((r, j) => (j === i ? (m as DatasetPublic) : r));
+  return [...rows, m as DatasetPublic].sort(
+    (a, b) => Number(b.builtin) - Number(a.builtin) || a.name.localeCompare(b.name),
+  );
+}

@@ -1,14 +1,17 @@
-// One dataset, kept current while it is scanned or prepared: the run doing it streams its progress (useRunProgress)
-// and the dataset is re-read when that run ends, and every few seconds meanwhile (its row changes on the server).
-import { useCallback, useEffect, useState } from "preact/hooks";
+// One dataset, live: its new state comes on the team stream (`dataset` messages), and while a scan or prepare
+// runs, that run's own stream gives its progress (useRunProgress); when the run ends the dataset is re-read too
+// (its row is settled in the same batch of events, so this only covers a dropped message).
+import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import { api } from "../../api/client";
 import type { DatasetPublic } from "../../api/datasets";
-import { activeRunId, isBusy } from "./format";
-import { POLL_MS } from "./useDatasets";
+import type { StreamMessage } from "../../api/events";
+import { useTeamStream } from "../../api/team";
+import { activeRunId, type DatasetMessage } from "./format";
 import { useRunProgress } from "./useRunProgress";
 
 export function useDataset(name: string) {
   const [dataset, setDataset] = useState<DatasetPublic | null>(null);
+  const [removed, setRemoved] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [reload, setReload] = useState(0);
   const reread = useCallback(() => setReload((n) => n + 1), []);
@@ -27,14 +30,22 @@ export function useDataset(name: string) {
     return () => ctrl.abort();
   }, [name, reload]);
 
-  const busy = dataset ? isBusy(dataset) : false;
-  useEffect(() => {
-    if (!busy) return;
-    const t = window.setInterval(reread, POLL_MS);
-    return () => clearInterval(t);
-  }, [busy]);
+  const team = useRef<string | null>(null);
+  team.current = dataset?.team ?? null;
+  const onMessage = useCallback(
+    (m: StreamMessage) => {
+      if (m.event === "resync") reread();
+      if (m.event !== "dataset") return;
+      const msg = m.data as DatasetMessage;
+      if (!msg || msg.name !== name || (team.current !== null && msg.team !== team.current)) return;
+      if (msg.deleted) setRemoved(true);
+      else if (typeof msg.status === "string") setDataset(msg);
+    },
+    [name],
+  );
+  useTeamStream(onMessage);
 
   const runId = dataset ? activeRunId(dataset) : null;
   const { progress, live } = useRunProgress(runId, reread);
-  return { dataset, setDataset, error, reread, runId, progress, live };
+  return { dataset, setDataset, removed, error, reread, runId, progress, live };
 }

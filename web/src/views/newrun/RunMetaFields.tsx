@@ -105,7 +105,8 @@ function DatasetPicker({ form, metaError }: { form: RunForm; metaError: ErrorOf 
       )}
       {replaced.length > 0 && (
         <span class="warn small" data-testid="dataset-replaces">
-          The dataset sets {replaced.join(", ")} when the run is submitted: the values typed under data are replaced.
+          The dataset sets {replaced.join(" and ")} when the run is submitted: what is typed there under data is
+          replaced (a typed mean or std is kept).
         </span>
       )}
       {datasetsError && <span class="muted small">The team's datasets could not be listed: {datasetsError}</span>}

@@ -42,7 +42,8 @@ describe("what the choice sends", () => {
 
   it("says which typed data fields a chosen dataset replaces", () => {
     const o = { "data.root": "/data/x", "data.crop_size": 64, "data.mean": [0.5, 0.5, 0.5] };
-    expect(replacedByDataset(o, true)).toEqual(["data.root", "data.mean"]);
+    expect(replacedByDataset(o, true)).toEqual(["data.root"]); // a typed mean is kept
+    expect(replacedByDataset({ ...o, "data.dataset": "imagefolder" }, true)).toEqual(["data.dataset", "data.root"]);
     expect(replacedByDataset(o, false)).toEqual([]);
   });
 });

@@ -1,5 +1,6 @@
 // The New run form's "Dataset": one of the team's ready datasets by name, sent as the spec's `data.name` (the
-// server fills data.dataset, root, mean and std from it). Pure functions, tested without a browser: which one the
+// server sets data.dataset and data.root from it, the packed copy once there is one, and the measured mean and
+// std unless the spec has its own). Pure functions, tested without a browser: which one the
 // form starts on, what the choice sends, the datasets offered, and their facts beside the select.
 //
 // A choice that only repeats what the preset already reads (Fashion-MNIST, the presets' data) sends nothing, as
@@ -13,8 +14,8 @@ import { fmtCount, totalImages } from "../datasets/format";
 export const DEFAULT_DATASET = "fashion-mnist";
 /** The spec field the select replaces (hidden from the generated form; a 422 about it shows at the select). */
 export const DATA_NAME = "data.name";
-/** What a registered dataset sets when the run is submitted: values typed for these are replaced. */
-export const FILLED_BY_DATASET = ["data.dataset", "data.root", "data.mean", "data.std"];
+/** What a registered dataset sets when the run is submitted, whatever was typed (server/datasets/resolve.py). */
+export const SET_BY_DATASET = ["data.dataset", "data.root"];
 
 /** The registered dataset the form's baseline (the schema's defaults with the preset on top) already reads. */
 export function impliedDataset(base: Record<string, unknown>): string {
@@ -58,5 +59,5 @@ export function datasetFacts(d: Pick<DatasetPublic, "splits" | "num_classes" | "
 
 /** The data fields typed by hand that a chosen dataset will replace (said beside the select). */
 export function replacedByDataset(overrides: Record<string, unknown>, sent: boolean): string[] {
-  return sent ? FILLED_BY_DATASET.filter((k) => k in overrides) : [];
+  return sent ? SET_BY_DATASET.filter((k) => k in overrides) : [];
 }
