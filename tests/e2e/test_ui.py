@@ -163,7 +163,8 @@ def test_add_dataset_shows_a_path_outside_the_roots_at_the_path_field(page: Page
 def test_a_dataset_added_from_the_form_is_scanned_then_offered_by_the_new_run_form(page: Page, api: Client,
                                                                                   shot: Shot) -> None:
     """Add a folder (Debian's Fashion-MNIST again, detected by itself): its page follows the scan to ready with
-    the facts the worker measured; the New run form then offers it, says its size and sends it as data.name."""
+    the facts the worker measured; the New run form then offers it, says its size and sends it as data.name;
+    Prepare on its page writes its packed copy (at a short side of 32 px: a few seconds)."""
     expect = _expect()
     page.goto("/datasets?add=1")
     page.get_by_test_id("dataset-field-name").fill(E2E_DATASET)
@@ -186,14 +187,28 @@ def test_a_dataset_added_from_the_form_is_scanned_then_offered_by_the_new_run_fo
     expect(picker.locator(f"option[value='{E2E_DATASET}']")).to_have_count(1)
     expect(page.get_by_test_id("overrides-count")).not_to_contain_text("data.name")
     picker.select_option(E2E_DATASET)
-    expect(page.get_by_test_id("dataset-facts")).to_have_text("70,000 images · 10 classes")
+    expect(page.get_by_test_id("dataset-choice-facts")).to_contain_text("70,000 images · 10 classes")
     expect(page.get_by_test_id("overrides-count")).to_contain_text(f'data.name="{E2E_DATASET}"')
     page.get_by_test_id("field-preset").select_option("fmnist_tiny")  # a preset keeps the choice
     expect(picker).to_have_value(E2E_DATASET)
 
+    # its packed copy: Prepare, the prepare run's progress, then the copy's facts
+    page.goto(f"/datasets/{E2E_DATASET}")
+    page.get_by_test_id("dataset-short-side").fill("32")
+    page.get_by_test_id("dataset-prepare").click()
+    prepared = page.get_by_test_id("dataset-packed").get_by_test_id("dataset-prepared")
+    expect(prepared).to_have_attribute("data-prepare-status", re.compile("preparing|prepared"))
+    expect(prepared).to_have_attribute("data-prepare-status", re.compile("prepared|failed"), timeout=TRAIN_S)
+    packed = page.get_by_test_id("dataset-packed")
+    assert prepared.get_attribute("data-prepare-status") == "prepared", packed.inner_text()  # says why not
+    expect(page.get_by_test_id("dataset-packed-bytes")).to_contain_text(re.compile(r"\d (kB|MB) in \d+ shards?"))
+    expect(page.get_by_test_id("dataset-packed-facts")).to_contain_text("60,000 / 10,000")
+    expect(page.get_by_test_id("dataset-prepare-run")).to_be_visible()
+    shot(page, "dataset")
+
     page.goto("/datasets")
     row = page.locator(f"[data-testid=dataset-row][data-name='{E2E_DATASET}']")
-    expect(row.get_by_test_id("dataset-status")).to_have_attribute("data-status", "ready")
+    expect(row.get_by_test_id("dataset-prepared")).to_contain_text(re.compile(r"packed · \d"))
     shot(page, "datasets")
 
 

@@ -1,6 +1,6 @@
 // One dataset: its sample grid (captioned with each row's classes), splits, classes, mean/std, image sizes, the
 // packed copy's facts, the runs that scanned and packed it, and "Prepare" with the prepare run's live progress.
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 import { api, ApiError, exportUrl } from "../api/client";
 import type { DatasetPublic } from "../api/datasets";
 import { navigate } from "../router";
@@ -23,9 +23,14 @@ import { useDataset } from "./datasets/useDataset";
 const CLASSES_SHOWN = 20;
 const runHref = (id: string) => `/runs/${encodeURIComponent(id)}`;
 
-function SampleGrid({ d }: { d: DatasetPublic }) {
+/**
+ * The grid and, under it, each row's class names. A grid drawn on its first request (the built-in's) comes
+ * with its labels only then: the dataset is read again once the image has loaded without them.
+ */
+function SampleGrid({ d, reread }: { d: DatasetPublic; reread: () => void }) {
   const labels = d.sample_labels ?? [];
-  const [cols, setCols] = useState<number | null>(null);
+  const asked = useRef(false);
+  const [width, setWidth] = useState(0); // the image's natural width, once loaded
   const [failed, setFailed] = useState(false);
   if (!d.has_samples)
     return (
@@ -33,7 +38,7 @@ function SampleGrid({ d }: { d: DatasetPublic }) {
         {d.status === "scanning" ? "The sample grid comes with the scan." : "No sample grid."}
       </div>
     );
-  const shownCols = cols ?? gridColumns(0, labels.length);
+  const shownCols = gridColumns(width, labels.length);
   const rows = sampleRows(labels, d.classes, shownCols);
   return (
     <figure class="samples card" data-testid="dataset-samples">
@@ -46,7 +51,13 @@ function SampleGrid({ d }: { d: DatasetPublic }) {
           src={exportUrl.datasetSamples(d.name, d.updated_at)}
           alt={samplesAlt(d.name, labels.length, shownCols)}
           data-testid="dataset-samples-img"
-          onLoad={(e) => setCols(gridColumns((e.target as HTMLImageElement).naturalWidth, labels.length))}
+          onLoad={(e) => {
+            setWidth((e.target as HTMLImageElement).naturalWidth);
+            if (!labels.length && !asked.current) {
+              asked.current = true;
+              reread();
+            }
+          }}
           onError={() => setFailed(true)}
         />
       )}
@@ -205,10 +216,11 @@ function PackedCopy({
       {preparing && <RunProgressBar progress={progress} wide />}
       {d.prepare_status === "failed" && (
         <div class="state error" role="alert" data-testid="dataset-prepare-error">
-          The last prepare failed{d.prepare_run_id ? "" : "."}
+          {d.error ?? "The last prepare failed."}
           {d.prepare_run_id && (
             <>
-              : see <Link href={runHref(d.prepare_run_id)}>its run</Link>.
+              {" "}
+              (<Link href={runHref(d.prepare_run_id)}>its run</Link>)
             </>
           )}
         </div>
@@ -347,7 +359,7 @@ export function DatasetPage({ name }: { name: string }) {
         </div>
       )}
       <div class="dataset-body">
-        <SampleGrid key={d.updated_at} d={d} />
+        <SampleGrid key={d.updated_at} d={d} reread={reread} />
         <div class="dataset-side">
           <section class="card" aria-label="Facts">
             <Facts d={d} />

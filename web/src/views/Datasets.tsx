@@ -184,10 +184,19 @@ function DatasetsTable({ rows, runs }: { rows: DatasetPublic[]; runs: Record<str
                 <td class="mono small">{fmtMeanStd(d.mean, d.std)}</td>
                 <td>
                   <DatasetStatusChip d={d} />
-                  {d.status === "failed" && d.error && <div class="bad small clip">{d.error}</div>}
+                  {d.status === "failed" && d.error && (
+                    <div class="bad small clip" title={d.error}>
+                      {d.error}
+                    </div>
+                  )}
                 </td>
                 <td>
                   <PreparedChip d={d} />
+                  {d.prepare_status === "failed" && d.error && (
+                    <div class="bad small clip" title={d.error}>
+                      {d.error}
+                    </div>
+                  )}
                   {runId && (
                     <div>
                       <RunProgressBar progress={runs[runId] ?? null} />

@@ -9,7 +9,7 @@ export function DatasetStatusChip({ d }: { d: DatasetPublic }) {
       class={`badge status-${c.tone}`}
       data-testid="dataset-status"
       data-status={d.status}
-      title={d.error ?? undefined}
+      title={d.status === "failed" ? (d.error ?? undefined) : undefined}
     >
       {c.text}
     </span>

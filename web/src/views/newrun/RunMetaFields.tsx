@@ -94,7 +94,7 @@ function DatasetPicker({ form, metaError }: { form: RunForm; metaError: ErrorOf 
           ))}
         </select>
         {chosen && dataset !== DEFAULT_DATASET && (
-          <span class="muted small" data-testid="dataset-facts">
+          <span class="muted small" data-testid="dataset-choice-facts">
             {datasetFacts(chosen)}
             {chosen.prepare_status === "prepared" ? " · packed" : ""}
           </span>
