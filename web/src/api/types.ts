@@ -22,6 +22,8 @@ export const RUN_STATUSES = [
 type Unlisted = Exclude<RunStatus, (typeof RUN_STATUSES)[number]>;
 export const allStatusesListed: [Unlisted] extends [never] ? true : Unlisted = true;
 export const RUN_KINDS: RunKind[] = ["pretrain", "knn", "linear", "finetune"];
+/** The runs list's kinds: those submitted, and a dataset's scan or packing (`prepare`, started by /datasets). */
+export const LISTED_KINDS = [...(RUN_KINDS as string[]), "prepare"];
 
 /** A metric value: a number, or 'nan' / 'inf' / '-inf' (JSON has no non-finite numbers). */
 export type WireValue = Schemas["MetricSeries"]["value"][number];
