@@ -237,7 +237,6 @@ def test_datasets_page_shows_fashion_mnist_ready_with_its_sample_grid(page: Page
     chips = page.get_by_test_id("dataset-class-list").locator(".chip")
     expect(chips).to_have_text(FMNIST_CLASSES)
     expect(page.get_by_test_id("dataset-image-size")).to_contain_text("28×28")
-    shot(page, "dataset")
 
 
 def _class_names(line: str) -> list[str]:
