@@ -5,6 +5,7 @@
     mocolab worker --queue Q [--gpu N | --gpus all|0,1,3|cpu:N]
     mocolab admin ...          users, teams, tokens
     mocolab submit [--gpus N] [--nodes N] | runs | show | cancel | logs     the REST API, for scripts
+    mocolab datasets list | show NAME | add NAME PATH | prepare NAME | rm NAME   the team's datasets
     mocolab engine ...         the engine's own CLI (python -m mocov3_core)
 
 Bad input is one line on stderr and exit status 2. `up` and `demo` read MOCOLAB_STATE, MOCOLAB_HOST,
@@ -25,6 +26,8 @@ from urllib.parse import quote
 from server.runs.lifecycle import TERMINAL  # standard library only: no server runtime comes with it
 
 from .client import Client, ClientError
+from .datasets import add_parser as datasets_parser
+from .datasets import run as datasets_command
 from .terminal import safe
 
 
@@ -117,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logs", help="a run's events")
     p.add_argument("run_id")
     p.add_argument("--follow", "-f", action="store_true", help="keep streaming live events")
+    datasets_parser(sub)
     p = sub.add_parser("engine", help="the engine's CLI: pretrain, knn, linear, finetune, presets, schema")
     p.add_argument("engine_args", nargs=argparse.REMAINDER)
     return ap
@@ -247,6 +251,8 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "study":
         return _study(client, args)
+    if args.command == "datasets":
+        return datasets_command(client, args)
     if args.command == "runs":
         page = client.runs(status=args.status, kind=args.kind, project=args.project, tag=args.tag, q=args.q)
         for item in page["data"]:

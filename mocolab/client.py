@@ -65,8 +65,8 @@ class Client:
         """Any GET under /api/v1 (JSON, or the body's text)."""
         return self._call("GET", path, text=text, params={k: v for k, v in params.items() if v is not None})
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        return self._call("POST", path, json=body)
+    def post(self, path: str, body: dict[str, Any], **params: Any) -> Any:
+        return self._call("POST", path, json=body, params={k: v for k, v in params.items() if v is not None})
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("POST", "/runs", json=body))
@@ -85,6 +85,9 @@ class Client:
 
     def evals(self, run_id: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/runs/{run_id}/evals"))
+
+    def delete(self, path: str, **params: Any) -> None:
+        self._call("DELETE", path, params={k: v for k, v in params.items() if v is not None})
 
     def events(self, run_id: str, after_seq: int = -1) -> list[dict[str, Any]]:
         data = self._call("GET", f"/runs/{run_id}/events", params={"after_seq": after_seq})

@@ -1,6 +1,7 @@
-"""A progress bar per run in the terminal (`mocolab submit --wait`, `mocolab demo`): step/total, images/s,
-the loss and the latest top-1, fed by the run's status and metrics events from the events API (the same
-events the browser's SSE stream carries), read from where the last poll stopped."""
+"""A progress bar per run in the terminal (`mocolab submit --wait`, `mocolab demo`, `mocolab datasets add` and
+`prepare`): step/total (a prepare run's images done of its phase's total), images/s, the loss and the latest
+top-1, fed by the run's status and metrics events from the events API (the same events the browser's SSE stream
+carries), read from where the last poll stopped."""
 
 from __future__ import annotations
 
@@ -50,7 +51,14 @@ class RunProgress:
                 self.status = p["state"]
             self.message = str(p.get("message") or self.message)
         elif event.get("type") == "metrics":
-            if isinstance(p.get("step"), int):
+            if _count(p.get("step")) is not None and _count(p.get("total_steps")):  # work done of a total (a
+                if p.get("phase") != self.phase:  # prepare run's images), per phase: scan, stats, pack, verify
+                    self.step = 0
+                self.total, self.phase = p["total_steps"], p.get("phase")
+                self.step = max(self.step, p["step"])
+                if isinstance(p.get("images_per_s"), int | float) and p["images_per_s"] == p["images_per_s"]:
+                    self.values["imgs_per_s"] = float(p["images_per_s"])
+            elif isinstance(p.get("step"), int):
                 self.step = max(self.step, p["step"] + 1)  # metrics of step s: s + 1 steps done
             for key, value in (p.get("values") or {}).items():
                 if key in SHOWN and isinstance(value, int | float) and value == value:  # not NaN
@@ -68,6 +76,10 @@ class RunProgress:
         return safe(", ".join(parts))
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 class Bars:
     """One tqdm bar per followed run (on stderr, so stdout keeps only the results)."""
 
@@ -80,11 +92,11 @@ class Bars:
         self._drawn: dict[str, tuple[float, str]] = {}  # when each bar was last drawn, in which state
         self.tty = tty if tty is not None else hasattr(self.file, "isatty") and self.file.isatty()
 
-    def add(self, run_id: str, label: str) -> None:
+    def add(self, run_id: str, label: str, unit: str = "step") -> None:
         from tqdm import tqdm
 
         self.runs[run_id] = RunProgress(label=safe(label))
-        self._bars[run_id] = tqdm(total=None, desc=self.runs[run_id].label, unit="step", file=self.file,
+        self._bars[run_id] = tqdm(total=None, desc=self.runs[run_id].label, unit=unit, file=self.file,
                                   dynamic_ncols=True, position=len(self._bars), leave=True)
 
     def poll(self) -> bool:

@@ -1,13 +1,14 @@
-"""Command line of the engine: `python -m mocov3_core {pretrain,knn,linear,finetune,presets,schema,config}`.
+"""Command line of the engine: `python -m mocov3_core {pretrain,knn,linear,finetune,prepare,presets,schema,config}`.
 
 Every command takes `--set key=value` overrides on the spec (dotted paths, JSON values), shows a progress
-bar, and appends every event as a JSON line to OUT/events.jsonl. A bad option is one line on stderr
-and exit status 2, never a traceback.
+bar, and appends every event as a JSON line to OUT/events.jsonl (prepare: to --events). A bad option is one
+line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -64,6 +65,24 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="end-to-end fine-tuning (DeiT recipe)")
     _eval_args(p)
 
+    p = sub.add_parser("prepare", help="inspect a dataset; with --out, write its packed copy",
+                       description="Count, classify and measure a dataset (mean/std, image sizes, a sample grid); "
+                                   "with --out also write its packed copy (JPEG shards at --short-side plus an "
+                                   "index; docs/datasets.md), resumable: rerun the same command after an "
+                                   "interruption. Prints the dataset's summary as JSON.")
+    p.add_argument("--dataset", default=None, help="reader: imagefolder, packed, fashion_mnist, mnist, cifar10, "
+                   "cifar100, idx, npz (data.dataset)")
+    p.add_argument("--root", default=None, help="the dataset's folder (data.root)")
+    p.add_argument("--out", default=None, help="packed folder to write; without it the dataset is only inspected")
+    p.add_argument("--short-side", type=int, default=None, help="shorter side of the packed images (256)")
+    p.add_argument("--quality", type=int, default=None, help="JPEG quality of the packed images (90)")
+    p.add_argument("--workers", type=int, default=None, help="encoding processes (4)")
+    p.add_argument("--grid", type=Path, default=None, help="also write the sample grid to this JPEG file")
+    p.add_argument("--events", type=Path, default=None, help="append every event as a JSON line to this file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    p.add_argument("--run-id", default=None, help="event stream id (default: random)")
+    p.add_argument("--no-progress", action="store_true", help="print lines instead of a progress bar")
+
     sub.add_parser("presets", help="list the named pretraining presets")
     p = sub.add_parser("schema", help="print a spec's JSON Schema")
     p.add_argument("kind", nargs="?", default="pretrain", choices=["pretrain", "knn", "linear", "finetune"])
@@ -93,6 +112,8 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(json.dumps(build_spec("pretrain", args.preset, args.overrides).model_dump(), indent=1))
         return 0
+    if args.command == "prepare":
+        return _prepare(args)
     if args.command == "pretrain":
         spec = build_spec("pretrain", args.preset, args.overrides)
         out = args.out or Path("runs") / (spec.name or args.preset or "pretrain")
@@ -134,6 +155,32 @@ def run(argv: list[str] | None = None) -> int:
         (args.out / "result.json").write_text(json.dumps(outcome, indent=1, default=str))
     print(json.dumps(outcome, default=str))
     return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    base: dict[str, Any] = {"data": {k: v for k, v in (("dataset", args.dataset), ("root", args.root)) if v}}
+    for key, value in (("out", args.out), ("short_side", args.short_side), ("quality", args.quality),
+                       ("workers", args.workers)):
+        if value is not None:
+            base[key] = value
+    spec = build_spec("prepare", None, args.overrides, base=base)
+    from .data.prepare import run_prepare
+
+    sinks: list[EventSink] = [ConsoleSink(bar=not args.no_progress)]
+    if args.events is not None:
+        sinks.append(JsonlSink(args.events))
+    try:
+        info = run_prepare(spec, sinks, run_id=args.run_id)  # type: ignore[arg-type]
+    finally:
+        for s in sinks:
+            s.close()
+    if args.grid is not None and info.get("samples_jpeg"):
+        args.grid.write_bytes(base64.b64decode(info["samples_jpeg"]))
+    summary = {k: v for k, v in info.items() if k != "samples_jpeg"}
+    if len(summary.get("classes") or []) > 20:  # ImageNet's 1000 names would bury the rest
+        summary["classes"] = [*summary["classes"][:20], f"... {len(summary['classes']) - 20} more"]
+    print(json.dumps(summary, indent=1))
+    return 3 if info.get("stopped") else 0
 
 
 def main(argv: list[str] | None = None) -> None:

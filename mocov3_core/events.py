@@ -17,7 +17,8 @@ from typing import IO, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-EventType = Literal["status", "config", "metrics", "alert", "log", "checkpoint", "eval_result", "heartbeat"]
+# dataset: a prepare run's DatasetInfo (mocov3_core.data.prepare; docs/datasets.md)
+EventType = Literal["status", "config", "metrics", "alert", "log", "checkpoint", "eval_result", "heartbeat", "dataset"]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
 
@@ -159,6 +160,7 @@ class ConsoleSink:
         self.bar_enabled = bar
         self._bar: Any = None
         self._done = 0
+        self._phase: Any = None  # the phase a prepare run's bar shows
 
     def _line(self, text: str) -> None:
         if self._bar is not None:
@@ -180,6 +182,8 @@ class ConsoleSink:
                 self._line(f"[{p['state']}] {p.get('message', '')}".rstrip())
             else:
                 self._line(f"[{p.get('state', 'status')}] {p.get('message', '')}".rstrip())
+        elif event.type == "metrics" and "phase" in p and "values" not in p:
+            self._phase_progress(p)
         elif event.type == "metrics":
             step = int(p.get("step", 0)) + 1
             if self._bar is not None:
@@ -198,6 +202,26 @@ class ConsoleSink:
             pass
         elif event.type == "log":
             self._line(str(p.get("message", "")))
+
+    def _phase_progress(self, p: dict[str, Any]) -> None:
+        """A prepare run's {step, total_steps, phase, images_per_s}: one bar per phase (or a line per event)."""
+        phase, step, total, rate = p.get("phase"), int(p.get("step", 0)), int(p.get("total_steps", 0)), \
+            p.get("images_per_s")
+        rate_text = f"{rate:.1f} images/s" if isinstance(rate, float) else ""
+        if not self.bar_enabled:
+            self._line(f"[{phase}] {step}/{total} images {rate_text}".rstrip())
+            return
+        if self._bar is None or self._phase != phase:
+            self._close_bar()
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, file=self.stream, unit="img", dynamic_ncols=True, desc=str(phase),
+                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                        "[{elapsed}<{remaining}{postfix}]")
+            self._phase = phase
+        self._bar.total = total
+        self._bar.set_postfix_str(rate_text, refresh=False)
+        self._bar.update(step - self._bar.n)
 
     def _close_bar(self) -> None:
         if self._bar is not None:

@@ -15,6 +15,7 @@ from .config import (
     FinetuneConfig,
     KnnConfig,
     LinearConfig,
+    PrepareConfig,
     PretrainConfig,
     merge,
     parse_value,
@@ -84,7 +85,8 @@ def list_presets() -> list[str]:
 
 
 def build_spec(kind: str, preset: str | None = None, overrides: list[str] | dict[str, Any] | None = None,
-               base: dict[str, Any] | None = None) -> PretrainConfig | KnnConfig | LinearConfig | FinetuneConfig:
+               base: dict[str, Any] | None = None
+               ) -> PretrainConfig | KnnConfig | LinearConfig | FinetuneConfig | PrepareConfig:
     """defaults -> preset -> base dict -> overrides ('a.b=v' strings or {dotted: value}) -> validated spec."""
     tree: dict[str, Any] = {}
     if preset is not None:

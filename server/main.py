@@ -25,6 +25,7 @@ from server.core.db import make_engine, migrate, wait_for_db
 from server.core.errors import ERROR_RESPONSES
 from server.core.hardening import BodyLimit, SameOrigin, SecurityHeaders
 from server.core.loops import LoopState
+from server.datasets import router as datasets_router
 from server.deps import get_caller
 from server.events import router as events_router
 from server.events.bus import EventBus
@@ -88,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              last_error_at=s.last_error_at) for name, s in loops.items()})
 
     api = APIRouter(prefix=API, dependencies=[Depends(get_caller)], responses=ERROR_RESPONSES)
-    for module in (runs_router, events_router, workers_router, auth_router, studies_router):
+    for module in (runs_router, events_router, workers_router, auth_router, studies_router, datasets_router):
         api.include_router(module.router)
 
     @api.get("/status", response_model=ServerStatus, tags=["health"])

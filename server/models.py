@@ -16,7 +16,7 @@ from sqlmodel import Field, SQLModel
 
 from server.core.db import UTCDateTime, utcnow
 
-RUN_KINDS = ("pretrain", "knn", "linear", "finetune")
+RUN_KINDS = ("pretrain", "knn", "linear", "finetune", "prepare")
 
 
 # ---------------------------------------------------------------- people
@@ -150,6 +150,34 @@ class RunTag(SQLModel, table=True):
     __tablename__ = "run_tags"
     run_id: str = Field(foreign_key="runs.id", primary_key=True, max_length=32, ondelete="CASCADE")
     tag: str = Field(primary_key=True, max_length=64, index=True)
+
+
+# ---------------------------------------------------------------- datasets
+class Dataset(SQLModel, table=True):
+    """A dataset a team registered (server/datasets/): its source folder, what the scan found (`info`: the
+    engine's DatasetInfo without the sample grid, which is `samples_jpeg`), and its packed copy once prepared.
+    Names are unique per team; the built-in Fashion-MNIST row of each team is made on first use."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_datasets_team_name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: int = Field(foreign_key="teams.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=64)
+    kind: str = Field(max_length=16, description="The reader (config.DatasetName) of the source.")
+    root: str | None = Field(default=None, description="The source folder, resolved; None = the reader's "
+                             "standard location (the built-in).")
+    status: str = Field(default="scanning", max_length=16)  # scanning | ready | failed
+    error: str | None = None
+    info: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    samples_jpeg: str | None = Field(default=None, description="The sample grid, a base64 JPEG.")
+    packed_root: str | None = Field(default=None, description="The packed copy, relative to the storage root.")
+    prepare_status: str = Field(default="none", max_length=16)  # none | preparing | prepared | failed
+    scan_run_id: str | None = Field(default=None, foreign_key="runs.id", max_length=32, index=True)
+    prepare_run_id: str | None = Field(default=None, foreign_key="runs.id", max_length=32, index=True)
+    created_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    builtin: bool = False
 
 
 # ---------------------------------------------------------------- what runs emit

@@ -1,6 +1,7 @@
 """The ingest assembled with the domains that project the events stream into their tables, in the order
 they run in each transaction: the runs' records (metrics, alerts, checkpoints, results), the workers' state
-(which beats are current), then the runs' state (it reads the current beats to keep runs alive).
+(which beats are current), the runs' state (it reads the current beats to keep runs alive), then the datasets'
+(a scan's result, or its run's failure, once the run's status is this batch's).
 
 The ingest itself (`server.events.ingest`) imports no domain; this module is where they meet.
 Standalone ingest: `python -m server.projections`.
@@ -18,6 +19,7 @@ from sqlalchemy import Engine
 
 from server.core.config import Settings
 from server.core.db import make_engine, migrate, wait_for_db
+from server.datasets.projection import DatasetState
 from server.events.ingest import Ingestor, IngestStats, run_ingest
 from server.events.projection import Projection
 from server.runs.projection import RunRecords, RunState
@@ -26,7 +28,8 @@ from server.workers.projection import WorkerState
 
 def projections(progress_every_s: float = 1.0, heartbeat_retention_s: float = 14 * 86400,
                 prune_every_s: float = 600.0) -> list[Projection]:
-    return [RunRecords(), WorkerState(heartbeat_retention_s, prune_every_s), RunState(progress_every_s)]
+    return [RunRecords(), WorkerState(heartbeat_retention_s, prune_every_s), RunState(progress_every_s),
+            DatasetState()]
 
 
 def make_ingestor(engine: Engine, redis_client: redis.Redis, settings: Settings | None = None, *,

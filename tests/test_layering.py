@@ -22,7 +22,7 @@ TORCH = {"torch", "timm", "torchvision"}
 WIRE = ("mocov3_core.events", "worker.protocol", "worker.gang")
 # the worker modules the server may run: the contract (keys, messages, the gang's Redis scripts), no runtime
 CONTRACT = {"worker", "worker.protocol", "worker.gang"}
-DOMAINS = ("runs", "workers", "studies", "auth")
+DOMAINS = ("runs", "workers", "studies", "auth", "datasets")
 
 
 def modules(package: str) -> list[str]:

@@ -30,7 +30,7 @@ from mocov3_core.events import EventSink
 
 from . import gang
 from ._redis import OUTAGE_ERRORS, connect
-from .runner import EVAL_KINDS, StopWatch, _Run, refused_path
+from .runner import EVAL_KINDS, StopWatch, _Run, refused_path, resolve_paths
 from .settings import Settings
 from .sink import RedisStreamSink, last_seq
 from .workdir import ProgressSink, WorkerDir
@@ -111,7 +111,7 @@ def _other_rank(job: dict[str, Any], settings: Settings, rank: int) -> int:
     from mocov3_core.train import pretrain
 
     try:
-        spec = dict(job["spec"])
+        spec = resolve_paths(job["kind"], job["spec"], settings)  # as rank 0 does: relative to the storage
         try:
             cfg = validate_spec(EVAL_KINDS.get(job["kind"], job["kind"]), spec)
         except ConfigError:

@@ -16,8 +16,10 @@ from the last seq delivered for the run, so a restarted run never reuses a numbe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import re
 import signal
@@ -257,6 +259,9 @@ class _Run:
     def _call_engine(self, cfg: Any, sinks: list[EventSink], watch: StopWatch,
                      first_seq: int) -> tuple[str, str, dict[str, Any]]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        allow_engine_processes()
+        if self.kind == "prepare":
+            return self._prepare(cfg, sinks, watch, first_seq)
         if self.kind == "pretrain":
             from mocov3_core.train import pretrain
 
@@ -284,6 +289,23 @@ class _Run:
         summary = f"{out.get('protocol', cfg.kind)} top-1 {top1:.2f}%" if isinstance(top1, float) else "done"
         return "succeeded", summary, {"result": str(self.run_dir / "result.json")}
 
+    def _prepare(self, cfg: Any, sinks: list[EventSink], watch: StopWatch,
+                 first_seq: int) -> tuple[str, str, dict[str, Any]]:
+        """A dataset's scan (out None) or its packed copy: the engine's run_prepare, its events as this run's."""
+        from mocov3_core.data.prepare import run_prepare
+
+        # packing stops at a shard boundary when asked; a scan may not poll, so a SIGTERM interrupts it at once
+        watch.polls_engine = cfg.out is not None
+        out = run_prepare(cfg, sinks, should_stop=watch, run_id=self.run_id, first_seq=first_seq)
+        if out.get("stopped"):
+            if watch():
+                state = watch.stop_reason()
+                return state, "cancelled" if state == "cancelled" else "worker stopping: back to the queue", {}
+            return "failed", str(out.get("reason") or "stopped"), {}
+        summary = {k: v for k, v in out.items() if k != "samples_jpeg"}
+        (self.run_dir / "result.json").write_text(json.dumps(summary, indent=1, default=str))
+        return "succeeded", prepare_summary(summary), {"result": str(self.run_dir / "result.json")}
+
     # ------------------------------------------------------------------ helpers
     def _count_delivery(self) -> int:
         """Count this delivery as one that may kill its process; -> how many before it did."""
@@ -295,12 +317,7 @@ class _Run:
         return int(count) - 1
 
     def _resolve_paths(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """An evaluation's relative checkpoint path is relative to the storage root (servers and workers
-        may mount the storage at different places)."""
-        ckpt = spec.get("checkpoint")
-        if self.kind in EVAL_KINDS and isinstance(ckpt, str) and ckpt and not os.path.isabs(ckpt):
-            spec["checkpoint"] = str(self.settings.storage / ckpt)
-        return spec
+        return resolve_paths(self.kind, spec, self.settings)
 
     def _refused_path(self, cfg: Any) -> tuple[str, str] | None:
         return refused_path(cfg, self.settings)
@@ -350,10 +367,68 @@ class _Run:
             return None
 
 
+def _sigterm_default_in_forked_children() -> None:
+    """A process forked while a run's StopWatch handles SIGTERM (the engine's helpers: a prepare run's encoders)
+    dies of SIGTERM as any process does: with the inherited handler, the exception it raises is taken for a task's
+    error by the helper's pool, which then waits for work for ever, and the run with it."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if isinstance(getattr(handler, "__self__", None), StopWatch):
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_sigterm_default_in_forked_children)
+
+
+def allow_engine_processes() -> None:
+    """Let the engine start processes of its own (a prepare run's encoders, an image folder's decoding
+    workers): Celery's pool processes are daemonic, and multiprocessing refuses children to a daemonic process.
+    The engine's children are daemons that its pools end, and multiprocessing ends any left at this process's
+    exit."""
+    current = multiprocessing.current_process()
+    if current.daemon:
+        try:
+            current.daemon = False
+        except AssertionError:  # a process object multiprocessing considers started: leave it
+            log.warning("this worker process stays daemonic: the engine cannot start processes of its own")
+
+
+def prepare_summary(info: dict[str, Any]) -> str:
+    """One line for a prepare run's outcome: 'scanned 70,000 images (10 classes)' / 'packed 70,000 images ...'."""
+    splits, classes, packed = info.get("splits"), info.get("classes"), info.get("packed")
+    splits = splits if isinstance(splits, dict) else {}
+    classes = classes if isinstance(classes, list) else []
+    images = sum(int(s.get("images") or 0) for s in splits.values() if isinstance(s, dict))
+    if isinstance(packed, dict):
+        return f"packed {images:,} images into {packed.get('shards', '?')} shards at short side " \
+               f"{packed.get('short_side', '?')}"
+    return f"scanned {images:,} images ({len(classes)} classes)"
+
+
+def resolve_paths(kind: str, spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Relative paths in a spec the server queued are relative to the storage root (servers and workers may
+    mount the storage at different places): an evaluation's checkpoint, a data.root (a registered dataset's
+    packed copy, `datasets/<team>/<name>/...`) and a prepare run's `out`. Absolute paths are left as they are."""
+    spec = dict(spec)
+
+    def under_storage(value: Any) -> Any:
+        return str(settings.storage / value) if isinstance(value, str) and value and not os.path.isabs(value) \
+            else value
+
+    if kind in EVAL_KINDS and spec.get("checkpoint"):
+        spec["checkpoint"] = under_storage(spec["checkpoint"])
+    if isinstance(spec.get("data"), dict) and spec["data"].get("root"):
+        spec["data"] = {**spec["data"], "root": under_storage(spec["data"]["root"])}
+    if kind == "prepare" and spec.get("out"):
+        spec["out"] = under_storage(spec["out"])
+    return spec
+
+
 def refused_path(cfg: Any, settings: Settings) -> tuple[str, str] | None:
     """-> (field, why) for a path this worker must not open: a data.root outside the dataset roots, a
-    checkpoint outside the storage root (symlinks and '..' resolved). The server checks the same before
-    queueing; the worker checks again before the engine touches anything, trusting nothing it is sent."""
+    checkpoint outside the storage root, a prepare run's `out` outside <storage>/datasets (symlinks and '..'
+    resolved). The server checks the same before queueing; the worker checks again before the engine touches
+    anything, trusting nothing it is sent."""
     roots = settings.allowed_dataset_roots
     if cfg.data.root and not inside(cfg.data.root, roots):
         return "data.root", f"must be inside one of the dataset roots {', '.join(map(str, roots))}"
@@ -361,6 +436,10 @@ def refused_path(cfg: Any, settings: Settings) -> tuple[str, str] | None:
     storage = settings.storage.resolve()
     if checkpoint and not inside(checkpoint, [storage]):
         return "checkpoint", f"must be inside the storage root {storage}"
+    out = getattr(cfg, "out", None)
+    packed = settings.packed_datasets_root
+    if out and (not inside(out, [packed]) or Path(out).expanduser().resolve() == packed):
+        return "out", f"must be a folder inside {packed}"
     return None
 
 

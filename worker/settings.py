@@ -6,8 +6,9 @@ MOCOLAB_QUEUE        the Celery queue this worker consumes (default protocol.DEF
 MOCOLAB_GPU          the GPU index this worker owns; empty = none given (the engine picks CUDA if visible, else CPU)
 MOCOLAB_WORKER_ID    the worker's name in heartbeats and locks (default <host>-<pid>); `python -m worker` exports it
                      so that its pool processes share it
-MOCOLAB_DATASET_ROOTS folders a spec's data.root may point into, separated by ':' or ','; empty = <storage>/datasets
-                     and /usr/share/datasets (the server's rule: the worker checks again, trusting nothing it is sent)
+MOCOLAB_DATASET_ROOTS folders a spec's data.root may point into, separated by ':' or ','; empty = /usr/share/datasets;
+                     <storage>/datasets (the packed copies) always (the server's rule: the worker checks again,
+                     trusting nothing it is sent)
 MOCOLAB_MAX_DELIVERIES  deliveries of one attempt whose process died before the run is failed (default 3)
 MOCOLAB_AGENT_DEVICES  an agent's devices: '0,1,3' (GPUs) or 'cpu:N' (N CPU slots); empty = a one-GPU worker
                      (`mocolab worker --gpus ...` sets it; see worker/agent.py)
@@ -90,9 +91,15 @@ class Settings:
         return self.runs_dir / run_id
 
     @property
+    def packed_datasets_root(self) -> Path:
+        """<storage>/datasets: where prepare runs write the teams' packed copies."""
+        return (self.storage / "datasets").resolve()
+
+    @property
     def allowed_dataset_roots(self) -> list[Path]:
-        return [r.resolve() for r in self.dataset_roots] or [(self.storage / "datasets").resolve(),
-                                                              Path("/usr/share/datasets")]
+        packed = self.packed_datasets_root
+        roots = [r.resolve() for r in self.dataset_roots] or [Path("/usr/share/datasets")]
+        return [packed, *(r for r in roots if r != packed)]
 
 
 def inside(path: str | Path, roots: list[Path]) -> bool:

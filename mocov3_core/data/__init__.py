@@ -19,8 +19,11 @@ from mocov3_core.data.loader import eval_batches as eval_batches
 from mocov3_core.data.readers import DATASET_STATS as DATASET_STATS
 from mocov3_core.data.readers import IMAGENET_MEAN as IMAGENET_MEAN
 from mocov3_core.data.readers import IMAGENET_STD as IMAGENET_STD
+from mocov3_core.data.readers import AnySet as AnySet
 from mocov3_core.data.readers import ArraySet as ArraySet
+from mocov3_core.data.readers import FileSet as FileSet
 from mocov3_core.data.readers import ImageFolderSet as ImageFolderSet
+from mocov3_core.data.readers import PackedSet as PackedSet
 from mocov3_core.data.readers import Stats as Stats
 from mocov3_core.data.readers import load_dataset as load_dataset
 from mocov3_core.data.readers import pixel_stats as pixel_stats

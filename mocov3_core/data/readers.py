@@ -1,15 +1,18 @@
-"""Dataset readers: IDX (MNIST, Fashion-MNIST), CIFAR python pickles, npz arrays and image folders.
+"""Dataset readers: IDX (MNIST, Fashion-MNIST), CIFAR python pickles, npz arrays, image folders and packed sets.
 
 Small datasets come back as an `ArraySet` (all images in one uint8 NHWC tensor, moved to the training
-device once by `loader.TrainStream`); an image folder comes back as an `ImageFolderSet` that decodes
-files on demand in DataLoader workers. `load_dataset` maps a `DataConfig` to the right reader, its
-default location and its normalisation statistics.
+device once by `loader.TrainStream`); an image folder comes back as an `ImageFolderSet` and a packed folder
+(written by `prepare.run_prepare`) as a `PackedSet`: both decode on demand, in DataLoader workers or on the
+training GPU. `load_dataset` maps a `DataConfig` to the right reader, its default location and its
+normalisation statistics.
 """
 
 from __future__ import annotations
 
 import copy
 import gzip
+import io
+import mmap
 import os
 import pickle
 import warnings
@@ -20,9 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from mocov3_core.config import DataConfig
+from mocov3_core.data import packed
 
 Stats = tuple[float, float, float]
 
@@ -52,6 +57,7 @@ DEFAULT_ROOTS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist", "mnist": 
 _ZERO: Stats = (0.0, 0.0, 0.0)
 _ONE: Stats = (1.0, 1.0, 1.0)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif")  # what torchvision.io.decode_image reads
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
 @dataclass
@@ -107,6 +113,11 @@ class ImageFolderSet:
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def is_jpeg(self) -> bool:
+        """Every file is named .jpg/.jpeg: the batched JPEG decoder on the GPU can take them all."""
+        return all(p.lower().endswith(JPEG_EXTENSIONS) for p in self.paths)
+
     def load(self, i: int) -> torch.Tensor:
         """Decode image i as uint8 [3, H, W] (grayscale, palette and CMYK files are converted to RGB)."""
         with warnings.catch_warnings():  # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec
@@ -114,11 +125,109 @@ class ImageFolderSet:
             image: torch.Tensor = decode_image(self.paths[i], mode=ImageReadMode.RGB)
         return image
 
+    def open_pil(self, i: int) -> Image.Image:
+        """Image i opened lazily: its size is read from the header, pixels are decoded on first use."""
+        return Image.open(self.paths[i])
+
+    def size(self, i: int) -> tuple[int, int]:
+        """(height, width) of image i from its header alone."""
+        with Image.open(self.paths[i]) as im:
+            return im.height, im.width
+
+    def file_bytes(self, i: int) -> torch.Tensor:
+        """The encoded file i as uint8 [n] (what torchvision's batched JPEG decoder takes)."""
+        with open(self.paths[i], "rb") as f:
+            return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+
+    def name(self, i: int) -> str:
+        return self.paths[i]
+
     def subset(self, indices: torch.Tensor) -> ImageFolderSet:
         out = copy.copy(self)
         out.paths = [self.paths[i] for i in indices.tolist()]
         out.labels = self.labels[indices]
         return out
+
+
+class PackedSet:
+    """One split of a packed folder (`prepare.run_prepare`): JPEGs back to back in shard files, mmap'd on first
+    use in each process, with their offsets, lengths, labels and sizes in the split's index (checked on load:
+    `packed.read_index`). Classes and mean/std come from meta.json unless given."""
+
+    def __init__(self, root: str | Path, split: str = "train", mean: Stats | None = None,
+                 std: Stats | None = None) -> None:
+        self.root = Path(root)
+        meta = packed.read_meta(self.root)
+        if split not in meta["splits"]:
+            raise FileNotFoundError(f"packed set {self.root} has no {split} split (it has "
+                                    f"{', '.join(meta['splits'])})")
+        counts = meta["splits"][split]
+        index = packed.read_index(self.root / split, counts["images"], counts["shards"], len(meta["classes"]))
+        self.split = split
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.offsets, self.lengths = index["offsets"], index["lengths"]
+        self.heights, self.widths, self.shards = index["heights"], index["widths"], index["shard"]
+        self.labels = torch.from_numpy(index["labels"].copy())
+        self.mean: Stats = mean or meta["mean"] or IMAGENET_MEAN
+        self.std: Stats = std or meta["std"] or IMAGENET_STD
+        self._maps: dict[int, mmap.mmap] = {}
+
+    is_jpeg = True
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_maps"] = {}  # each process maps the shards itself
+        return state
+
+    def _shard(self, shard: int) -> mmap.mmap:
+        mapped = self._maps.get(shard)
+        if mapped is None:
+            with open(self.root / self.split / packed.shard_name(shard), "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[shard] = mapped
+        return mapped
+
+    def jpeg_bytes(self, i: int) -> memoryview:
+        """The JPEG of image i, a view into its mmap'd shard (no copy)."""
+        start = int(self.offsets[i])
+        return memoryview(self._shard(int(self.shards[i])))[start : start + int(self.lengths[i])]
+
+    def file_bytes(self, i: int) -> torch.Tensor:
+        return torch.frombuffer(bytearray(self.jpeg_bytes(i)), dtype=torch.uint8)
+
+    def size(self, i: int) -> tuple[int, int]:
+        """(height, width) of image i from the index."""
+        return int(self.heights[i]), int(self.widths[i])
+
+    def open_pil(self, i: int) -> Image.Image:
+        return Image.open(io.BytesIO(self.jpeg_bytes(i)))
+
+    def load(self, i: int) -> torch.Tensor:
+        """Decode image i as uint8 [3, H, W]."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            image: torch.Tensor = decode_jpeg(self.file_bytes(i), mode=ImageReadMode.RGB)
+        return image
+
+    def name(self, i: int) -> str:
+        return f"{self.root / self.split}[{i}]"
+
+    def subset(self, indices: torch.Tensor) -> PackedSet:
+        out = copy.copy(self)
+        keep = indices.numpy()
+        out.offsets, out.lengths = self.offsets[keep], self.lengths[keep]
+        out.heights, out.widths, out.shards = self.heights[keep], self.widths[keep], self.shards[keep]
+        out.labels = self.labels[indices]
+        out._maps = {}
+        return out
+
+
+FileSet = ImageFolderSet | PackedSet  # decoded on demand, one file per image
+AnySet = ArraySet | ImageFolderSet | PackedSet
 
 
 # --------------------------------------------------------------------------------------------- IDX
@@ -303,7 +412,7 @@ def _require(path: Path, dataset: str) -> None:
         raise FileNotFoundError(f"{dataset}: {path} not found{hint}")
 
 
-def load_dataset(cfg: DataConfig, train: bool) -> ArraySet | ImageFolderSet:
+def load_dataset(cfg: DataConfig, train: bool) -> AnySet:
     """The train or evaluation split named by `cfg`, with cfg.mean/std overriding the dataset's statistics.
 
     `cfg.limit` keeps a random subset (seed 0, kept in index order) of the training split only.
@@ -313,7 +422,7 @@ def load_dataset(cfg: DataConfig, train: bool) -> ArraySet | ImageFolderSet:
         raise ValueError(f"data.root is required for dataset {name!r}")
     root = Path(cfg.root or DEFAULT_ROOTS[name]).expanduser()
     _require(root, name)
-    data: ArraySet | ImageFolderSet
+    data: AnySet
     # Generic sets normalise with the training split's statistics, also when evaluating.
     need_stats = cfg.mean is None or cfg.std is None
     if name in ("fashion_mnist", "mnist", "idx"):
@@ -333,6 +442,8 @@ def load_dataset(cfg: DataConfig, train: bool) -> ArraySet | ImageFolderSet:
         if not train and need_stats and (root / "train.npz").is_file():
             mean, std = pixel_stats(read_npz(root / "train.npz", mean=_ZERO, std=_ONE).images)
         data = read_npz(path, mean=mean, std=std)
+    elif name == "packed":
+        data = PackedSet(root, "train" if train else "val")
     else:  # imagefolder
         folder = root / ("train" if train else "val")
         if train and not folder.is_dir():

@@ -13,8 +13,8 @@ from torch import nn
 
 from ..config import DataConfig, FinetuneConfig, KnnConfig, LinearConfig
 from ..data import (
+    AnySet,
     ArraySet,
-    ImageFolderSet,
     crop_flip,
     derive_seed,
     eval_batches,
@@ -36,8 +36,8 @@ AnyEval = KnnConfig | LinearConfig | FinetuneConfig
 class EvalSetup:
     backbone: nn.Module | None  # None = raw pixels
     data_cfg: DataConfig
-    train: ArraySet | ImageFolderSet
-    test: ArraySet | ImageFolderSet
+    train: AnySet
+    test: AnySet
     device: torch.device
     autocast: AbstractContextManager[Any]
     emitter: Emitter
@@ -96,7 +96,7 @@ def setup(cfg: AnyEval, sinks: list[EventSink] | None, run_id: str | None, drop_
 
 
 @torch.no_grad()
-def train_crops(dataset: ArraySet | ImageFolderSet, indices: torch.Tensor, crop_size: int, crop_min: float,
+def train_crops(dataset: AnySet, indices: torch.Tensor, crop_size: int, crop_min: float,
                 device: torch.device, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The probe's and fine-tuning's training transform on images `indices` -> (normalised [B, 3, S, S], labels).
 
@@ -124,14 +124,15 @@ def epoch_batches(n: int, batch_size: int) -> list[slice]:
 
 
 @torch.no_grad()
-def extract(setup: EvalSetup, dataset: ArraySet | ImageFolderSet, batch_size: int,
+def extract(setup: EvalSetup, dataset: AnySet, batch_size: int,
             progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen features [N, D] (backbone in eval mode; raw normalised pixels when there is no backbone)."""
     size = setup.data_cfg.crop_size
     feats, labels = [], []
     if setup.backbone is not None:
         setup.backbone.eval()
-    for x, y in eval_batches(dataset, batch_size, size, setup.device, setup.data_cfg.num_workers):
+    for x, y in eval_batches(dataset, batch_size, size, setup.device, setup.data_cfg.num_workers,
+                             setup.data_cfg.decode):
         if setup.backbone is None:
             f = x.flatten(1)
         else:

@@ -166,7 +166,7 @@ class Pretrainer:
         self.stream = TrainStream(self.dataset, gb // self.dist.world_size, cfg.train.seed, self.dist.rank,
                                   self.dist.world_size, self.device, crop_size=cfg.data.crop_size,
                                   crop_min=cfg.augment.crop_min, flip_p=cfg.augment.flip_p,
-                                  num_workers=cfg.data.num_workers)
+                                  num_workers=cfg.data.num_workers, decode=cfg.data.decode)
         self.augment = TwoViewAugment(cfg.augment, cfg.data.crop_size, self.dataset.mean, self.dataset.std)
         self.gen = torch.Generator(device=self.device)
         self.ipe = self.stream.iters_per_epoch

@@ -30,8 +30,9 @@ class Settings(BaseSettings):
                                  description="Root of run directories and checkpoints; None = <state>/storage.")
     dataset_roots: str = Field(
         "", validation_alias=AliasChoices("MOCOLAB_DATASET_ROOTS", "dataset_roots"),
-        description="Folders a spec's data.root may point into, separated by ':' or ','; empty = the storage's "
-        "datasets/ folder and /usr/share/datasets.")
+        description="Folders a spec's data.root (and a registered dataset's path) may point into, separated by ':' "
+        "or ','; empty = /usr/share/datasets. The storage's datasets/ folder (the teams' packed copies) is always "
+        "allowed, each team's own folder only to that team.")
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("MOCOLAB_HOST", "host"),
                       description="Bind address. Loopback allows the local login link; any other address "
                       "answers nothing without a token.")
@@ -98,10 +99,15 @@ class Settings(BaseSettings):
         return (self.storage or self.state_dir / "storage").resolve()
 
     @property
+    def packed_datasets_root(self) -> Path:
+        """<storage>/datasets: the teams' packed copies, one folder per team id."""
+        return self.storage_root / "datasets"
+
+    @property
     def allowed_dataset_roots(self) -> list[Path]:
         parts = [p for chunk in self.dataset_roots.split(",") for p in chunk.split(os.pathsep)]
-        roots = [Path(p).expanduser().resolve() for p in parts if p.strip()]
-        return roots or [self.storage_root / "datasets", Path("/usr/share/datasets")]
+        roots = [Path(p.strip()).expanduser().resolve() for p in parts if p.strip()] or [Path("/usr/share/datasets")]
+        return [self.packed_datasets_root, *(r for r in roots if r != self.packed_datasets_root)]
 
     @property
     def loopback(self) -> bool:

@@ -122,8 +122,10 @@ class RunState:
             if e.type == "status" and _status(run, p, e.time):
                 changed[run.id] = run
             elif e.type == "metrics":
-                step = integer(p.get("step"))
-                if step is not None:
+                step, total = integer(p.get("step")), integer(p.get("total_steps"))
+                if step is not None and total is not None:  # a count of work done with its total (a prepare run)
+                    run.step, run.total_steps = step, total
+                elif step is not None:  # the step whose metrics these are: step + 1 done
                     run.step = step + 1
                 knn = finite((p.get("values") or {}).get("knn_top1")) if isinstance(p.get("values"), dict) else None
                 if knn is not None and (run.best_knn_top1 is None or knn > run.best_knn_top1):

@@ -127,7 +127,9 @@ def _fields(run: Run) -> dict[str, Any]:
     model, data_spec = spec.get("model"), spec.get("data")
     data["model"] = str(model["arch"]) if isinstance(model, dict) and model.get("arch") else None
     data["framework"] = str(spec["framework"]) if spec.get("framework") else None
-    data["dataset"] = str(data_spec["dataset"]) if isinstance(data_spec, dict) and data_spec.get("dataset") else None
+    data_spec = data_spec if isinstance(data_spec, dict) else {}
+    named = data_spec.get("name") or data_spec.get("dataset")  # a registered dataset by its name
+    data["dataset"] = str(named) if named else None
     return data
 
 

@@ -20,6 +20,7 @@ from server.runs.repository import RunFilters
 from server.runs.schemas import (
     MAX_STEP,
     AlertPublic,
+    AnyRunKind,
     CheckpointPublic,
     EvalResultPublic,
     EvaluateRequest,
@@ -62,7 +63,7 @@ def submit_run(body: RunCreate, session: SessionDep, settings: SettingsDep, call
 
 
 @router.get("/runs", response_model=RunsPublic)
-def read_runs(session: SessionDep, caller: CallerDep, status: RunStatus | None = None, kind: RunKind | None = None,
+def read_runs(session: SessionDep, caller: CallerDep, status: RunStatus | None = None, kind: AnyRunKind | None = None,
               project: Text = None, owner: Text = None, tag: Text = None, q: Text = None,
               parent_run_id: Text = None, skip: Annotated[int, Query(ge=0, le=10**9)] = 0,
               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> RunsPublic:

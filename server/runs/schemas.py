@@ -14,6 +14,8 @@ from worker import protocol
 MAX_STEP = 2**62  # the largest step a query or body may name (SQL BIGINT holds it on every backend)
 
 RunKind = Literal["pretrain", "knn", "linear", "finetune"]
+# every kind a run may have: a `prepare` run scans or packs a dataset, and only the datasets API creates one
+AnyRunKind = Literal["pretrain", "knn", "linear", "finetune", "prepare"]
 EvalKind = Literal["knn", "linear", "finetune"]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^,\x00-\x1f]+$")]
 Queue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -120,7 +122,8 @@ class RunPublic(BaseModel):
     alert_count: int = Field(0, description="Stability alerts raised.")
     model: str | None = Field(None, description="The backbone (spec model.arch).")
     framework: str | None = Field(None, description="Pretraining framework (spec framework).")
-    dataset: str | None = Field(None, description="spec data.dataset.")
+    dataset: str | None = Field(None, description="The team's dataset it reads (spec data.name), else its reader "
+                                "(spec data.dataset).")
     preset: str | None = Field(None, description="The preset it was submitted with (for clone and edit).")
     overrides: dict[str, Any] = Field(default_factory=dict, description="The dotted overrides it was submitted with.")
     study_id: str | None = None

@@ -12,12 +12,13 @@ from typing import Any
 import redis
 from sqlmodel import Session, col, select
 
-from mocov3_core.config import MAX_NAME, ConfigError
+from mocov3_core.config import MAX_NAME, ConfigError, validate_spec
 from mocov3_core.presets import build_spec
 from server.auth.service import Caller, get_or_create_project
 from server.core.config import Settings
 from server.core.db import utcnow
 from server.core.errors import Conflict, RunNotFound, SpecInvalid
+from server.datasets.resolve import path_refusal, resolve_name, resolve_path
 from server.events.bus import EventBus
 from server.models import Run, Study
 from server.runs import lifecycle, repository
@@ -35,20 +36,25 @@ def new_run_id() -> str:
 
 
 def resolve_spec(settings: Settings, kind: str, preset: str | None, overrides: dict[str, Any],
-                 base: dict[str, Any] | None) -> dict[str, Any]:
-    """defaults -> preset -> base -> overrides, validated by the engine; SpecInvalid names the field."""
+                 base: dict[str, Any] | None, *, session: Session, team_id: int) -> dict[str, Any]:
+    """defaults -> preset -> base -> overrides, validated by the engine, with `data.name` resolved within team
+    `team_id` (server/datasets/resolve.py); SpecInvalid names the field."""
     try:
         cfg = build_spec(kind, preset, overrides, base=base)
+        spec = cfg.model_dump(mode="json")
+        if (spec.get("data") or {}).get("name"):
+            resolve_name(session, spec, team_id)
+            spec = validate_spec(kind, spec).model_dump(mode="json")
     except ConfigError as exc:
         root = ("body",) if exc.path in ("kind", "preset") else ("body", "spec")
         raise SpecInvalid(exc.path, exc.message, root=root) from None
     except (TypeError, ValueError, AttributeError, KeyError) as exc:  # shapes the engine did not expect
         raise SpecInvalid("", f"invalid spec: {exc}") from None
-    spec = cfg.model_dump(mode="json")
     data_root = (spec.get("data") or {}).get("root")
-    if data_root and not _inside(data_root, settings.allowed_dataset_roots):
-        roots = ", ".join(str(r) for r in settings.allowed_dataset_roots)
-        raise SpecInvalid("data.root", f"must be inside one of the allowed dataset roots: {roots}")
+    if data_root:
+        why = path_refusal(settings, resolve_path(settings, data_root), team_id)
+        if why is not None:
+            raise SpecInvalid("data.root", why)
     checkpoint = spec.get("checkpoint")
     if checkpoint and not _inside(str(settings.storage_root / checkpoint), [settings.storage_root]):
         raise SpecInvalid("checkpoint", f"must be inside the storage root {settings.storage_root} (absolute, or "
@@ -127,9 +133,9 @@ def submit(session: Session, *, settings: Settings, caller: Caller, dispatcher: 
                               kind=body.kind, overrides=body.overrides, base=body.spec, owner_id=caller.user.id,
                               checkpoint_step=body.checkpoint_step, name=body.name, queue=body.queue,
                               tags=body.tags, notes=body.notes)
-    spec = resolve_spec(settings, body.kind, body.preset, body.overrides, body.spec)
-    check_resources(body.resources, kind=body.kind, spec=spec, queue=body.queue, redis_client=redis_client)
     team_id = caller.team_id_for(body.team)
+    spec = resolve_spec(settings, body.kind, body.preset, body.overrides, body.spec, session=session, team_id=team_id)
+    check_resources(body.resources, kind=body.kind, spec=spec, queue=body.queue, redis_client=redis_client)
     project = get_or_create_project(session, team_id=team_id, name=body.project)
     assert project.id is not None and caller.user.id is not None
     run = Run(id=new_run_id(), kind=body.kind, name=body.name or spec.get("name"), spec=spec, status="queued",
@@ -167,7 +173,8 @@ def new_evaluation(session: Session, *, settings: Settings, dispatcher: Dispatch
         which = f"at step {checkpoint_step}" if checkpoint_step is not None else "yet"
         raise Conflict(f"run {parent.id} has no checkpoint {which}")
     spec = resolve_spec(settings, kind, None, overrides,
-                        {**(base or {}), "checkpoint": storage_relative(ckpt.path, parent.id)})
+                        {**(base or {}), "checkpoint": storage_relative(ckpt.path, parent.id)},
+                        session=session, team_id=parent.team_id)
     # the default name is capped like any name: "finetune of " + a 200-character name overflowed the column
     default_name = f"{kind} of {parent.name or parent.id}"[:MAX_NAME]
     run = Run(id=new_run_id(), kind=kind, name=name or default_name,

@@ -6,6 +6,8 @@
 - revoke: a cooperative cancel that has not ended the run within `cancel_grace_s` is revoked (terminated).
 - re-send: a queued run whose task never reached the broker (Redis was down) is sent again.
 - follow-ups: a pretraining run that succeeded with evaluations to queue (a study's) gets them queued.
+- datasets: a dataset whose scan or packing run ended without its result (cancelled, failed, lost too often) is
+  marked failed with the run's error.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlmodel import Session, col, select
 from server.core.config import Settings
 from server.core.db import utcnow, writer
 from server.core.loops import LoopState, supervise
+from server.datasets import service as datasets
 from server.events.bus import EventBus
 from server.models import Run
 from server.runs import lifecycle
@@ -40,6 +43,7 @@ class WatchdogResult:
     revoked: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
     followups: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)  # datasets whose status followed their run's
 
 
 class Watchdog:
@@ -60,7 +64,17 @@ class Watchdog:
             self._resend(session, now, result)
             result.followups = queue_followups(session, settings=self.settings, dispatcher=self.dispatcher,
                                                bus=self.bus)
+            self._datasets(session, result)
         return result
+
+    def _datasets(self, session: Session, result: WatchdogResult) -> None:
+        """Datasets whose scan or packing run ended outside the ingest (a cancel before it started, a run lost
+        once too often) are marked failed (and back to scanning or preparing when their run was resumed)."""
+        changed = datasets.reconcile(session, datasets.pending(session))
+        if changed:
+            session.commit()
+            datasets.publish(session, self.bus, changed)
+            result.datasets += [d.name for d in changed]
 
     def _lost(self, session: Session, now: datetime, result: WatchdogResult) -> None:
         cutoff = now - timedelta(seconds=self.settings.lost_after_s)

@@ -112,15 +112,17 @@ def create(session: Session, *, settings: Any, caller: Caller, dispatcher: Dispa
     if len(set(body.evaluations)) != len(body.evaluations):
         raise SpecInvalid("evaluations", "each evaluation once", root=("body",))
     base = {**(template.base if template else {}), **body.overrides}
+    team_id = caller.team_id_for(body.team)  # data.name is resolved within it
     try:
-        resolve_spec(settings, "pretrain", body.preset, base, None)
+        resolve_spec(settings, "pretrain", body.preset, base, None, session=session, team_id=team_id)
     except SpecInvalid as exc:
         root = ("body",) if exc.path == "preset" else ("body", "overrides")
         raise SpecInvalid(exc.path, exc.message, root=root) from None
     for kind in body.evaluations:  # the evaluations' overrides, checked now rather than when the runs finish
         refuse_client_checkpoint(body.eval_overrides.get(kind), ("body", "eval_overrides", kind))
         try:
-            resolve_spec(settings, kind, None, body.eval_overrides.get(kind, {}), None)
+            resolve_spec(settings, kind, None, body.eval_overrides.get(kind, {}), None, session=session,
+                         team_id=team_id)
         except SpecInvalid as exc:
             raise SpecInvalid(exc.path, exc.message, root=("body", "eval_overrides", kind)) from None
     specs = []
@@ -129,7 +131,7 @@ def create(session: Session, *, settings: Any, caller: Caller, dispatcher: Dispa
         for a, j in zip(axes, combo, strict=True):
             overrides.update(a["values"][j]["overrides"])
         try:
-            spec = resolve_spec(settings, "pretrain", body.preset, overrides, None)
+            spec = resolve_spec(settings, "pretrain", body.preset, overrides, None, session=session, team_id=team_id)
         except SpecInvalid as exc:
             i = next((i for i, (a, j) in enumerate(zip(axes, combo, strict=True))
                       if any(k == exc.path or k.startswith(exc.path + ".") or exc.path.startswith(k + ".")
@@ -140,7 +142,6 @@ def create(session: Session, *, settings: Any, caller: Caller, dispatcher: Dispa
                               root=where) from None
         specs.append((combo, overrides, spec))
 
-    team_id = caller.team_id_for(body.team)
     project = get_or_create_project(session, team_id=team_id, name=body.project)
     assert project.id is not None and caller.user.id is not None
     study = Study(id=new_run_id(), name=body.name, template=template.name if template else None, team_id=team_id,

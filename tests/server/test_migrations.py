@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -35,3 +36,33 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: object) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
+
+
+def test_0007_adds_datasets_to_a_database_in_use_and_goes_back(db_url: str) -> None:
+    """From 0006 with a team and a run in it: the datasets table comes with its per-team unique name, its
+    references to the scan's run, and leaves nothing behind on downgrade."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0006")
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO teams (id, name, created_at) VALUES (1, 't', CURRENT_TIMESTAMP)"))
+        migrate(engine)
+        columns = {c["name"] for c in inspect(engine).get_columns("datasets")}
+        assert {"team_id", "name", "kind", "root", "status", "info", "samples_jpeg", "packed_root", "prepare_status",
+                "scan_run_id", "prepare_run_id", "builtin"} <= columns
+        row = ("INSERT INTO datasets (team_id, name, kind, status, prepare_status, created_at, updated_at, builtin) "
+               "VALUES (1, 'x', 'npz', 'ready', 'none', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, false)")
+        with engine.begin() as conn:
+            conn.execute(sa.text(row))
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # a second 'x' in team 1
+            conn.execute(sa.text(row))
+        cfg = alembic_config(engine)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0006")
+        assert "datasets" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()

@@ -168,7 +168,7 @@ def test_a_rank_other_than_zero_opens_no_path_outside_the_roots(r: Redis, redis_
     token = gang.token("runh", 1)
     gang.create_gang(r, token, members=[me], devices={me: [0]}, gpus_per_node=1, queue="gpu")
     s = settings_for(redis_url, tmp_path, me)
-    for root in ("/etc", str(tmp_path / "datasets" / ".." / "elsewhere")):
+    for root in ("/etc", str(tmp_path / "datasets" / ".." / "elsewhere"), "../elsewhere", "datasets/../../x"):
         spec = build_spec("pretrain", "fmnist_tiny", {"data.root": root, "train.device": "cpu"}).model_dump(mode="json")
         job = {"run_id": "runh", "kind": "pretrain", "gang": token, "agent": me, "attempt": 1, "spec": spec}
         assert _other_rank(job, s, rank=1) == 0

@@ -95,4 +95,5 @@ def test_dataset_roots_from_the_environment_or_the_servers_default(tmp_path: Pat
     default = Settings.from_env({"MOCOLAB_STORAGE": str(tmp_path / "st")})
     assert default.allowed_dataset_roots == [(tmp_path / "st" / "datasets").resolve(), Path("/usr/share/datasets")]
     s = Settings.from_env({"MOCOLAB_DATASET_ROOTS": f"{tmp_path / 'a'}:{tmp_path / 'b'}, {tmp_path / 'c'}"})
-    assert s.allowed_dataset_roots == [(tmp_path / x).resolve() for x in "abc"]
+    packed = (Path(".mocolab/storage") / "datasets").resolve()  # the packed copies: always allowed
+    assert s.allowed_dataset_roots == [packed, *((tmp_path / x).resolve() for x in "abc")]

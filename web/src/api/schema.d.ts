@@ -623,6 +623,90 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/datasets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read Datasets
+         * @description The team's datasets, the built-in fashion-mnist first.
+         */
+        get: operations["read_datasets_api_v1_datasets_get"];
+        put?: never;
+        /**
+         * Register Dataset
+         * @description Register a folder (inside the allowed dataset roots) under a name; a `prepare` run scans it on a worker
+         *     (counts, classes, mean and std, a sample grid): status scanning, then ready or failed.
+         */
+        post: operations["register_dataset_api_v1_datasets_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/datasets/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read Dataset */
+        get: operations["read_dataset_api_v1_datasets__name__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete Dataset
+         * @description Forget the dataset (its files stay where they are); the built-in refuses with 409.
+         */
+        delete: operations["delete_dataset_api_v1_datasets__name__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/datasets/{name}/prepare": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Prepare Dataset
+         * @description Write the dataset's packed copy (JPEG shards at a fixed short side, with an index) with a `prepare` run;
+         *     runs naming the dataset read it once it is prepared.
+         */
+        post: operations["prepare_dataset_api_v1_datasets__name__prepare_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/datasets/{name}/samples.jpg": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read Samples */
+        get: operations["read_samples_api_v1_datasets__name__samples_jpg_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/status": {
         parameters: {
             query?: never;
@@ -739,6 +823,122 @@ export interface components {
             path: string;
             /** Healthy */
             healthy: boolean;
+        };
+        /** DatasetCreate */
+        DatasetCreate: {
+            /**
+             * Name
+             * @description Unique in the team: lowercase letters, digits, '.', '_' and '-'.
+             */
+            name: string;
+            /**
+             * Path
+             * @description The dataset's folder on the server and workers (absolute), inside the allowed dataset roots.
+             */
+            path: string;
+            /**
+             * Kind
+             * @description Its reader; null = told from the folder: IDX files (idx; fashion_mnist/mnist for Debian's folders), cifar-10-batches-py (cifar10), cifar-100-python (cifar100), train.npz (npz), meta.json of a packed copy (packed), class sub-folders (imagefolder).
+             */
+            kind?: ("fashion_mnist" | "mnist" | "cifar10" | "cifar100" | "imagefolder" | "idx" | "npz" | "packed") | null;
+            /**
+             * Team
+             * @description One of your teams; default: your first.
+             */
+            team?: string | null;
+        };
+        /** DatasetPrepare */
+        DatasetPrepare: {
+            /**
+             * Short Side
+             * @description Shorter side the images are re-encoded at (never upscaled).
+             * @default 256
+             */
+            short_side?: number;
+            /**
+             * Quality
+             * @description JPEG quality of the re-encoded images.
+             * @default 90
+             */
+            quality?: number;
+        };
+        /** DatasetPublic */
+        DatasetPublic: {
+            /** Name */
+            name: string;
+            /** Team */
+            team: string;
+            /** Kind */
+            kind: string;
+            /** Root */
+            root: string | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "scanning" | "ready" | "failed";
+            /** Error */
+            error: string | null;
+            /** Builtin */
+            builtin: boolean;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+            /**
+             * Splits
+             * @description train, and val when there is one.
+             */
+            splits?: {
+                [key: string]: components["schemas"]["SplitPublic"];
+            } | null;
+            /**
+             * Classes
+             * @description Class names in label order.
+             */
+            classes?: string[] | null;
+            /** Num Classes */
+            num_classes?: number | null;
+            /**
+             * Mean
+             * @description Per-channel mean of [0, 1] pixels of the train split.
+             */
+            mean?: number[] | null;
+            /** Std */
+            std?: number[] | null;
+            image_size?: components["schemas"]["ImageSizePublic"] | null;
+            /**
+             * Stats Images
+             * @description Images the mean and std were measured on.
+             */
+            stats_images?: number | null;
+            /**
+             * Sample Labels
+             * @description The label of each cell of the sample grid, row-major.
+             */
+            sample_labels?: number[] | null;
+            /**
+             * Has Samples
+             * @description GET /datasets/{name}/samples.jpg has a grid to show.
+             * @default false
+             */
+            has_samples?: boolean;
+            /**
+             * Prepare Status
+             * @enum {string}
+             */
+            prepare_status: "none" | "preparing" | "prepared" | "failed";
+            packed?: components["schemas"]["PackedPublic"] | null;
+            /** Scan Run Id */
+            scan_run_id: string | null;
+            /** Prepare Run Id */
+            prepare_run_id: string | null;
         };
         /** ErrorPublic */
         ErrorPublic: {
@@ -861,6 +1061,18 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** ImageSizePublic */
+        ImageSizePublic: {
+            /**
+             * Min
+             * @description [height, width] in pixels
+             */
+            min: number[];
+            /** Median */
+            median: number[];
+            /** Max */
+            max: number[];
+        };
         /** Leaderboard */
         Leaderboard: {
             /** Data */
@@ -965,6 +1177,28 @@ export interface components {
              * @description Downsampled: NaN points in each bucket (min and max leave them out, so a NaN that is not a bucket's last point shows only here).
              */
             nan?: number[] | null;
+        };
+        /** PackedPublic */
+        PackedPublic: {
+            /**
+             * Root
+             * @description The packed copy's folder, relative to the storage root.
+             */
+            root: string;
+            /** Short Side */
+            short_side?: number | null;
+            /** Quality */
+            quality?: number | null;
+            /** Shards */
+            shards?: number | null;
+            /** Bytes */
+            bytes?: number | null;
+            /** Splits */
+            splits?: {
+                [key: string]: components["schemas"]["SplitPublic"];
+            } | null;
+            /** Seconds */
+            seconds?: number | null;
         };
         /** PaperPublic */
         PaperPublic: {
@@ -1204,7 +1438,7 @@ export interface components {
             framework?: string | null;
             /**
              * Dataset
-             * @description spec data.dataset.
+             * @description The team's dataset it reads (spec data.name), else its reader (spec data.dataset).
              */
             dataset?: string | null;
             /**
@@ -1391,7 +1625,7 @@ export interface components {
             framework?: string | null;
             /**
              * Dataset
-             * @description spec data.dataset.
+             * @description The team's dataset it reads (spec data.name), else its reader (spec data.dataset).
              */
             dataset?: string | null;
             /**
@@ -1466,6 +1700,11 @@ export interface components {
             };
             /** Subscribers */
             subscribers: number;
+        };
+        /** SplitPublic */
+        SplitPublic: {
+            /** Images */
+            images: number;
         };
         /** StudyCreate */
         StudyCreate: {
@@ -2082,7 +2321,7 @@ export interface operations {
         parameters: {
             query?: {
                 status?: ("queued" | "running" | "succeeded" | "failed" | "cancelled" | "lost") | null;
-                kind?: ("pretrain" | "knn" | "linear" | "finetune") | null;
+                kind?: ("pretrain" | "knn" | "linear" | "finetune" | "prepare") | null;
                 project?: string | null;
                 owner?: string | null;
                 tag?: string | null;
@@ -5596,6 +5835,641 @@ export interface operations {
                 };
                 content: {
                     "text/markdown": string;
+                };
+            };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description No valid token or session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not found, or not in your teams. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not possible in the run's current state. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description SQL or Redis is unreachable; retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+        };
+    };
+    read_datasets_api_v1_datasets_get: {
+        parameters: {
+            query?: {
+                /** @description One of your teams; default: your first. */
+                team?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetPublic"][];
+                };
+            };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description No valid token or session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not found, or not in your teams. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not possible in the run's current state. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description SQL or Redis is unreachable; retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+        };
+    };
+    register_dataset_api_v1_datasets_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DatasetCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetPublic"];
+                };
+            };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description No valid token or session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not found, or not in your teams. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not possible in the run's current state. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description SQL or Redis is unreachable; retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+        };
+    };
+    read_dataset_api_v1_datasets__name__get: {
+        parameters: {
+            query?: {
+                /** @description One of your teams; default: your first. */
+                team?: string | null;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetPublic"];
+                };
+            };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description No valid token or session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not found, or not in your teams. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not possible in the run's current state. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description SQL or Redis is unreachable; retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+        };
+    };
+    delete_dataset_api_v1_datasets__name__delete: {
+        parameters: {
+            query?: {
+                /** @description One of your teams; default: your first. */
+                team?: string | null;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description No valid token or session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not found, or not in your teams. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not possible in the run's current state. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description SQL or Redis is unreachable; retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+        };
+    };
+    prepare_dataset_api_v1_datasets__name__prepare_post: {
+        parameters: {
+            query?: {
+                /** @description One of your teams; default: your first. */
+                team?: string | null;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["DatasetPrepare"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetPublic"];
+                };
+            };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description No valid token or session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not found, or not in your teams. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not possible in the run's current state. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description SQL or Redis is unreachable; retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+        };
+    };
+    read_samples_api_v1_datasets__name__samples_jpg_get: {
+        parameters: {
+            query?: {
+                /** @description One of your teams; default: your first. */
+                team?: string | null;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A grid of training images, label order, row-major. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/jpeg": string;
                 };
             };
             /** @description A malformed request (a Last-Event-ID that is no event's seq). */
