@@ -2,6 +2,9 @@
 import type {
   AlertPublic,
   CheckpointPublic,
+  DatasetCreate,
+  DatasetPrepare,
+  DatasetPublic,
   EvalKind,
   EvalResultPublic,
   EventsPublic,
@@ -19,7 +22,6 @@ import type {
   WorkerHistory,
   WorkersPublic,
 } from "./types";
-import type { DatasetCreate, DatasetPublic, PrepareRequest } from "./datasets";
 
 export const API = "/api/v1";
 
@@ -166,7 +168,7 @@ export const api = {
   dataset: (name: string, signal?: AbortSignal) =>
     request<DatasetPublic>("GET", `/datasets/${enc(name)}`, undefined, signal),
   addDataset: (body: DatasetCreate) => request<DatasetPublic>("POST", "/datasets", body),
-  prepareDataset: (name: string, body: PrepareRequest) =>
+  prepareDataset: (name: string, body: DatasetPrepare) =>
     request<DatasetPublic>("POST", `/datasets/${enc(name)}/prepare`, body),
   removeDataset: (name: string) => request<void>("DELETE", `/datasets/${enc(name)}`),
 };

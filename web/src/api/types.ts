@@ -83,3 +83,25 @@ export type AxisIn = Schemas["AxisIn"];
 export type StudyCreate = Schemas["StudyCreate"];
 export type LeaderboardRow = Schemas["LeaderboardRow"];
 export type Leaderboard = Schemas["Leaderboard"];
+
+// ----------------------------------------------------------------- datasets
+
+export type DatasetPublic = Schemas["DatasetPublic"];
+export type DatasetCreate = Schemas["DatasetCreate"];
+export type DatasetPrepare = Schemas["DatasetPrepare"];
+export type DatasetStatus = DatasetPublic["status"];
+export type PrepareStatus = DatasetPublic["prepare_status"];
+/** Image counts by split: train, and val when there is one. */
+export type DatasetSplits = NonNullable<DatasetPublic["splits"]>;
+export type ImageSizePublic = Schemas["ImageSizePublic"];
+export type PackedPublic = Schemas["PackedPublic"];
+/** The readers the Add form offers (besides auto-detect); `packed` is a prepare's output, not a source. */
+export const DATASET_KINDS = [
+  "imagefolder",
+  "fashion_mnist",
+  "mnist",
+  "cifar10",
+  "cifar100",
+  "idx",
+  "npz",
+] as const satisfies readonly NonNullable<DatasetCreate["kind"]>[];

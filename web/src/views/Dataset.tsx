@@ -2,7 +2,7 @@
 // packed copy's facts, the runs that scanned and packed it, and "Prepare" with the prepare run's live progress.
 import { useRef, useState } from "preact/hooks";
 import { api, ApiError, exportUrl } from "../api/client";
-import type { DatasetPublic } from "../api/datasets";
+import type { DatasetPublic } from "../api/types";
 import { navigate } from "../router";
 import { ErrorBox, Link, LiveIndicator, Loading, timeAgo } from "../ui/common";
 import { prepareErrors, SHORT_SIDE, shortSideOf } from "./datasets/add";

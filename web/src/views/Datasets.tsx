@@ -2,7 +2,7 @@
 // a scan or prepare runs; "Add dataset" (?add=1) registers a folder, which a worker then scans.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, ApiError } from "../api/client";
-import { DATASET_KINDS, type DatasetPublic } from "../api/datasets";
+import { DATASET_KINDS, type DatasetPublic } from "../api/types";
 import { navigate, useRoute } from "../router";
 import { Empty, ErrorBox, Link, LiveIndicator, Loading, timeAgo } from "../ui/common";
 import { ADD_FIELDS, addErrors, addRequest, AUTO_KIND } from "./datasets/add";

@@ -24,6 +24,7 @@ describe("the Add dataset request", () => {
     expect(addRequest("a/b", "/d", "").errors.name).toBeDefined();
     expect(addRequest("a".repeat(65), "/d", "").errors.name).toBe("at most 64 characters");
     expect(addRequest("a".repeat(64), "/d", "").body?.name).toHaveLength(64);
+    expect(addRequest("x", "/d", "packed").errors.kind).toMatch(/^auto-detect or one of imagefolder, /);
   });
 });
 

@@ -1,7 +1,6 @@
 // The "Add dataset" form's request and where a refusal is shown. Pure functions, tested without a browser: the
 // browser's own checks (the name's pattern, a path at all), the body, and the API's 422 by field.
-import type { DatasetCreate } from "../../api/datasets";
-import type { ValidationItem } from "../../api/types";
+import { DATASET_KINDS, type DatasetCreate, type ValidationItem } from "../../api/types";
 import { errorsByField } from "../../form/schema";
 
 /** The form's fields, as the API's 422 `loc` names them (["body", "path"] -> "path"). */
@@ -23,8 +22,10 @@ export function addRequest(
   else if (!NAME_PATTERN.test(n))
     errors.name = "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit";
   if (!p) errors.path = "required: the dataset's folder on the workers' disks";
+  const reader = DATASET_KINDS.find((k) => k === kind);
+  if (kind !== AUTO_KIND && !reader) errors.kind = `auto-detect or one of ${DATASET_KINDS.join(", ")}`;
   if (Object.keys(errors).length) return { errors };
-  return { body: { name: n, path: p, kind: kind === AUTO_KIND ? null : kind }, errors };
+  return { body: { name: n, path: p, kind: reader ?? null }, errors };
 }
 
 /** A 422's items by the form's fields; what names none of them goes under "" (shown atop the form). */

@@ -1,6 +1,6 @@
 // How a dataset's facts read on the page. Pure functions, tested without a browser: sizes on disk, image counts,
 // mean/std, image sizes, the chips' words, the sample grid's caption, and a prepare (or scan) run's progress.
-import type { DatasetPublic, DatasetSplits, HeightWidth, PrepareStatus } from "../../api/datasets";
+import type { DatasetPublic, DatasetSplits, PrepareStatus } from "../../api/types";
 
 /** Bytes in decimal units, as disks are sold and `du --si` prints them: "812 kB", "45.3 MB", "1.27 GB". */
 export function fmtSize(bytes: number | null | undefined): string {
@@ -66,7 +66,7 @@ export function channelColour(v: number[]): string {
 }
 
 /** A [height, width] pair as width × height, the way image sizes are usually written. */
-export function fmtHw(hw: HeightWidth | null | undefined): string {
+export function fmtHw(hw: number[] | null | undefined): string {
   if (!hw || hw.length !== 2) return "—";
   return `${hw[1]}×${hw[0]}`;
 }

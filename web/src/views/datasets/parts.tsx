@@ -1,5 +1,5 @@
 // Small pieces the datasets list and a dataset's page share: the chips, a run's progress bar, mean/std swatches.
-import type { DatasetPublic } from "../../api/datasets";
+import type { DatasetPublic } from "../../api/types";
 import { channelColour, fmtChannels, preparedChip, progressOf, statusChip, type RunProgress } from "./format";
 
 export function DatasetStatusChip({ d }: { d: DatasetPublic }) {
@@ -49,7 +49,7 @@ export function RunProgressBar({ progress, wide }: { progress: RunProgress | nul
 const CHANNELS = ["R", "G", "B"];
 
 /** Per-channel values as swatches with their numbers: one grey swatch when the channels agree. */
-export function ChannelSwatches({ values, label }: { values: number[] | null; label: string }) {
+export function ChannelSwatches({ values, label }: { values: number[] | null | undefined; label: string }) {
   if (!values?.length) return <span class="muted">—</span>;
   const grey = values.every((x) => Math.abs(x - values[0]) < 5e-4);
   const shown = grey ? [values[0]] : values;

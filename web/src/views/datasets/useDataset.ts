@@ -3,7 +3,7 @@
 // (its row is settled in the same batch of events, so this only covers a dropped message).
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import { api } from "../../api/client";
-import type { DatasetPublic } from "../../api/datasets";
+import type { DatasetPublic } from "../../api/types";
 import type { StreamMessage } from "../../api/events";
 import { useTeamStream } from "../../api/team";
 import { activeRunId, type DatasetMessage } from "./format";

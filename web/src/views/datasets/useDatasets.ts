@@ -3,7 +3,7 @@
 // `run` messages (a row's bar). The list is re-read after a stream resync.
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import { api } from "../../api/client";
-import type { DatasetPublic } from "../../api/datasets";
+import type { DatasetPublic } from "../../api/types";
 import type { StreamMessage } from "../../api/events";
 import { useTeamStream } from "../../api/team";
 import type { RunPublic } from "../../api/types";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { DatasetPublic } from "../../api/datasets";
+import type { DatasetPublic } from "../../api/types";
 import type { RunDetail } from "../../api/types";
 import {
   clonedDataset,

@@ -6,7 +6,7 @@
 // A choice that only repeats what the preset already reads (Fashion-MNIST, the presets' data) sends nothing, as
 // any field left at the preset's value; "(none)" leaves the data fields under `data` in charge (data.root typed
 // by hand), and the generated form has no `data.name` input of its own: the select is the one place to set it.
-import type { DatasetPublic } from "../../api/datasets";
+import type { DatasetPublic } from "../../api/types";
 import type { RunDetail } from "../../api/types";
 import { flatten } from "../../form/schema";
 import { fmtCount, totalImages } from "../datasets/format";

@@ -5,7 +5,7 @@
 // a select of the team's registered ones (dataset.ts), not the generated form's data.name field.
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { api, ApiError } from "../../api/client";
-import type { DatasetPublic } from "../../api/datasets";
+import type { DatasetPublic } from "../../api/types";
 import type { CheckpointPublic, PresetPublic, RunDetail, RunPublic } from "../../api/types";
 import {
   errorsByField,
