@@ -107,7 +107,9 @@ function Facts({ d }: { d: DatasetPublic }) {
       <dt>Train images</dt>
       <dd data-testid="dataset-train">{fmtCount(d.splits?.train?.images)}</dd>
       <dt>Val images</dt>
-      <dd data-testid="dataset-val">{d.splits?.val ? fmtCount(d.splits.val.images) : "— (no validation split)"}</dd>
+      <dd data-testid="dataset-val">
+        {!d.splits ? "—" : d.splits.val ? fmtCount(d.splits.val.images) : "— (no validation split)"}
+      </dd>
       <dt>Classes</dt>
       <dd data-testid="dataset-num-classes">{fmtCount(d.num_classes ?? d.classes?.length ?? null)}</dd>
       <dt>Mean</dt>
