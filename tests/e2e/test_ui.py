@@ -137,6 +137,113 @@ def test_a_wrong_token_is_refused(anon_page: Page) -> None:
     expect(anon_page.get_by_test_id("login-token")).to_be_visible()
 
 
+# ---------------------------------------------------------------------------------------------- datasets
+FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                  "Ankle boot"]
+E2E_DATASET = "fmnist-e2e"  # registered by the form below: the built-in's folder under another name
+
+
+def test_add_dataset_shows_a_path_outside_the_roots_at_the_path_field(page: Page) -> None:
+    expect = _expect()
+    page.goto("/datasets")
+    page.get_by_test_id("add-dataset-button").click()
+    page.get_by_test_id("dataset-field-name").fill("e2e-outside")
+    page.get_by_test_id("dataset-field-path").fill("/etc")
+    page.get_by_test_id("add-dataset-submit").click()
+    error = page.get_by_test_id("field-error-path")
+    expect(error).to_be_visible()
+    expect(error).not_to_be_empty()
+    expect(page.get_by_test_id("field-error-name")).to_have_count(0)
+    expect(page.get_by_test_id("dataset-field-path")).to_have_attribute("aria-invalid", "true")
+    expect(page).to_have_url(re.compile(r"/datasets\?add=1$"))  # nothing was added: the form stays
+    expect(page.locator("[data-testid=dataset-row][data-name='e2e-outside']")).to_have_count(0)
+
+
+@pytest.mark.fmnist
+def test_a_dataset_added_from_the_form_is_scanned_then_offered_by_the_new_run_form(page: Page, api: Client,
+                                                                                  shot: Shot) -> None:
+    """Add a folder (Debian's Fashion-MNIST again, detected by itself): its page follows the scan to ready with
+    the facts the worker measured; the New run form then offers it, says its size and sends it as data.name;
+    Prepare on its page writes its packed copy (at a short side of 32 px: a few seconds)."""
+    expect = _expect()
+    page.goto("/datasets?add=1")
+    page.get_by_test_id("dataset-field-name").fill(E2E_DATASET)
+    page.get_by_test_id("dataset-field-path").fill("/usr/share/datasets/fashion-mnist")
+    page.get_by_test_id("add-dataset-submit").click()
+    expect(page).to_have_url(re.compile(rf"/datasets/{E2E_DATASET}$"))
+    status = page.get_by_test_id("dataset-page").get_by_test_id("dataset-status")
+    expect(status).to_have_attribute("data-status", re.compile("scanning|ready"))
+    expect(status).to_have_attribute("data-status", "ready", timeout=TRAIN_S)
+    expect(page.get_by_test_id("dataset-train")).to_have_text("60,000")
+    expect(page.get_by_test_id("dataset-val")).to_have_text("10,000")
+    expect(page.get_by_test_id("dataset-num-classes")).to_have_text("10")
+    expect(page.get_by_test_id("dataset-class-list")).to_contain_text("Ankle boot")
+    assert api.get(f"/datasets/{E2E_DATASET}")["kind"] == "fashion_mnist"  # auto-detected
+
+    page.goto("/new")
+    picker = page.get_by_test_id("field-data.name")
+    expect(picker).to_be_enabled()
+    expect(picker).to_have_value("fashion-mnist")  # the presets' data: nothing to send
+    expect(picker.locator(f"option[value='{E2E_DATASET}']")).to_have_count(1)
+    expect(page.get_by_test_id("overrides-count")).not_to_contain_text("data.name")
+    picker.select_option(E2E_DATASET)
+    expect(page.get_by_test_id("dataset-choice-facts")).to_contain_text("70,000 images · 10 classes")
+    expect(page.get_by_test_id("overrides-count")).to_contain_text(f'data.name="{E2E_DATASET}"')
+    page.get_by_test_id("field-preset").select_option("fmnist_tiny")  # a preset keeps the choice
+    expect(picker).to_have_value(E2E_DATASET)
+
+    # its packed copy: Prepare, the prepare run's progress, then the copy's facts
+    page.goto(f"/datasets/{E2E_DATASET}")
+    page.get_by_test_id("dataset-short-side").fill("32")
+    page.get_by_test_id("dataset-prepare").click()
+    prepared = page.get_by_test_id("dataset-packed").get_by_test_id("dataset-prepared")
+    expect(prepared).to_have_attribute("data-prepare-status", re.compile("preparing|prepared"))
+    expect(prepared).to_have_attribute("data-prepare-status", re.compile("prepared|failed"), timeout=TRAIN_S)
+    packed = page.get_by_test_id("dataset-packed")
+    assert prepared.get_attribute("data-prepare-status") == "prepared", packed.inner_text()  # says why not
+    expect(page.get_by_test_id("dataset-packed-bytes")).to_contain_text(re.compile(r"\d (kB|MB) in \d+ shards?"))
+    expect(page.get_by_test_id("dataset-packed-facts")).to_contain_text("60,000 / 10,000")
+    expect(page.get_by_test_id("dataset-prepare-run")).to_be_visible()
+    shot(page, "dataset")
+
+    page.goto("/datasets")
+    row = page.locator(f"[data-testid=dataset-row][data-name='{E2E_DATASET}']")
+    expect(row.get_by_test_id("dataset-prepared")).to_contain_text(re.compile(r"packed · \d"))
+    shot(page, "datasets")
+
+
+@pytest.mark.fmnist
+def test_datasets_page_shows_fashion_mnist_ready_with_its_sample_grid(page: Page, shot: Shot) -> None:
+    expect = _expect()
+    page.goto("/")
+    page.get_by_test_id("nav-datasets").click()
+    row = page.locator("[data-testid=dataset-row][data-name='fashion-mnist']")
+    expect(row.get_by_test_id("dataset-status")).to_have_attribute("data-status", "ready")
+    images = row.get_by_test_id("dataset-images")
+    expect(images).to_have_attribute("data-train", "60000")
+    expect(images).to_have_attribute("data-val", "10000")
+    expect(images).to_have_text("60,000 / 10,000")
+    expect(row.get_by_test_id("dataset-classes")).to_have_text("10")
+    row.get_by_test_id("dataset-images").click()  # anywhere on the row
+    expect(page).to_have_url(re.compile(r"/datasets/fashion-mnist$"))
+    img = page.get_by_test_id("dataset-samples-img")
+    expect(img).to_be_visible()
+    page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=img.element_handle())
+    assert (img.get_attribute("alt") or "").startswith("A grid of ")
+    rows = page.get_by_test_id("dataset-samples-caption").locator("li")
+    expect(rows.first).to_be_visible()
+    for line in rows.all_inner_texts():  # every cell named by its class, in the grid's order
+        assert line and all(name in FMNIST_CLASSES for name in _class_names(line)), line
+    chips = page.get_by_test_id("dataset-class-list").locator(".chip")
+    expect(chips).to_have_text(FMNIST_CLASSES)
+    expect(page.get_by_test_id("dataset-image-size")).to_contain_text("28×28")
+
+
+def _class_names(line: str) -> list[str]:
+    """A caption line's class names (a name may hold a comma-free slash, as T-shirt/top does)."""
+    return [n.strip() for n in line.split(", ")]
+
+
 # ---------------------------------------------------------------------------------------------- runs
 @pytest.mark.fmnist
 def test_new_run_form_submits_and_the_loss_chart_grows_live(page: Page, shot: Shot) -> None:

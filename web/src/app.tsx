@@ -5,6 +5,8 @@ import type { Me } from "./api/types";
 import { navigate, useRoute } from "./router";
 import { ErrorBox, Link, Loading } from "./ui/common";
 import { ComparePage } from "./views/Compare";
+import { DatasetPage } from "./views/Dataset";
+import { DatasetsPage } from "./views/Datasets";
 import { LeaderboardPage } from "./views/Leaderboard";
 import { LoginPage } from "./views/Login";
 import { NewStudyPage } from "./views/NewStudy";
@@ -62,6 +64,7 @@ export function App() {
   let section = "";
   const runMatch = /^\/runs\/([^/]+)\/?$/.exec(path);
   const studyMatch = /^\/studies\/([^/]+)\/?$/.exec(path);
+  const datasetMatch = /^\/datasets\/([^/]+)\/?$/.exec(path);
   if (path === "/" || path === "/runs") {
     page = <RunsPage />;
     section = "runs";
@@ -90,6 +93,12 @@ export function App() {
   } else if (studyMatch) {
     page = <StudyPage key={studyMatch[1]} id={decodeURIComponent(studyMatch[1])} />;
     section = "studies";
+  } else if (path === "/datasets" || path === "/datasets/") {
+    page = <DatasetsPage />;
+    section = "datasets";
+  } else if (datasetMatch) {
+    page = <DatasetPage key={datasetMatch[1]} name={decodeURIComponent(datasetMatch[1])} />;
+    section = "datasets";
   } else if (path === "/leaderboard") {
     page = <LeaderboardPage />;
     section = "leaderboard";
@@ -134,6 +143,9 @@ export function App() {
             data-testid="nav-leaderboard"
           >
             Leaderboard
+          </Link>
+          <Link href="/datasets" aria-current={section === "datasets" ? "page" : undefined} data-testid="nav-datasets">
+            Datasets
           </Link>
           <Link href="/workers" aria-current={section === "workers" ? "page" : undefined}>
             Workers

@@ -2,6 +2,9 @@
 import type {
   AlertPublic,
   CheckpointPublic,
+  DatasetCreate,
+  DatasetPrepare,
+  DatasetPublic,
   EvalKind,
   EvalResultPublic,
   EventsPublic,
@@ -161,6 +164,13 @@ export const api = {
   cancelStudy: (id: string) => request<StudyDetail>("POST", `/studies/${enc(id)}/cancel`),
   leaderboard: (q: LeaderboardQuery, signal?: AbortSignal) =>
     request<Leaderboard>("GET", `/leaderboard${qs({ ...q })}`, undefined, signal),
+  datasets: (signal?: AbortSignal) => request<DatasetPublic[]>("GET", "/datasets", undefined, signal),
+  dataset: (name: string, signal?: AbortSignal) =>
+    request<DatasetPublic>("GET", `/datasets/${enc(name)}`, undefined, signal),
+  addDataset: (body: DatasetCreate) => request<DatasetPublic>("POST", "/datasets", body),
+  prepareDataset: (name: string, body: DatasetPrepare) =>
+    request<DatasetPublic>("POST", `/datasets/${enc(name)}/prepare`, body),
+  removeDataset: (name: string) => request<void>("DELETE", `/datasets/${enc(name)}`),
 };
 
 export interface LeaderboardQuery {
@@ -193,4 +203,6 @@ export async function loginWithToken(token: string): Promise<string | null> {
 export const exportUrl = {
   studyMarkdown: (id: string) => `${API}/studies/${enc(id)}/table.md`,
   leaderboard: (format: "csv" | "md", q: LeaderboardQuery) => `${API}/leaderboard.${format}${qs({ ...q })}`,
+  /** A dataset's grid of training images (JPEG); `v` changes when the dataset does, so a rescan shows anew. */
+  datasetSamples: (name: string, v?: string) => `${API}/datasets/${enc(name)}/samples.jpg${qs({ v })}`,
 };

@@ -22,6 +22,8 @@ export const RUN_STATUSES = [
 type Unlisted = Exclude<RunStatus, (typeof RUN_STATUSES)[number]>;
 export const allStatusesListed: [Unlisted] extends [never] ? true : Unlisted = true;
 export const RUN_KINDS: RunKind[] = ["pretrain", "knn", "linear", "finetune"];
+/** The runs list's kinds: those submitted, and a dataset's scan or packing (`prepare`, started by /datasets). */
+export const LISTED_KINDS = [...(RUN_KINDS as string[]), "prepare"];
 
 /** A metric value: a number, or 'nan' / 'inf' / '-inf' (JSON has no non-finite numbers). */
 export type WireValue = Schemas["MetricSeries"]["value"][number];
@@ -81,3 +83,25 @@ export type AxisIn = Schemas["AxisIn"];
 export type StudyCreate = Schemas["StudyCreate"];
 export type LeaderboardRow = Schemas["LeaderboardRow"];
 export type Leaderboard = Schemas["Leaderboard"];
+
+// ----------------------------------------------------------------- datasets
+
+export type DatasetPublic = Schemas["DatasetPublic"];
+export type DatasetCreate = Schemas["DatasetCreate"];
+export type DatasetPrepare = Schemas["DatasetPrepare"];
+export type DatasetStatus = DatasetPublic["status"];
+export type PrepareStatus = DatasetPublic["prepare_status"];
+/** Image counts by split: train, and val when there is one. */
+export type DatasetSplits = NonNullable<DatasetPublic["splits"]>;
+export type ImageSizePublic = Schemas["ImageSizePublic"];
+export type PackedPublic = Schemas["PackedPublic"];
+/** The readers the Add form offers (besides auto-detect); `packed` is a prepare's output, not a source. */
+export const DATASET_KINDS = [
+  "imagefolder",
+  "fashion_mnist",
+  "mnist",
+  "cifar10",
+  "cifar100",
+  "idx",
+  "npz",
+] as const satisfies readonly NonNullable<DatasetCreate["kind"]>[];

@@ -1,7 +1,10 @@
 // The run's own fields above the generated form: kind, preset (a pretraining run) or the checkpoint an
 // evaluation reads (its pretraining run and step), project, tags, queue, notes, and what a pretraining run asks
-// for: GPUs on each machine and machines (optim.batch_size stays the global batch, split over them all).
+// for: GPUs on each machine and machines (optim.batch_size stays the global batch, split over them all), and
+// the dataset it reads (one of the team's registered ones, by name).
 import { RUN_KINDS } from "../../api/types";
+import { Link } from "../../ui/common";
+import { DATA_NAME, DEFAULT_DATASET, datasetFacts, replacedByDataset } from "./dataset";
 import { checkpointSteps, runLabel } from "./source";
 import type { RunForm } from "./useRunForm";
 
@@ -60,6 +63,58 @@ function SourcePicker({ form, metaError }: { form: RunForm; metaError: ErrorOf }
   );
 }
 
+/** The dataset: the team's ready ones by name; its size beside it unless it is the default. */
+function DatasetPicker({ form, metaError }: { form: RunForm; metaError: ErrorOf }) {
+  const { datasets, datasetsError, dataset, impliedDataset, setDataset, overrides, base } = form;
+  const known = !dataset || (datasets ?? []).some((d) => d.name === dataset);
+  const chosen = (datasets ?? []).find((d) => d.name === dataset);
+  const replaced = replacedByDataset(overrides, DATA_NAME in overrides);
+  const own = typeof base["data.dataset"] === "string" ? base["data.dataset"] : "the data fields";
+  return (
+    <label class="dataset-picker">
+      <span>
+        Dataset{" "}
+        <Link href="/datasets" class="small">
+          (the team's)
+        </Link>
+      </span>
+      <span class="picker-row">
+        <select
+          value={dataset}
+          data-testid="field-data.name"
+          disabled={datasets === null}
+          onChange={(e) => setDataset((e.target as HTMLSelectElement).value)}
+        >
+          <option value="">(none: {own} under data)</option>
+          {!known && <option value={dataset}>{dataset}</option>}
+          {(datasets ?? []).map((d) => (
+            <option key={d.name} value={d.name}>
+              {d.name}
+            </option>
+          ))}
+        </select>
+        {chosen && dataset !== DEFAULT_DATASET && (
+          <span class="muted small" data-testid="dataset-choice-facts">
+            {datasetFacts(chosen)}
+            {chosen.prepare_status === "prepared" ? " · packed" : ""}
+          </span>
+        )}
+      </span>
+      {dataset && dataset === impliedDataset && dataset !== "" && (
+        <span class="muted small">the preset's data already</span>
+      )}
+      {replaced.length > 0 && (
+        <span class="warn small" data-testid="dataset-replaces">
+          The dataset sets {replaced.join(" and ")} when the run is submitted: what is typed there under data is
+          replaced (a typed mean or std is kept).
+        </span>
+      )}
+      {datasetsError && <span class="muted small">The team's datasets could not be listed: {datasetsError}</span>}
+      {metaError(DATA_NAME)}
+    </label>
+  );
+}
+
 export function RunMetaFields({ form }: { form: RunForm }) {
   const { kind, setKind, presets, preset, setPreset, project, setProject, tags, setTags, queue, setQueue } = form;
   const { notes, setNotes, errors } = form;
@@ -109,6 +164,7 @@ export function RunMetaFields({ form }: { form: RunForm }) {
         </label>
       )}
       {form.evaluation && <SourcePicker form={form} metaError={metaError} />}
+      <DatasetPicker form={form} metaError={metaError} />
       {form.evaluation && form.sourceRun ? (
         <label>
           Project <span class="muted small">(the pretraining run's)</span>

@@ -1,11 +1,22 @@
 // The new-run form's state: presets, the kind's JSON Schema and the cloned run loaded; the texts of the
 // fields (reset when the schema, preset or clone changes), the overrides they make against the preset, the
 // errors (the browser's own, then the API's 422 by field) and the submission. An evaluation names the
-// checkpoint it reads by its pretraining run and step (source.ts), not by the spec's path field.
+// checkpoint it reads by its pretraining run and step (source.ts), not by the spec's path field; the dataset is
+// a select of the team's registered ones (dataset.ts), not the generated form's data.name field.
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { api, ApiError } from "../../api/client";
+import type { DatasetPublic } from "../../api/types";
 import type { CheckpointPublic, PresetPublic, RunDetail, RunPublic } from "../../api/types";
-import { errorsByField, fieldsOf, overridesOf, toText, valuesOf, type FieldDef, type Schema } from "../../form/schema";
+import {
+  errorsByField,
+  fieldsOf,
+  flatten,
+  overridesOf,
+  toText,
+  valuesOf,
+  type FieldDef,
+  type Schema,
+} from "../../form/schema";
 import { navigate } from "../../router";
 import {
   CHECKPOINT_FIELD,
@@ -16,6 +27,7 @@ import {
   sourceFields,
 } from "./source";
 import { RESOURCE_FIELDS, resourcesOf } from "./resources";
+import { clonedDataset, DATA_NAME, datasetChoices, datasetOverride, impliedDataset } from "./dataset";
 
 const META = ["kind", "preset", "project", "tags", "queue", "notes", ...SOURCE_FIELDS, ...RESOURCE_FIELDS];
 
@@ -42,6 +54,21 @@ export function useRunForm(query: URLSearchParams) {
   const [sourceRun, setSourceRun] = useState(query.get("run_id") ?? "");
   const [checkpoints, setCheckpoints] = useState<CheckpointPublic[] | null>(null);
   const [checkpointStep, setCheckpointStep] = useState(""); // "" = the latest
+  // the team's ready datasets (null: loading; a server without them leaves the select to the preset's data)
+  const [datasets, setDatasets] = useState<DatasetPublic[] | null>(null);
+  const [datasetsError, setDatasetsError] = useState<string | null>(null);
+  // the dataset picked (?dataset=, a clone's, or by hand); null = whatever the preset reads
+  const [pickedDataset, setPickedDataset] = useState<string | null>(query.get("dataset"));
+
+  useEffect(() => {
+    api
+      .datasets()
+      .then((all) => setDatasets(datasetChoices(all)))
+      .catch((e) => {
+        setDatasets([]);
+        setDatasetsError(e instanceof Error ? e.message : String(e));
+      });
+  }, []);
 
   useEffect(() => {
     api
@@ -71,6 +98,8 @@ export function useRunForm(query: URLSearchParams) {
         setNodes(String(r.nodes ?? 1));
         setNotes(r.notes ? `Clone of ${r.id}. ${r.notes}` : `Clone of ${r.id}.`);
         if (r.kind !== "pretrain" && r.parent_run_id) setSourceRun(r.parent_run_id);
+        const named = clonedDataset(r);
+        if (named) setPickedDataset(named);
       })
       .catch(setLoadError);
   }, [cloneId]);
@@ -110,7 +139,10 @@ export function useRunForm(query: URLSearchParams) {
   }, [evaluation, sourceRun]);
 
   const fields: FieldDef[] = useMemo(
-    () => (schema ? fieldsOf(schema).filter((f) => !(isEvaluation(kind) && f.path === CHECKPOINT_FIELD)) : []),
+    () =>
+      schema
+        ? fieldsOf(schema).filter((f) => !(isEvaluation(kind) && f.path === CHECKPOINT_FIELD) && f.path !== DATA_NAME)
+        : [],
     [schema],
   );
   const presetTree = (kind === "pretrain" && presets?.find((p) => p.name === preset)?.overrides) || {};
@@ -133,7 +165,26 @@ export function useRunForm(query: URLSearchParams) {
     setErrors({});
   }, [fields, base, clone]);
 
-  const { overrides, errors: localErrors } = useMemo(() => overridesOf(fields, base, texts), [fields, base, texts]);
+  const { overrides: fieldOverrides, errors: localErrors } = useMemo(
+    () => overridesOf(fields, base, texts),
+    [fields, base, texts],
+  );
+  // The dataset the baseline reads already (sends nothing), and the one the select shows.
+  const impliedName = schema ? impliedDataset({ ...base, [DATA_NAME]: flatten(presetTree)[DATA_NAME] }) : "";
+  const dataset = pickedDataset ?? impliedName;
+  const overrides = useMemo(
+    () => ({ ...fieldOverrides, ...datasetOverride(dataset, impliedName) }),
+    [fieldOverrides, dataset, impliedName],
+  );
+  const setDataset = (name: string) => {
+    setPickedDataset(name);
+    setErrors((e) => {
+      if (!e[DATA_NAME]) return e;
+      const n = { ...e };
+      delete n[DATA_NAME];
+      return n;
+    });
+  };
 
   const onChange = (path: string, text: string) => {
     setTexts((t) => ({ ...t, [path]: text }));
@@ -184,7 +235,7 @@ export function useRunForm(query: URLSearchParams) {
       navigate(`/runs/${encodeURIComponent(run.id)}`);
     } catch (err) {
       if (err instanceof ApiError && err.validation.length) {
-        const paths = [...fields.map((f) => f.path), ...META, CHECKPOINT_FIELD];
+        const paths = [...fields.map((f) => f.path), ...META, CHECKPOINT_FIELD, DATA_NAME];
         setErrors(moveCheckpointError(errorsByField(err.validation, paths)));
         focusFirstError();
       } else {
@@ -225,6 +276,11 @@ export function useRunForm(query: URLSearchParams) {
     checkpoints,
     checkpointStep,
     setCheckpointStep,
+    datasets,
+    datasetsError,
+    dataset,
+    impliedDataset: impliedName,
+    setDataset,
     fields,
     base,
     overrides,

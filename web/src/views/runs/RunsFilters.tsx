@@ -1,6 +1,6 @@
 // The runs page's filters: search (debounced by the page), status, kind, project, tag; all kept in the URL.
 import type { RunQuery } from "../../api/client";
-import { RUN_KINDS, RUN_STATUSES } from "../../api/types";
+import { LISTED_KINDS, RUN_STATUSES } from "../../api/types";
 import { navigate } from "../../router";
 
 export function RunsFilters({
@@ -58,7 +58,7 @@ export function RunsFilters({
           onChange={(e) => setParam({ kind: (e.target as HTMLSelectElement).value })}
         >
           <option value="">any</option>
-          {RUN_KINDS.map((s) => (
+          {LISTED_KINDS.map((s) => (
             <option key={s} value={s}>
               {s}
             </option>

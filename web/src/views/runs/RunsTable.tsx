@@ -4,6 +4,9 @@ import { Link, StatusBadge, fmtAcc, timeAgo } from "../../ui/common";
 import { knnEvalCell, knnProbeCell } from "./knn";
 import { alertKinds } from "./live";
 
+/** Kinds that read no checkpoint: a pretraining run (its model is its own) and a dataset's scan or packing. */
+const OWN_MODEL = ["pretrain", "prepare"];
+
 function progress(r: RunPublic): { pct: number | null; text: string } {
   if (r.total_steps && r.step !== null) {
     const pct = Math.min(100, (100 * r.step) / r.total_steps);
@@ -85,7 +88,7 @@ export function RunsTable({
                   <StatusBadge status={r.status} />
                 </td>
                 <td>{r.kind}</td>
-                <td class="mono small">{r.model ?? (r.kind === "pretrain" ? "—" : "from checkpoint")}</td>
+                <td class="mono small">{r.model ?? (OWN_MODEL.includes(r.kind) ? "—" : "from checkpoint")}</td>
                 <td class="small">{r.framework ?? (r.kind === "pretrain" ? "—" : r.kind)}</td>
                 <td>
                   {pr.pct !== null ? (
