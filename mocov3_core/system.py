@@ -15,6 +15,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
+    """The spec's train.precision on this device: auto -> bf16 / fp16 / fp32; fp32-strict stays as it is (fp32
+    arithmetic with TF32 off, see `set_tf32`)."""
     if name != "auto":
         return name
     if device.type == "cuda":
@@ -35,3 +37,32 @@ def pin_threads(threads: int | None) -> int:
 def autocast(precision: str, device: torch.device) -> AbstractContextManager[Any]:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def set_tf32(enabled: bool) -> dict[str, str]:
+    """TF32 for fp32 matrix multiplies (cuBLAS) and cuDNN convolutions on; or both off (IEEE fp32).
+
+    With it on, an fp32 matmul on an Ampere or later GPU runs on the tensor cores with a 10-bit mantissa in the
+    products and fp32 accumulation: about 7x the fp32 rate on an H100, well inside SGD's noise. The engine turns it
+    on for CUDA runs except `train.precision=fp32-strict`; bf16/fp16 autocast regions are unaffected. Process-wide
+    flags, set through PyTorch's per-backend `fp32_precision` API (torch >= 2.9); -> the previous values, for
+    `restore_tf32`. Once this API has set "tf32", torch's legacy getters (`torch.get_float32_matmul_precision`,
+    `torch.backends.cuda.matmul.allow_tf32`) raise: nothing in the engine reads them (inductor's default mode
+    does not either; its max-autotune does, one reason the engine does not use it).
+    """
+    value = "tf32" if enabled else "ieee"
+    cudnn: Any = torch.backends.cudnn  # its per-op flags live on a module subclass that mypy does not see
+    before = {"matmul": torch.backends.cuda.matmul.fp32_precision, "conv": cudnn.conv.fp32_precision,
+              "rnn": cudnn.rnn.fp32_precision}
+    torch.backends.cuda.matmul.fp32_precision = value
+    # the RNN flag follows the convolutions' (no RNN here): the two apart make `cudnn.allow_tf32` raise
+    cudnn.conv.fp32_precision = cudnn.rnn.fp32_precision = value
+    return before
+
+
+def restore_tf32(before: dict[str, str]) -> None:
+    """Put back the flags `set_tf32` returned."""
+    cudnn: Any = torch.backends.cudnn
+    torch.backends.cuda.matmul.fp32_precision = before["matmul"]
+    cudnn.conv.fp32_precision = before["conv"]
+    cudnn.rnn.fp32_precision = before["rnn"]
