@@ -39,30 +39,45 @@ def autocast(precision: str, device: torch.device) -> AbstractContextManager[Any
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
-def set_tf32(enabled: bool) -> dict[str, str]:
+def set_tf32(enabled: bool) -> dict[str, Any]:
     """TF32 for fp32 matrix multiplies (cuBLAS) and cuDNN convolutions on; or both off (IEEE fp32).
 
     With it on, an fp32 matmul on an Ampere or later GPU runs on the tensor cores with a 10-bit mantissa in the
     products and fp32 accumulation: about 7x the fp32 rate on an H100, well inside SGD's noise. The engine turns it
     on for CUDA runs except `train.precision=fp32-strict`; bf16/fp16 autocast regions are unaffected. Process-wide
-    flags, set through PyTorch's per-backend `fp32_precision` API (torch >= 2.9); -> the previous values, for
-    `restore_tf32`. Once this API has set "tf32", torch's legacy getters (`torch.get_float32_matmul_precision`,
-    `torch.backends.cuda.matmul.allow_tf32`) raise: nothing in the engine reads them (inductor's default mode
-    does not either; its max-autotune does, one reason the engine does not use it).
+    flags, set through PyTorch's per-backend `fp32_precision` API (torch >= 2.9; older torch: `allow_tf32`);
+    -> the previous values, for `restore_tf32`. Once that API has set "tf32" ("ieee" for convolutions), torch's
+    legacy getters (`torch.get_float32_matmul_precision()`, `torch.backends.cuda.matmul.allow_tf32`,
+    `torch.backends.cudnn.allow_tf32`) raise: nothing in the engine reads them, nor does inductor's default mode
+    (its max-autotune does: one reason the engine does not use it).
     """
-    value = "tf32" if enabled else "ieee"
+    matmul: Any = torch.backends.cuda.matmul
     cudnn: Any = torch.backends.cudnn  # its per-op flags live on a module subclass that mypy does not see
-    before = {"matmul": torch.backends.cuda.matmul.fp32_precision, "conv": cudnn.conv.fp32_precision,
-              "rnn": cudnn.rnn.fp32_precision}
-    torch.backends.cuda.matmul.fp32_precision = value
-    # the RNN flag follows the convolutions' (no RNN here): the two apart make `cudnn.allow_tf32` raise
-    cudnn.conv.fp32_precision = cudnn.rnn.fp32_precision = value
+    if not hasattr(matmul, "fp32_precision"):  # torch < 2.9
+        before = {"allow_tf32": (matmul.allow_tf32, cudnn.allow_tf32)}
+        matmul.allow_tf32 = cudnn.allow_tf32 = enabled
+        return before
+    value = "tf32" if enabled else "ieee"
+    before = {"matmul": matmul.fp32_precision, "conv": cudnn.conv.fp32_precision}
+    matmul.fp32_precision = value
+    cudnn.conv.fp32_precision = value
     return before
 
 
-def restore_tf32(before: dict[str, str]) -> None:
+def restore_tf32(before: dict[str, Any]) -> None:
     """Put back the flags `set_tf32` returned."""
+    matmul: Any = torch.backends.cuda.matmul
     cudnn: Any = torch.backends.cudnn
-    torch.backends.cuda.matmul.fp32_precision = before["matmul"]
+    if "allow_tf32" in before:
+        matmul.allow_tf32, cudnn.allow_tf32 = before["allow_tf32"]
+        return
+    matmul.fp32_precision = before["matmul"]
     cudnn.conv.fp32_precision = before["conv"]
-    cudnn.rnn.fp32_precision = before["rnn"]
+
+
+def tf32_enabled() -> bool:
+    """Whether fp32 matrix multiplies run as TF32 now (what a fp32 run's peak is)."""
+    matmul: Any = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        return bool(matmul.fp32_precision == "tf32")
+    return bool(matmul.allow_tf32)

@@ -142,7 +142,7 @@ class _Kernels:
             if not compile:
                 return fn
             extra: dict[str, Any] = {"backend": backend} if backend else {}
-            return torch.compile(fn, dynamic=False, fullgraph=True, **extra)  # type: ignore[no-any-return]
+            return torch.compile(fn, dynamic=False, fullgraph=True, **extra)
 
         self.compiled = compile
         self.jitter_ops = tuple(wrap(op) for op in _ops.JITTER_OPS)

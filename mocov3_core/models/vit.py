@@ -86,13 +86,13 @@ class LinearPatchEmbed(PatchEmbed):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_img_pad or not self.flatten:
-            return super().forward(x)  # type: ignore[no-any-return]
+            return super().forward(x)
         b, c, h, w = x.shape
         p, q = self.patch_size
         assert (h, w) == tuple(self.img_size), f"input {h}x{w} does not match the model's {self.img_size}"
         patches = x.reshape(b, c, h // p, p, w // q, q).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * p * q)
         out = F.linear(patches, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
-        return self.norm(out)  # type: ignore[no-any-return]
+        return self.norm(out)
 
 
 class MocoViT(VisionTransformer):

@@ -24,6 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import PretrainConfig
+from ..system import tf32_enabled
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,7 @@ def current_peak(device: torch.device, precision: str) -> tuple[str, float] | No
     """The peak of the training device, None on CPUs and unknown GPUs; TF32 as `system.set_tf32` left it."""
     if device.type != "cuda":
         return None
-    tf32 = getattr(torch.backends.cuda.matmul, "fp32_precision", "ieee") == "tf32"
-    return device_peak(torch.cuda.get_device_name(device), precision, tf32)
+    return device_peak(torch.cuda.get_device_name(device), precision, tf32_enabled())
 
 
 def achieved(flops_per_step: int, seconds_per_step: float, peak_tflops: float | None) -> tuple[float, float | None]:

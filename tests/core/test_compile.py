@@ -17,6 +17,7 @@ import torch._dynamo
 import mocov3_core.train.loop as loop
 from mocov3_core.events import ListSink
 from mocov3_core.presets import build_spec
+from mocov3_core.system import restore_tf32, set_tf32, tf32_enabled
 from mocov3_core.train import Pretrainer, load_checkpoint, pretrain
 from mocov3_core.train.loop import compile_enabled
 
@@ -66,6 +67,7 @@ def test_every_framework_compiles_to_the_same_losses_and_checkpoint_keys(framewo
     assert sink.of_type("config")[0].payload["compiled"] is True
     for step in range(3):
         assert compiled.losses[step] == pytest.approx(plain.losses[step], rel=1e-4, abs=1e-6), step
+    assert compiled.checkpoint and plain.checkpoint
     keys = list(load_checkpoint(compiled.checkpoint)["model"])
     assert keys == list(load_checkpoint(plain.checkpoint)["model"])
     assert not any("_orig_mod" in k for k in keys)
@@ -110,3 +112,48 @@ def test_the_compiled_step_does_not_recompile_as_lr_and_momentum_change(tmp_path
     # dynamo converts a frame only on a cache miss: a recompile would count here (up to its cache limit of 8)
     assert counters["frames"]["total"] == frames
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_step_never_waits_for_the_gpu_and_reports_mfu(compiled: bool, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU (inductor, as runs use it): train.compile=auto compiles, no step syncs the host with the device
+    once compiled, and the metrics carry TFLOP/s and the MFU against the GPU's peak when it is a known one."""
+    monkeypatch.setattr(loop, "TEST_COMPILE_BACKEND", None)
+    before = set_tf32(True)
+    try:
+        trainer = Pretrainer(spec("mocov3", "train.compile=auto" if compiled else "train.compile=false"), tmp_path)
+        assert trainer.device.type == "cuda" and trainer.compiled == compiled and trainer.step_flops
+        trainer.model.train()
+        for step in range(3):
+            trainer.train_step(step)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            pending = [(step, trainer.train_step(step)) for step in range(3, 6)]
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        sink = ListSink()
+        trainer.emitter.sinks = [sink]
+        trainer.readback(pending, 0.5)
+        last = sink.of_type("metrics")[-1].payload["values"]
+        assert last["tflops"] > 0 and ("mfu" in last) == (trainer.peak is not None)
+    finally:
+        restore_tf32(before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp32_runs_on_tf32_and_fp32_strict_does_not(tmp_path: Path) -> None:
+    before = set_tf32(False)
+    try:
+        Pretrainer(spec("mocov3", "train.precision=fp32", "train.compile=false"), tmp_path / "a")
+        assert tf32_enabled() and torch.backends.cudnn.conv.fp32_precision == "tf32"  # type: ignore[attr-defined]
+        strict = Pretrainer(spec("mocov3", "train.precision=fp32-strict", "train.compile=false"), tmp_path / "b")
+        assert strict.precision == "fp32-strict" and strict.scaler is None
+        assert not tf32_enabled() and torch.backends.cudnn.conv.fp32_precision == "ieee"  # type: ignore[attr-defined]
+        result = pretrain(spec("mocov3", "train.precision=fp32-strict", "train.max_steps=2"), tmp_path / "c",
+                          resume=None)
+        assert all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
+    finally:
+        restore_tf32(before)

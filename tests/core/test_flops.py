@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mocov3_core.presets import build_spec
-from mocov3_core.system import restore_tf32, set_tf32
+from mocov3_core.system import restore_tf32, set_tf32, tf32_enabled
 from mocov3_core.train.flops import PEAKS, achieved, count_flops, device_peak, peak_key, step_flops
 
 
@@ -88,7 +88,9 @@ def test_set_tf32_sets_the_flags_reads_them_back_and_restores_them() -> None:
     try:
         assert torch.backends.cuda.matmul.fp32_precision == "tf32"
         assert torch.backends.cudnn.conv.fp32_precision == "tf32"
-        assert set_tf32(False) == {"matmul": "tf32", "conv": "tf32", "rnn": "tf32"}
+        assert tf32_enabled()
+        assert set_tf32(False) == {"matmul": "tf32", "conv": "tf32"}
+        assert not tf32_enabled()
         assert torch.backends.cuda.matmul.fp32_precision == "ieee"
         assert torch.backends.cudnn.conv.fp32_precision == "ieee"
         # dynamo guards the global state it runs under: it must trace and run with either setting
