@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -44,35 +45,36 @@ def set_tf32(enabled: bool) -> dict[str, Any]:
 
     With it on, an fp32 matmul on an Ampere or later GPU runs on the tensor cores with a 10-bit mantissa in the
     products and fp32 accumulation: about 7x the fp32 rate on an H100, well inside SGD's noise. The engine turns it
-    on for CUDA runs except `train.precision=fp32-strict`; bf16/fp16 autocast regions are unaffected. Process-wide
-    flags, set through PyTorch's per-backend `fp32_precision` API (torch >= 2.9; older torch: `allow_tf32`);
-    -> the previous values, for `restore_tf32`. Once that API has set "tf32" ("ieee" for convolutions), torch's
-    legacy getters (`torch.get_float32_matmul_precision()`, `torch.backends.cuda.matmul.allow_tf32`,
-    `torch.backends.cudnn.allow_tf32`) raise: nothing in the engine reads them, nor does inductor's default mode
-    (its max-autotune does: one reason the engine does not use it).
+    on for CUDA runs except `train.precision=fp32-strict`; bf16/fp16 autocast regions are unaffected.
+    Process-wide; -> the previous values, for `restore_tf32`.
+
+    Set through `torch.set_float32_matmul_precision` and `torch.backends.cudnn.allow_tf32`, not through the
+    per-backend `fp32_precision` properties that torch >= 2.9 adds: once those have set "tf32", torch's own
+    getters of the older API raise ("mix of the legacy and new APIs"), and inductor still calls them (torch 2.14's
+    max-autotune: `torch.get_float32_matmul_precision()`; earlier releases' check of `matmul.allow_tf32` on every
+    compilation). Set this way, both APIs read back the same state (`tests/core/test_flops.py`).
     """
-    matmul: Any = torch.backends.cuda.matmul
-    cudnn: Any = torch.backends.cudnn  # its per-op flags live on a module subclass that mypy does not see
-    if not hasattr(matmul, "fp32_precision"):  # torch < 2.9
-        before = {"allow_tf32": (matmul.allow_tf32, cudnn.allow_tf32)}
-        matmul.allow_tf32 = cudnn.allow_tf32 = enabled
-        return before
-    value = "tf32" if enabled else "ieee"
-    before = {"matmul": matmul.fp32_precision, "conv": cudnn.conv.fp32_precision}
-    matmul.fp32_precision = value
-    cudnn.conv.fp32_precision = value
+    cudnn: Any = torch.backends.cudnn
+    before = {"matmul": _read(torch.get_float32_matmul_precision), "cudnn": _read(lambda: cudnn.allow_tf32)}
+    torch.set_float32_matmul_precision("high" if enabled else "highest")  # "high": TF32 ("medium" would be bf16)
+    cudnn.allow_tf32 = enabled
     return before
+
+
+def _read(getter: Callable[[], Any]) -> Any:
+    """A legacy getter's value; None where another caller's use of the new API makes it raise."""
+    try:
+        return getter()
+    except RuntimeError:
+        return None
 
 
 def restore_tf32(before: dict[str, Any]) -> None:
     """Put back the flags `set_tf32` returned."""
-    matmul: Any = torch.backends.cuda.matmul
-    cudnn: Any = torch.backends.cudnn
-    if "allow_tf32" in before:
-        matmul.allow_tf32, cudnn.allow_tf32 = before["allow_tf32"]
-        return
-    matmul.fp32_precision = before["matmul"]
-    cudnn.conv.fp32_precision = before["conv"]
+    if before["matmul"] is not None:
+        torch.set_float32_matmul_precision(before["matmul"])
+    if before["cudnn"] is not None:
+        torch.backends.cudnn.allow_tf32 = before["cudnn"]
 
 
 def tf32_enabled() -> bool:

@@ -148,10 +148,10 @@ def test_cuda_fp32_runs_on_tf32_and_fp32_strict_does_not(tmp_path: Path) -> None
     before = set_tf32(False)
     try:
         Pretrainer(spec("mocov3", "train.precision=fp32", "train.compile=false"), tmp_path / "a")
-        assert tf32_enabled() and torch.backends.cudnn.conv.fp32_precision == "tf32"  # type: ignore[attr-defined]
+        assert tf32_enabled() and torch.backends.cudnn.allow_tf32
         strict = Pretrainer(spec("mocov3", "train.precision=fp32-strict", "train.compile=false"), tmp_path / "b")
         assert strict.precision == "fp32-strict" and strict.scaler is None
-        assert not tf32_enabled() and torch.backends.cudnn.conv.fp32_precision == "ieee"  # type: ignore[attr-defined]
+        assert not tf32_enabled() and not torch.backends.cudnn.allow_tf32
         result = pretrain(spec("mocov3", "train.precision=fp32-strict", "train.max_steps=2"), tmp_path / "c",
                           resume=None)
         assert all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())

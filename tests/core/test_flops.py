@@ -1,6 +1,8 @@
 """Model FLOPs of a training step (counted with FlopCounterMode on the meta device), the devices' peaks, and the
 TF32 switch the engine sets on CUDA."""
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -83,16 +85,18 @@ def test_unknown_devices_have_no_peak_and_no_mfu() -> None:
     assert peak_key("fp16") == "bf16" and peak_key("fp32", tf32=False) == "fp32"
 
 
-def test_set_tf32_sets_the_flags_reads_them_back_and_restores_them() -> None:
+def test_set_tf32_sets_the_flags_both_apis_read_them_back_and_restore_puts_them_back() -> None:
+    cudnn: Any = torch.backends.cudnn
     before = set_tf32(True)
     try:
-        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
-        assert torch.backends.cudnn.conv.fp32_precision == "tf32"
-        assert tf32_enabled()
-        assert set_tf32(False) == {"matmul": "tf32", "conv": "tf32"}
-        assert not tf32_enabled()
-        assert torch.backends.cuda.matmul.fp32_precision == "ieee"
-        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+        # the per-backend properties (torch >= 2.9) and the older getters agree, and neither raises
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32" and cudnn.conv.fp32_precision == "tf32"
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cuda.matmul.allow_tf32
+        assert cudnn.allow_tf32 and tf32_enabled()
+        assert set_tf32(False) == {"matmul": "high", "cudnn": True}
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee" and cudnn.conv.fp32_precision != "tf32"
+        assert torch.get_float32_matmul_precision() == "highest" and not torch.backends.cuda.matmul.allow_tf32
+        assert not cudnn.allow_tf32 and not tf32_enabled()
         # dynamo guards the global state it runs under: it must trace and run with either setting
         set_tf32(True)
         layer = torch.nn.Linear(4, 4)
@@ -100,5 +104,4 @@ def test_set_tf32_sets_the_flags_reads_them_back_and_restores_them() -> None:
         assert torch.allclose(out, layer(torch.ones(2, 4)))
     finally:
         restore_tf32(before)
-    assert torch.backends.cuda.matmul.fp32_precision == before["matmul"]
-    assert torch.backends.cudnn.conv.fp32_precision == before["conv"]
+    assert torch.get_float32_matmul_precision() == before["matmul"] and cudnn.allow_tf32 == before["cudnn"]
