@@ -51,8 +51,8 @@ def set_tf32(enabled: bool) -> dict[str, Any]:
     Set through `torch.set_float32_matmul_precision` and `torch.backends.cudnn.allow_tf32`, not through the
     per-backend `fp32_precision` properties that torch >= 2.9 adds: once those have set "tf32", torch's own
     getters of the older API raise ("mix of the legacy and new APIs"), and inductor still calls them (torch 2.14's
-    max-autotune: `torch.get_float32_matmul_precision()`; earlier releases' check of `matmul.allow_tf32` on every
-    compilation). Set this way, both APIs read back the same state (`tests/core/test_flops.py`).
+    max-autotune: `torch.get_float32_matmul_precision()`; other releases' inductor reads `matmul.allow_tf32` when
+    it first compiles). Set this way, both APIs read back the same state (`tests/core/test_flops.py`).
     """
     cudnn: Any = torch.backends.cudnn
     before = {"matmul": _read(torch.get_float32_matmul_precision), "cudnn": _read(lambda: cudnn.allow_tf32)}
