@@ -13,7 +13,12 @@ engine: batched augmentation on the training device, one forward of both views p
 
     python bench/engine.py                       # CPU: the fmnist_small preset at batch 256
     python bench/engine.py --set model.arch=vit_small_p16 --set data.crop_size=224 --set optim.batch_size=256
-Prints images/s of each and the ratio engine / baseline.
+    python bench/engine.py --no-baseline --set model.arch=vit_base_p16 ...   # the engine alone
+Prints images/s of each and the ratio engine / baseline, and beside images/s the model FLOPs of one step
+(`mocov3_core/train/flops.py`: FlopCounterMode over the framework's real forward and backward, the momentum
+encoder's forward included, counted once before timing), the achieved TFLOP/s and the MFU against the GPU's
+dense peak for the precision each side runs (n/a on a CPU). Both sides train the same model, so one count
+serves both; the augmentation's time is in each step, its arithmetic is not counted.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ import torchvision.transforms as T
 from PIL import Image, ImageFilter, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
+from mocov3_core.config import PretrainConfig
 from mocov3_core.data import load_dataset
 from mocov3_core.frameworks import MoCo
 from mocov3_core.moco import symmetric_loss
 from mocov3_core.presets import build_spec
+from mocov3_core.train.flops import achieved, device_peak, step_flops
 from mocov3_core.train.loop import Pretrainer
 from mocov3_core.train.schedules import learning_rate, momentum, scaled_lr
 
@@ -131,7 +138,7 @@ def run_baseline(cfg: Any, device: torch.device, warmup: int, steps: int, worker
 
 
 # ---------------------------------------------------------------------------------------------- engine
-def run_engine(cfg: Any, warmup: int, steps: int) -> float:
+def run_engine(cfg: Any, warmup: int, steps: int) -> tuple[float, Pretrainer]:
     trainer = Pretrainer(cfg, "/tmp/mocolab-bench-engine")
     trainer.model.train()
     pending = []
@@ -149,7 +156,17 @@ def run_engine(cfg: Any, warmup: int, steps: int) -> float:
         torch.stack(pending).cpu()
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * cfg.optim.batch_size / (time.perf_counter() - t0)
+    return steps * cfg.optim.batch_size / (time.perf_counter() - t0), trainer
+
+
+def throughput(images_per_s: float, batch: int, flops: int,
+               peak: tuple[str, float] | None) -> tuple[float, float | None]:
+    """images/s -> (achieved TFLOP/s, MFU or None)."""
+    return achieved(flops, batch / images_per_s, peak[1] if peak else None)
+
+
+def row(label: str, images_per_s: float, tflops: float, mfu: float | None) -> str:
+    return f"  {label:<40}{images_per_s:>10.1f}{tflops:>10.3f}{(f'{100 * mfu:.1f}%' if mfu is not None else 'n/a'):>8}"
 
 
 def main() -> None:
@@ -161,22 +178,44 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2,
                     help="baseline DataLoader workers (default: one per CPU core)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
+    ap.add_argument("--no-baseline", action="store_true", help="time the engine only")
     args = ap.parse_args()
     cfg = build_spec("pretrain", args.preset, ["monitor.knn_every=0", *args.overrides])
+    assert isinstance(cfg, PretrainConfig)
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
     what = (f"{cfg.model.arch} at {cfg.data.crop_size}px, batch {cfg.optim.batch_size}, "
             f"{'GPU ' + torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'} "
             f"({os.cpu_count()} cores, torch {torch.__version__}, {platform.processor() or platform.machine()})")
     print(f"bench/engine.py: {what}; {args.warmup} warm-up + {args.steps} timed steps each")
-    base = run_baseline(cfg, device, args.warmup, args.steps, args.workers)
-    print(f"  baseline (official-style Algorithm 1): {base:9.1f} images/s")
-    ours = run_engine(cfg, args.warmup, args.steps)
-    print(f"  engine   (mocov3_core)               : {ours:9.1f} images/s")
-    print(f"  ratio engine / baseline              : {ours / base:9.2f}x")
+    t0 = time.perf_counter()
+    flops = step_flops(cfg).total  # the whole batch on one device: the step both sides time
+    b = cfg.optim.batch_size
+    print(f"  model FLOPs per step: {flops / 1e12:.3f} TFLOP ({flops / b / 1e9:.2f} GFLOP per image, both views; "
+          f"FlopCounterMode on the meta device, counted in {time.perf_counter() - t0:.1f} s)")
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else None
+    print(f"  {'':<40}{'images/s':>10}{'TFLOP/s':>10}{'MFU':>8}")
+    out: dict[str, Any] = {"setup": what, "step_flops": flops}
+    base = None
+    if not args.no_baseline:
+        base = run_baseline(cfg, device, args.warmup, args.steps, args.workers)
+        base_peak = device_peak(gpu, "fp16") if gpu else None  # the official loop's fp16 autocast
+        tf, mfu = throughput(base, b, flops, base_peak)
+        print(row("baseline (official-style Algorithm 1)", base, tf, mfu))
+        out.update(baseline_imgs_per_s=base, baseline_tflops=tf, baseline_mfu=mfu)
+    ours, trainer = run_engine(cfg, args.warmup, args.steps)
+    tf, mfu = throughput(ours, b, flops, trainer.peak)
+    label = f"engine ({trainer.precision}{', compiled' if trainer.compiled else ''})"
+    print(row(label, ours, tf, mfu))
+    out.update(engine_imgs_per_s=ours, engine_tflops=tf, engine_mfu=mfu, precision=trainer.precision,
+               compiled=trainer.compiled, peak=list(trainer.peak) if trainer.peak else None)
+    peak = f"{trainer.peak[0]} {trainer.peak[1]:g} TFLOP/s dense" if trainer.peak else "n/a (no known GPU peak)"
+    print(f"  peak for the engine's precision: {peak}")
+    if base is not None:
+        print(f"  ratio engine / baseline: {ours / base:.2f}x")
+        out["ratio"] = ours / base
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"setup": what, "baseline_imgs_per_s": base, "engine_imgs_per_s": ours,
-                       "ratio": ours / base}, fh, indent=1)
+            json.dump(out, fh, indent=1)
 
 
 if __name__ == "__main__":

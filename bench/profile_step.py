@@ -4,16 +4,21 @@
 
 Builds the Pretrainer exactly as `bench/engine.py` does, runs warm-up steps, then profiles `--steps` steps
 with the phases of `Pretrainer.train_step` marked (data, augment, forward, backward, grad norms, optimizer,
-momentum update). Prints the phases, the top kernels by device time, and the step's wall time against the
-device's busy time: a step whose wall time is far above its device time is bound by the host (launches,
-syncs), not by the GPU.
+momentum update). Prints the phases, where the time of the step goes by kind of work (matrix multiplies and
+convolutions, attention, the elementwise/norm "glue" between them, per phase), the top ops or kernels, and
+the step's wall time against the device's busy time: a step whose wall time is far above its device time is
+bound by the host (launches, syncs), not by the GPU. `--out FILE` also writes the report there.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import io
+import re
 import time
+from collections import defaultdict
 from typing import Any
 
 import torch
@@ -50,6 +55,70 @@ def instrument(trainer: Pretrainer) -> None:
     torch.Tensor.backward = backward  # type: ignore[method-assign]
 
 
+# What an op or kernel does, by its name: aten ops on the CPU; cuBLAS/CUTLASS, flash/cuDNN-attention and triton
+# kernels on a GPU. Anything else is glue: norms, activations, residual adds, copies, casts, concatenations.
+KINDS = (
+    ("attention", re.compile(r"scaled_dot_product|flash|fmha|attention|_efficient_attention", re.I)),
+    ("matmul", re.compile(r"^aten::(mm|addmm|bmm|baddbmm|_convolution|convolution|mkldnn_convolution|"
+                          r"convolution_backward|_mkldnn_conv|mkldnn_linear)|gemm|xmma|cutlass|sm\d+_|"
+                          r"cublas|wgrad|dgrad|implicit_convolve|conv2d_|nchwToNhwc|nhwcToNchw", re.I)),
+)
+
+
+def kind_of(name: str) -> str:
+    return next((kind for kind, pattern in KINDS if pattern.search(name)), "glue")
+
+
+def phase_of(event: Any) -> str:
+    """The marked phase an op ran in. On a GPU the autograd engine runs the backward on a thread of its own,
+    outside the phase:backward range: its ops are known by their `evaluate_function` ancestor."""
+    parent, backward = event, False
+    while parent is not None:
+        if parent.name.startswith("phase:"):
+            return str(parent.name[len("phase:"):])
+        backward = backward or parent.name.startswith("autograd::engine::evaluate_function")
+        parent = parent.cpu_parent
+    return "backward" if backward else "other"
+
+
+def kind_table(prof: Any, steps: int, cuda: bool) -> str:
+    """Self time per (phase, kind of work), ms per step: host ops on a CPU run; on a GPU the device kernels, each
+    in the phase of the op that launched it (kernels the profiler links to no op are shown as 'unlinked')."""
+    table: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    cpu_ops = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CPU
+               and not e.name.startswith("phase:") and not e.name.startswith("ProfilerStep")]
+    if cuda:
+        for e in cpu_ops:
+            for kernel in e.kernels:
+                table[phase_of(e)][kind_of(kernel.name)] += kernel.duration / 1e3 / steps
+        everything: dict[str, float] = defaultdict(float)
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.startswith("phase:") \
+                    and e.name != "Command Buffer Full":
+                everything[kind_of(e.name)] += getattr(e, "self_device_time_total", 0.0) / 1e3 / steps
+        for kind, t in everything.items():
+            linked = sum(k[kind] for k in table.values())
+            if t - linked > 0.05:
+                table["unlinked"][kind] += t - linked
+    else:
+        for e in cpu_ops:
+            table[phase_of(e)][kind_of(e.name)] += e.self_cpu_time_total / 1e3 / steps
+    total = sum(sum(k.values()) for k in table.values()) or 1.0
+    lines = [f"{'phase':<12}{'matmul ms':>11}{'attention':>11}{'glue ms':>10}{'all ms':>9}{'share':>8}"]
+    for phase in (*PHASES, "other", "unlinked"):
+        if phase not in table:
+            continue
+        k = table[phase]
+        all_ms = sum(k.values())
+        lines.append(f"{phase:<12}{k['matmul']:>11.1f}{k['attention']:>11.1f}{k['glue']:>10.1f}{all_ms:>9.1f}"
+                     f"{100 * all_ms / total:>7.0f}%")
+    sums = {kind: sum(k[kind] for k in table.values()) for kind in ("matmul", "attention", "glue")}
+    lines.append(f"{'all':<12}{sums['matmul']:>11.1f}{sums['attention']:>11.1f}{sums['glue']:>10.1f}{total:>9.1f}"
+                 f"{100:>7.0f}%")
+    lines.append("shares of the step: " + ", ".join(f"{kind} {100 * v / total:.0f}%" for kind, v in sums.items()))
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="fmnist_small")
@@ -57,7 +126,26 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--out", default=None, help="also write the report to this file")
     args = ap.parse_args()
+    report = io.StringIO()
+    with contextlib.redirect_stdout(Tee(report)):
+        profile_steps(args)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(report.getvalue())
+
+
+class Tee(io.TextIOBase):
+    def __init__(self, copy: io.StringIO) -> None:
+        self.copy, self.out = copy, __import__("sys").stdout
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return int(self.out.write(text))
+
+
+def profile_steps(args: argparse.Namespace) -> None:
     cfg = build_spec("pretrain", args.preset, args.set)
     trainer = Pretrainer(cfg, "/tmp/mocolab-bench-profile")
     trainer.model.train()
@@ -76,8 +164,9 @@ def main() -> None:
     wall = (time.perf_counter() - t0) / args.steps * 1e3
     events = prof.key_averages()
     dev = "device_time_total" if hasattr(events[0], "device_time_total") else "cuda_time_total"
-    print(f"{cfg.model.arch} at {cfg.data.crop_size}px, batch {cfg.optim.batch_size}, {trainer.precision}, "
-          f"{torch.cuda.get_device_name() if cuda else 'CPU'}; {args.steps} profiled steps "
+    print(f"{cfg.model.arch} at {cfg.data.crop_size}px, batch {cfg.optim.batch_size}, {trainer.precision}"
+          f"{', compiled' if trainer.compiled else ''}, {torch.cuda.get_device_name() if cuda else 'CPU'} "
+          f"({torch.get_num_threads()} threads, torch {torch.__version__}); {args.steps} profiled steps "
           f"(the profiler adds overhead: compare phases, not totals with bench/engine.py)")
     print(f"wall per step: {wall:.1f} ms")
     print(f"{'phase':<12}{'host ms/step':>14}{'device ms/step':>16}")
@@ -87,6 +176,12 @@ def main() -> None:
         if e is None:
             continue
         print(f"{name:<12}{e.cpu_time_total / 1e3 / args.steps:>14.2f}{getattr(e, dev) / 1e3 / args.steps:>16.2f}")
+    print(f"\nby kind of work ({'device kernels' if cuda else 'host ops'}, self time, ms per step):")
+    try:
+        print(kind_table(prof, args.steps, cuda))
+    except Exception as exc:  # noqa: BLE001  the tables below still come
+        print(f"(no breakdown: {type(exc).__name__}: {exc})")
+    print()
     if cuda:
         # kernels and copies only: the phases' own GPU ranges and the "Command Buffer Full" waits overlap them
         kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA

@@ -277,13 +277,20 @@ class TrainConfig(_Strict):
                                 "CPU sums: set it for the same digits from processes whose defaults differ.")
     device: Device = Field("auto", description="auto = CUDA when present, else CPU.")
     precision: Precision = Field("auto", description="auto = bf16 on GPUs that have it, else fp16+scaler on CUDA, "
-                                 "fp32 on CPU (bf16 is ~15x slower on CPUs without native support).")
+                                 "fp32 on CPU (bf16 is ~15x slower on CPUs without native support). On CUDA, fp32 "
+                                 "matrix multiplies and convolutions use TF32 tensor cores (10-bit mantissa "
+                                 "products, fp32 sums; ~7x the fp32 rate); fp32-strict is fp32 with TF32 off "
+                                 "(IEEE fp32 throughout, for exactness checks).")
     max_steps: Steps | None = Field(None, description="Stop after this many steps (schedules still span epochs).")
     log_every: Steps = Field(10, description="Read metrics back from the device every N steps (no per-step sync).")
     ckpt_every: Steps = Field(500, description="Save a checkpoint every N steps (and at the end).")
     keep_checkpoints: int = Field(3, ge=1, le=1000, description="Rolling checkpoints kept besides the last healthy "
                                   "one.")
-    compile: bool = Field(False, description="torch.compile the encoders (GPU only pays off).")
+    compile: Literal["auto", True, False] = Field(
+        "auto", description="torch.compile the encoders (inductor: fuses the norms, activations and residual adds "
+        "between the matrix multiplies). auto = on CUDA, off on the CPU, where compiling costs more than it "
+        "saves in a short run. The first steps wait for the compilation (about a minute for ViT-B on a GPU "
+        "machine).")
     cudnn_benchmark: bool = Field(True, description="Let cuDNN time and pick the fastest convolution algorithms "
                                   "for the run's fixed shapes, as the official code does (the patch projection "
                                   "is a convolution); off = the same algorithms in every process.")

@@ -12,6 +12,12 @@ then `apply` runs each op once over the whole batch. Differences from torchvisio
 - The flip happens inside the crop; it commutes with all the ops in between.
 - Blur sigma ~ U(0.1, 2.0) is in pixels of a 224 image (PIL's radius), scaled by crop_size / 224; the kernel
   is odd and about 10% of the crop (23 at 224, as BYOL).
+
+With `compile=True` (the trainer passes `train.compile`) the pointwise chains run as torch.compile'd functions:
+each jitter op, the grayscale select, and solarize + normalize become one fused kernel each instead of up to
+~25 (the hue rotation), which on a GPU is where the augmentation's time goes (every op over a batch of 224 px
+views reads and writes the whole batch). The random draws and the crop are not compiled: the same seed gives
+the same views, to float rounding.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from typing import Any
 
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -104,16 +111,64 @@ def _fractions(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.stack([boxes[:, 0] / height, boxes[:, 1] / width, boxes[:, 2] / height, boxes[:, 3] / width], 1)
 
 
+def _mask(mask: torch.Tensor) -> torch.Tensor:
+    return mask.view(mask.shape[0], 1, 1, 1)
+
+
+def _jitter_step(x: torch.Tensor, mask: torch.Tensor, factors: torch.Tensor, order: tuple[int, ...],
+                 ops: tuple[Callable[..., torch.Tensor], ...]) -> torch.Tensor:
+    """ColorJitter on the samples of `mask`: the four ops (`ops`, plain or compiled) in the batch's order."""
+    y = x
+    for op in order:
+        y = ops[op](y, factors[:, op])
+    return torch.where(_mask(mask), y, x)
+
+
+def _gray_step(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(_mask(mask), _ops.grayscale(x).expand(-1, 3, -1, -1), x)
+
+
+def _solarize_step(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(_mask(mask), _ops.solarize(x), x)
+
+
+def _finish(x: torch.Tensor, solarize: torch.Tensor | None, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Solarize the samples of `solarize` (None: the view never does), then normalise."""
+    if solarize is not None:
+        x = _solarize_step(x, solarize)
+    return (x - mean) / std
+
+
+class _Kernels:
+    """The pointwise chains of `TwoViewAugment.apply`: the functions themselves, or torch.compile'd (fullgraph,
+    static shapes: the batch and crop size are fixed in a run, so each compiles once)."""
+
+    def __init__(self, compile: bool, backend: str | None = None) -> None:
+        def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+            if not compile:
+                return fn
+            extra: dict[str, Any] = {"backend": backend} if backend else {}
+            return torch.compile(fn, dynamic=False, fullgraph=True, **extra)
+
+        self.compiled = compile
+        self.jitter_ops = tuple(wrap(op) for op in _ops.JITTER_OPS)
+        self.gray = wrap(_gray_step)
+        self.finish = wrap(_finish)
+
+
 class TwoViewAugment:
     """The paper's two views. `__call__(images, generator) -> (x1, x2)`, both normalised float [N, 3, S, S]."""
 
-    def __init__(self, cfg: AugmentConfig, crop_size: int, mean: Stats, std: Stats) -> None:
+    def __init__(self, cfg: AugmentConfig, crop_size: int, mean: Stats, std: Stats, compile: bool = False,
+                 compile_backend: str | None = None) -> None:
+        """compile: fuse the pointwise chains with torch.compile (`compile_backend`: None = inductor)."""
         self.cfg = cfg
         self.crop_size = crop_size
         self.mean = mean
         self.std = std
         self.kernel_size = _ops.blur_kernel_size(crop_size)
         self.sigma_scale = crop_size / 224.0  # sigma is specified in pixels of a 224 crop
+        self.kernels = _Kernels(compile, compile_backend)
 
     def sample(
         self,
@@ -161,7 +216,8 @@ class TwoViewAugment:
         cfg, n = self.cfg, images.shape[0]
         assert images.dim() == 4 and images.shape[1] in (1, 3), f"images must be [N, 1|3, H, W], got {images.shape}"
         assert params.flip.shape[0] == n, f"params drawn for {params.flip.shape[0]} images, got {n}"
-        if images.device.type == "cpu" and n > CPU_CHUNK and not crop:
+        k = self.kernels
+        if images.device.type == "cpu" and not k.compiled and n > CPU_CHUNK and not crop:
             # On the CPU the dozen passes of the colour ops over a batch of 224 px crops stream it through
             # memory each time; a few crops at a time stay in cache (2x faster, more on a busy machine). Every
             # op is per sample, so the result is the same.
@@ -175,16 +231,25 @@ class TwoViewAugment:
             x = _ops.crop_resize(x, params.boxes, self.crop_size, params.flip)  # [N, C, S, S]
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+            if k.compiled:  # one memory layout into the compiled ops, so they do not compile again for it
+                x = x.contiguous()
+        if x.device.type != "cpu" or k.compiled:  # every sample through each op, a select keeps the masked ones
+            if cfg.jitter_p > 0:
+                x = _jitter_step(x, params.jitter, params.jitter_factors, params.jitter_order, k.jitter_ops)
+            if cfg.grayscale_p > 0:
+                x = k.gray(x, params.gray)
+            if cfg.blur_p[params.view] > 0:
+                x = torch.where(_mask(params.blur), _ops.gaussian_blur(x, params.sigma, self.kernel_size), x)
+            mean, std = self.mean, self.std
+            m, s = _stats_tensors((mean[0], mean[1], mean[2]), (std[0], std[1], std[2]), x.device, x.dtype)
+            return k.finish(x, params.solarize if cfg.solarize_p[params.view] > 0 else None, m, s)
         owned = x.data_ptr() != images.data_ptr() and x.is_contiguous()  # ours to write into
 
         def masked(mask: torch.Tensor, op: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
                    x: torch.Tensor) -> torch.Tensor:
-            """op(x, sel) where mask is true, x elsewhere. On a GPU every sample is computed and a select keeps
-            the masked ones (no host sync); on the CPU, where a sync costs nothing, only the masked samples
-            are computed (sel: their indices, to pick their parameters; None = all)."""
+            """op(x, sel) where mask is true, x elsewhere. On the CPU, where a sync costs nothing, only the masked
+            samples are computed (sel: their indices, to pick their parameters; None = all)."""
             nonlocal owned
-            if x.device.type != "cpu":
-                return torch.where(mask.view(n, 1, 1, 1), op(x, None), x)
             sel = mask.nonzero().squeeze(1)
             if sel.numel() == n:
                 out = op(x, None)

@@ -26,7 +26,7 @@ from ..data import (
 from ..events import Emitter, EventSink
 from ..models import build_backbone, wrap_batchnorms
 from ..system import autocast as make_autocast
-from ..system import pin_threads, resolve_device, resolve_precision
+from ..system import pin_threads, resolve_device, resolve_precision, set_tf32
 from ..train.checkpoint import load_backbone
 
 AnyEval = KnnConfig | LinearConfig | FinetuneConfig
@@ -69,6 +69,8 @@ def setup(cfg: AnyEval, sinks: list[EventSink] | None, run_id: str | None, drop_
           need_backbone: bool = True, first_seq: int = 0) -> EvalSetup:
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
+    if device.type == "cuda":  # as pretraining: fp32 matmuls on TF32 tensor cores unless fp32-strict
+        set_tf32(precision != "fp32-strict")
     autocast = make_autocast(precision, device)
     torch.manual_seed(cfg.train.seed)
     threads = pin_threads(cfg.train.threads)

@@ -12,6 +12,8 @@ iterations. The paper's SwAV on ViT has no BN in the heads (App. A); both crops 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -91,7 +93,10 @@ class SwAV(Framework):
             feats, z = self.base(x)
         # scores in fp32 even under autocast: Sinkhorn takes exp(s / 0.05), where bf16's 3 digits of s would be
         # an error of several percent in every code (the matmul is [2B, dim] x [dim, K], cheap beside the backbone)
-        with torch.autocast(x.device.type, enabled=False):
+        # (a device without autocast, the meta device `train/flops.py` counts on, has nothing to turn off)
+        fp32 = torch.autocast(x.device.type, enabled=False) if torch.amp.is_autocast_available(x.device.type) \
+            else contextlib.nullcontext()
+        with fp32:
             return feats, F.linear(F.normalize(z.float(), dim=1), self.prototypes.weight.float())
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

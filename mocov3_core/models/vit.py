@@ -19,6 +19,8 @@ from functools import partial
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
+from timm.layers import PatchEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -72,6 +74,27 @@ class ConvStem(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)  # [B, D, H', W'] -> [B, T, D]
 
 
+class LinearPatchEmbed(PatchEmbed):
+    """timm's patch embedding computed as one matrix multiply: [B, 3, H, W] -> patches [B, T, 3*p*p] -> [B, T, D].
+
+    The same map as its stride-p convolution (the same `proj` weights and checkpoint keys, equal to float
+    rounding), but a GEMM of shape (B*T) x 3p^2 x D, which the GPU's tensor cores run at full rate. A convolution
+    with a 16x16 kernel and stride 16 falls to cuDNN's generic kernels with layout conversions around them
+    (docs/benchmarks.md measured 3.3 ms a call, ~5% of a ViT-S step on an H200, before `cudnn.benchmark`).
+    Other layouts (padding, NCHW output) use timm's convolution.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dynamic_img_pad or not self.flatten:
+            return super().forward(x)
+        b, c, h, w = x.shape
+        p, q = self.patch_size
+        assert (h, w) == tuple(self.img_size), f"input {h}x{w} does not match the model's {self.img_size}"
+        patches = x.reshape(b, c, h // p, p, w // q, q).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * p * q)
+        out = F.linear(patches, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
+        return self.norm(out)
+
+
 class MocoViT(VisionTransformer):
     """timm's VisionTransformer with the paper's embedding, initialisation and ablation switches."""
 
@@ -95,9 +118,7 @@ class MocoViT(VisionTransformer):
         assert pool in ("cls", "gap", "gap_no_ln"), f"unknown pool {pool!r}"
         assert img_size % patch_size == 0, f"image size {img_size} is not a multiple of patch size {patch_size}"
         use_cls = pool == "cls"
-        kwargs: dict[str, Any] = {}
-        if conv_stem:
-            kwargs["embed_layer"] = ConvStem
+        kwargs: dict[str, Any] = {"embed_layer": ConvStem if conv_stem else LinearPatchEmbed}
         super().__init__(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0, embed_dim=embed_dim,
             depth=depth, num_heads=num_heads, mlp_ratio=4.0, qkv_bias=True, class_token=use_cls,

@@ -28,7 +28,7 @@ from ..events import Emitter, EventSink
 from ..frameworks import Encoder, Framework, build_framework
 from ..knn import weighted_knn
 from ..monitor import Alert, StabilityMonitor
-from ..system import autocast, pin_threads, resolve_device, resolve_precision
+from ..system import autocast, pin_threads, resolve_device, resolve_precision, set_tf32
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -39,6 +39,7 @@ from .checkpoint import (
     write_index,
 )
 from .distributed import DistInfo, all_reduce_mean, any_rank, init_distributed, peer_lost, shutdown_distributed
+from .flops import achieved, current_peak, step_flops
 from .optim import build_optimizer, supports_found_inf
 from .schedules import learning_rate, momentum, scaled_lr
 
@@ -57,6 +58,17 @@ class PretrainResult:
     last_values: dict[str, float] = field(default_factory=dict)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     losses: dict[int, float] = field(default_factory=dict)
+
+
+# Tests only: the torch.compile backend of train.compile (None = inductor, what runs use). tests/core sets
+# "aot_eager" where inductor's C++ code generation would take minutes on a 2-core CPU; dynamo still traces every
+# framework's encoders and AOTAutograd still builds their backward.
+TEST_COMPILE_BACKEND: str | None = None
+
+
+def compile_enabled(setting: str | bool, device: torch.device) -> bool:
+    """train.compile on this device: "auto" compiles on CUDA only (on a CPU the compilation outlasts the gain)."""
+    return device.type == "cuda" if setting == "auto" else bool(setting)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -155,6 +167,7 @@ class Pretrainer:
         self.precision = resolve_precision(cfg.train.precision, self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+            set_tf32(self.precision != "fp32-strict")
         self.autocast = autocast(self.precision, self.device)
         torch.manual_seed(cfg.train.seed)
         self.threads = pin_threads(cfg.train.threads)
@@ -167,7 +180,10 @@ class Pretrainer:
                                   self.dist.world_size, self.device, crop_size=cfg.data.crop_size,
                                   crop_min=cfg.augment.crop_min, flip_p=cfg.augment.flip_p,
                                   num_workers=cfg.data.num_workers, decode=cfg.data.decode)
-        self.augment = TwoViewAugment(cfg.augment, cfg.data.crop_size, self.dataset.mean, self.dataset.std)
+        # train.compile also fuses the augmentation's pointwise chains (on a GPU a tenth of an uncompiled step)
+        self.compiled = compile_enabled(cfg.train.compile, self.device)
+        self.augment = TwoViewAugment(cfg.augment, cfg.data.crop_size, self.dataset.mean, self.dataset.std,
+                                      compile=self.compiled, compile_backend=TEST_COMPILE_BACKEND)
         self.gen = torch.Generator(device=self.device)
         self.ipe = self.stream.iters_per_epoch
         assert self.ipe > 0, f"dataset of {len(self.dataset.labels)} images is smaller than one batch of {gb}"
@@ -176,11 +192,11 @@ class Pretrainer:
 
         # ---- encoders (cfg.framework's: the online encoder, its heads and any momentum target)
         model = build_framework(cfg).to(self.device)
-        if cfg.train.compile:
+        if self.compiled:
             # in place (nn.Module.compile): the parameters and the checkpoint keys stay those of the plain model
             for module in model.modules():
                 if isinstance(module, Encoder):
-                    module.compile()
+                    module.compile(**({"backend": TEST_COMPILE_BACKEND} if TEST_COMPILE_BACKEND else {}))
         self.model = model
         self.ddp: nn.Module = model
         if self.dist.enabled:
@@ -197,6 +213,16 @@ class Pretrainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.peak_lr = scaled_lr(cfg.optim.base_lr, gb)
         self.lr_scale = 1.0
+
+        # ---- model FLOPs per step, for achieved TFLOP/s and MFU next to images/s
+        self.step_flops: int | None = None
+        self.peak = current_peak(self.device, self.precision)
+        if not self.dist.enabled:  # (the count runs the losses, which under DDP would gather meta tensors)
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    self.step_flops = step_flops(cfg, gb).total
+            except Exception:  # noqa: BLE001  a figure for the charts: never a reason to fail the run
+                self.step_flops = None
 
         # ---- monitor
         self.monitor = StabilityMonitor(cfg.monitor)
@@ -428,6 +454,12 @@ class Pretrainer:
                 values["momentum"] = m
             if step == pending[-1][0]:
                 values["imgs_per_s"] = imgs_per_s
+                if self.step_flops:
+                    tflops, mfu = achieved(self.step_flops, max(elapsed, 1e-9) / len(pending),
+                                           self.peak[1] if self.peak else None)
+                    values["tflops"] = tflops
+                    if mfu is not None:
+                        values["mfu"] = 100.0 * mfu
             self.losses[step] = values["loss"]
             if self.dist.is_main:
                 self.emitter.emit("metrics", step=step, epoch=(step + 1) / self.ipe, values=values)
@@ -462,7 +494,8 @@ class Pretrainer:
         step = self.resume(resume, delivered_seq)
         self.emitter.emit("config", spec=cfg.model_dump(), device=str(self.device), precision=self.precision,
                           world_size=self.dist.world_size, iters_per_epoch=self.ipe, peak_lr=self.peak_lr,
-                          threads=self.threads)
+                          threads=self.threads, compiled=self.compiled, step_flops=self.step_flops,
+                          peak_tflops=self.peak[1] if self.peak else None)
         self.emitter.emit("status", state="running", phase="pretrain", step=step, total_steps=self.end_step,
                           message=f"pretraining {cfg.model.arch} with {cfg.framework} on {cfg.data.dataset}")
         self.model.train()

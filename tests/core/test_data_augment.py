@@ -284,3 +284,44 @@ def test_cpu_masked_chunks_equal_the_select_formulation(cfg: AugmentConfig) -> N
     before = crops.clone()
     x1, x2 = aug(crops, gen(3))  # float crops (decoded on the device): the caller's tensor is not written into
     assert x1.shape == x2.shape == (19, 3, 24, 24) and torch.equal(crops, before)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_compiled_pointwise_chains_give_the_same_views_and_compile_once(channels: int) -> None:
+    """compile=True (train.compile) traces each jitter op, the grayscale select and solarize + normalise whole
+    (fullgraph: a graph break would raise); aot_eager here, inductor in the CUDA test below and the GPU bench."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    images = torch.randint(0, 256, (16, channels, 20, 20), dtype=torch.uint8, generator=gen(40))
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    plain = TwoViewAugment(AugmentConfig(), 16, mean, std)
+    fused = TwoViewAugment(AugmentConfig(), 16, mean, std, compile=True, compile_backend="aot_eager")
+    counters = torch._dynamo.utils.counters
+    start = counters["stats"]["unique_graphs"]
+    for seed in range(6):  # six batches: several jitter orders, both views
+        for a, b in zip(plain(images, gen(seed)), fused(images, gen(seed)), strict=True):
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+        if seed == 0:
+            graphs = counters["stats"]["unique_graphs"]
+    # 4 jitter ops + grayscale + normalise with and without solarize, each traced once, whatever the order
+    assert graphs - start == counters["stats"]["unique_graphs"] - start == 7
+    torch._dynamo.reset()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_inductor_fused_augmentation_matches_and_never_waits_for_the_gpu() -> None:
+    images = colourful(64, 40, seed=41).cuda()
+    plain = TwoViewAugment(AugmentConfig(), 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    fused = TwoViewAugment(AugmentConfig(), 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), compile=True)
+    for seed in range(3):  # compiles on the first calls
+        for a, b in zip(plain(images, gen(seed)), fused(images, gen(seed)), strict=True):
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=0)
+    g = torch.Generator(device="cuda").manual_seed(1)
+    fused(images, g)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fused(images, g)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

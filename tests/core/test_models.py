@@ -53,6 +53,27 @@ def test_patch_projection_init_and_freeze() -> None:
     assert learned.patch_embed.proj.weight.requires_grad
 
 
+def test_patch_embedding_as_a_matmul_equals_the_stride_p_convolution_with_the_same_keys() -> None:
+    torch.manual_seed(0)
+    m = build_backbone(ModelConfig(arch="vit_micro_p7", stop_grad_patch_proj=False), 28)
+    embed = m.patch_embed
+    assert type(embed).__name__ == "LinearPatchEmbed"
+    assert [k for k in m.state_dict() if k.startswith("patch_embed.")] == ["patch_embed.proj.weight",
+                                                                           "patch_embed.proj.bias"]
+    with torch.no_grad():
+        embed.proj.bias.normal_()  # zero at init: make the bias count
+    x = torch.randn(3, 3, 28, 28, requires_grad=True)
+    conv = torch.nn.functional.conv2d(x, embed.proj.weight, embed.proj.bias, stride=7).flatten(2).transpose(1, 2)
+    out = embed(x)
+    torch.testing.assert_close(out, conv, rtol=1e-5, atol=1e-5)
+    # the gradients of a learned projection (stop_grad_patch_proj=False) and of the input match too
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, embed.proj.weight, embed.proj.bias], g)
+    expected = torch.autograd.grad(conv, [x, embed.proj.weight, embed.proj.bias], g)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_qkv_initialised_as_separate_matrices() -> None:
     m = build_backbone(ModelConfig(arch="vit_small_p16"), 224)
     qkv = m.blocks[0].attn.qkv

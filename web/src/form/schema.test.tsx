@@ -25,6 +25,7 @@ const schema: Schema = {
       },
     },
     ModelConfig: { type: "object", properties: { stop_grad_patch_proj: { default: false, type: "boolean" } } },
+    TrainConfig: { type: "object", properties: { compile: { default: "auto", enum: ["auto", true, false] } } },
   },
   properties: {
     kind: { const: "pretrain", default: "pretrain", type: "string" },
@@ -32,6 +33,7 @@ const schema: Schema = {
     model: { $ref: "#/$defs/ModelConfig" },
     optim: { $ref: "#/$defs/OptimConfig" },
     data: { $ref: "#/$defs/DataConfig" },
+    train: { $ref: "#/$defs/TrainConfig" },
   },
   type: "object",
 };
@@ -50,6 +52,7 @@ describe("fieldsOf", () => {
       "optim.betas",
       "data.root",
       "data.limit",
+      "train.compile",
     ]);
     const lr = f.find((x) => x.path === "optim.base_lr")!;
     expect(lr).toMatchObject({ type: "number", default: 1.5e-4, section: "optim", exclusiveMinimum: 0 });
@@ -91,6 +94,18 @@ describe("overridesOf", () => {
       },
       errors: {},
     });
+  });
+
+  it("keeps an enum's non-string values typed (train.compile: auto, true, false)", () => {
+    const compile = fields.find((f) => f.path === "train.compile")!;
+    expect(compile).toMatchObject({ type: "enum", options: ["auto", "true", "false"], default: "auto" });
+    expect(toText(compile, base["train.compile"])).toBe("auto");
+    const t = texts();
+    t["train.compile"] = "false";
+    expect(overridesOf(fields, base, t).overrides).toEqual({ "train.compile": false });
+    t["train.compile"] = "true";
+    expect(overridesOf(fields, base, t).overrides).toEqual({ "train.compile": true });
+    expect(parseText(compile, "yes")).toEqual({ ok: false, error: "one of auto, true, false" });
   });
 
   it("refuses text that does not parse, with the field's own message", () => {

@@ -17,6 +17,8 @@ export interface FieldDef {
   type: FieldType;
   nullable: boolean;
   options: string[];
+  /** The enum's values as the schema has them (options are their text): `"auto" | true | false` stays typed. */
+  values: Json[];
   default: Json;
   minimum?: number;
   maximum?: number;
@@ -92,6 +94,7 @@ export function fieldsOf(root: Schema): FieldDef[] {
         type,
         nullable,
         options: Array.isArray(n.enum) ? (n.enum as unknown[]).map(String) : [],
+        values: Array.isArray(n.enum) ? (n.enum as Json[]) : [],
         default: dflt === undefined ? null : dflt,
         minimum: n.minimum as number | undefined,
         maximum: n.maximum as number | undefined,
@@ -160,8 +163,10 @@ export function parseText(f: FieldDef, text: string): Parsed {
       return { ok: false, error: `must be < ${f.exclusiveMaximum}` };
     return { ok: true, value: n };
   }
-  if (f.type === "enum")
-    return f.options.includes(t) ? { ok: true, value: t } : { ok: false, error: `one of ${f.options.join(", ")}` };
+  if (f.type === "enum") {
+    const i = f.options.indexOf(t);
+    return i >= 0 ? { ok: true, value: f.values[i] ?? t } : { ok: false, error: `one of ${f.options.join(", ")}` };
+  }
   if (f.type === "string") return { ok: true, value: text };
   if (f.type === "array" && !t.startsWith("[")) {
     const items = t.split(",").map((x) => Number(x.trim()));

@@ -25,6 +25,7 @@ const field = (path: string, type: FieldDef["type"], extra: Partial<FieldDef> = 
   type,
   nullable: false,
   options: [],
+  values: [],
   default: null,
   ...extra,
 });
