@@ -14,8 +14,8 @@ function of (seed, step), so a restarted run must read image i directly, which s
 (WebDataset tars, FFCV's sequential pages) do not offer without their own sampler.
 
 Every file here is read as hostile: `read_meta` and `read_index` refuse bad JSON, arrays whose header claims
-more data than the file holds, negative or out-of-file offsets and lengths, unknown shards and labels, with a
-ValueError naming the file.
+more data than the file holds, negative or out-of-file offsets and lengths, unknown shards and labels, files
+that are symlinks leading out of the folder, with a ValueError naming the file.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mocov3_core.data.paths import ensure_inside
 
 FORMAT = "mocolab-packed"
 VERSION = 1
@@ -138,6 +140,8 @@ def _stats(meta: dict[str, Any], key: str, path: Path) -> tuple[float, float, fl
 def read_meta(root: Path) -> dict[str, Any]:
     """meta.json of a finished packed set, its fields checked (classes, counts, stats, the complete flag)."""
     path = root / "meta.json"
+    if path.exists():
+        ensure_inside(path, root)
     meta = read_json(path)
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise ValueError(f"{path}: not a {FORMAT} version {VERSION} folder "
@@ -160,9 +164,15 @@ def read_meta(root: Path) -> dict[str, Any]:
     return meta
 
 
-def read_index(split_dir: Path, images: int, shards: int, num_classes: int) -> dict[str, np.ndarray]:
-    """index.npz of one split, every row checked against the shard files on disk."""
+def read_index(split_dir: Path, images: int, shards: int, num_classes: int,
+               root: Path | None = None) -> dict[str, np.ndarray]:
+    """index.npz of one split, every row checked against the shard files on disk; the index and the shards must
+    be files of the packed folder `root` (default: the split's parent), not symlinks out of it."""
     path = split_dir / "index.npz"
+    root = split_dir.parent if root is None else root
+    ensure_inside(split_dir, root)
+    if path.exists():
+        ensure_inside(path, root)
     index = load_npz_checked(path, INDEX_KEYS, images)
     n = len(index["offsets"])
     if n != images or any(len(index[k]) != n for k in INDEX_KEYS):
@@ -182,6 +192,7 @@ def read_index(split_dir: Path, images: int, shards: int, num_classes: int) -> d
         shard = split_dir / shard_name(s)
         if not shard.is_file():
             raise ValueError(f"{split_dir}: {shard.name} is missing")
+        ensure_inside(shard, root)
         sizes[s] = shard.stat().st_size
     ends = index["offsets"] + index["lengths"]
     beyond = np.nonzero(ends > sizes[index["shard"]])[0]

@@ -17,7 +17,8 @@ npz, image folders, packed sets), then
    meta.json written, with "complete": true.
 
 An unreadable source image (truncated, not an image, a decompression bomb) is counted and named (the first 20)
-in the result, never a crash. Events: `status` (running at start, succeeded or stopped at the end), `metrics`
+in the result, never a crash; so is an image folder's symlink leading outside the folder, which is never read
+(`paths`). Events: `status` (running at start, succeeded or stopped at the end), `metrics`
 with {step, total_steps, phase, images_per_s} while working, `log` lines, and one `dataset` event carrying
 the DatasetInfo that is also returned (docs/datasets.md).
 """
@@ -44,6 +45,7 @@ from PIL import Image
 from mocov3_core.config import PrepareConfig
 from mocov3_core.data import packed
 from mocov3_core.data.decode import decode_reduced
+from mocov3_core.data.paths import OUTSIDE_ROOT
 from mocov3_core.data.readers import DEFAULT_ROOTS, AnySet, ArraySet, load_dataset
 from mocov3_core.events import Emitter, EventSink
 
@@ -324,6 +326,8 @@ def _inspect(cfg: PrepareConfig, emitter: Emitter, should_stop: Callable[[], boo
     emitter.emit("log", message=f"found {', '.join(f'{len(s)} {n}' for n, s in splits.items())} images in "
                                 f"{len(train.classes)} classes ({time.perf_counter() - t0:.1f} s)")
     skipped: dict[str, str] = {}
+    for split in splits.values():  # image folders' symlinks leading out of the folder, never read
+        skipped.update(getattr(split, "skipped", {}))
     stopped = False
     if isinstance(train, ArraySet):
         n_stats = len(train)
@@ -384,7 +388,11 @@ def _inspect(cfg: PrepareConfig, emitter: Emitter, should_stop: Callable[[], boo
 
 
 def _with_skipped(info: dict[str, Any], skipped: dict[str, str]) -> dict[str, Any]:
-    info["skipped"] = sorted(skipped)[:MAX_SKIPPED_NAMES]
+    """The first MAX_SKIPPED_NAMES skipped names (links leading out of the folder first, then by name) and the
+    reason of each, in the same order."""
+    names = sorted(skipped, key=lambda k: (skipped[k] != OUTSIDE_ROOT, k))[:MAX_SKIPPED_NAMES]
+    info["skipped"] = names
+    info["skipped_reasons"] = [skipped[k] for k in names]
     info["skipped_count"] = len(skipped)
     return info
 
@@ -635,7 +643,8 @@ def run_prepare(cfg: PrepareConfig, sink: EventSink | Emitter | list[EventSink] 
         _SOURCES.clear()
     _with_skipped(info, skipped)
     if skipped:
-        emitter.emit("log", level="warning", message=f"{len(skipped)} unreadable images skipped, e.g. "
+        emitter.emit("log", level="warning", message=f"{len(skipped)} images skipped (unreadable, or links out of "
+                     "the dataset's folder), e.g. "
                      + "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())[:3]))
     if stopped:
         emitter.emit("status", state="stopped", message="stop requested: rerun to resume")

@@ -28,6 +28,8 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from mocov3_core.config import DataConfig
 from mocov3_core.data import packed
+from mocov3_core.data.paths import OUTSIDE_ROOT, ensure_inside
+from mocov3_core.data.paths import inside as _inside
 
 Stats = tuple[float, float, float]
 
@@ -85,26 +87,78 @@ class ArraySet:
         return replace(self, images=self.images[indices], labels=self.labels[indices])
 
 
-class ImageFolderSet:
-    """`root/<class>/**/<image>` with classes in sorted order, as torchvision's ImageFolder lays them out."""
+def _scan_class(top: str, top_real: str, bound: str, skipped: dict[str, str]) -> list[str]:
+    """The image files below `top` (whose resolved path is `top_real`), folders in sorted path order and files
+    sorted within each, as `sorted(os.walk(top, followlinks=True))` lists them, but keeping only what lies inside
+    `bound`: a symlinked file or folder is resolved (one realpath each; plain entries cost nothing, their real
+    path is their folder's plus their name) and, when it leads outside, named in `skipped` and never opened or
+    listed. A folder link back into what was walked already (a loop) is not walked again."""
+    found: list[tuple[str, list[str]]] = []
+    stack = [(top, top_real)]
+    seen = {top_real}
+    while stack:
+        folder, real = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # unlistable: os.walk skips it too
+            continue
+        files: list[str] = []
+        for entry in entries:
+            try:
+                link, is_dir = entry.is_symlink(), entry.is_dir()
+            except OSError:  # as os.walk: an entry that cannot be told a folder is a file
+                link, is_dir = False, False
+            if is_dir:
+                target = os.path.realpath(entry.path) if link else os.path.join(real, entry.name)
+                if not _inside(target, bound):
+                    skipped[os.path.join(entry.path, "")] = OUTSIDE_ROOT
+                elif target not in seen:
+                    seen.add(target)
+                    stack.append((entry.path, target))
+            elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                if link and not _inside(os.path.realpath(entry.path), bound):
+                    skipped[entry.path] = OUTSIDE_ROOT
+                else:
+                    files.append(entry.name)
+        found.append((folder, sorted(files)))
+    return [os.path.join(folder, file) for folder, files in sorted(found) for file in files]
 
-    def __init__(self, root: str | Path, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> None:
+
+class ImageFolderSet:
+    """`root/<class>/**/<image>` with classes in sorted order, as torchvision's ImageFolder lays them out.
+
+    Only files whose resolved path lies inside `within` (the dataset's folder; default `root`) are listed:
+    symlinks that stay inside are followed (ImageNet trees link images within themselves), those leading out
+    are left out and named in `skipped` ({path: reason}), a class folder linked out keeps its name (labels stay
+    those of the layout) but no images. A `root` that itself resolves outside `within` is refused."""
+
+    def __init__(self, root: str | Path, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD,
+                 within: str | Path | None = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist")
-        self.classes = sorted(e.name for e in os.scandir(self.root) if e.is_dir())
+        ensure_inside(self.root, within or self.root)
+        bound = os.path.realpath(within or self.root)
+        root_real = os.path.realpath(self.root)
+        class_dirs = sorted((e.name, e.is_symlink()) for e in os.scandir(self.root) if e.is_dir())
+        self.classes = [name for name, _ in class_dirs]
         if not self.classes:
             raise FileNotFoundError(f"image folder {self.root} has no class sub-folders")
+        self.skipped: dict[str, str] = {}
         paths: list[str] = []
         targets: list[int] = []
-        for label, name in enumerate(self.classes):
-            for folder, _, files in sorted(os.walk(self.root / name, followlinks=True)):
-                for file in sorted(files):
-                    if file.lower().endswith(IMAGE_EXTENSIONS):
-                        paths.append(os.path.join(folder, file))
-                        targets.append(label)
+        for label, (name, link) in enumerate(class_dirs):
+            top = os.path.join(self.root, name)
+            top_real = os.path.realpath(top) if link else os.path.join(root_real, name)
+            if not _inside(top_real, bound):
+                self.skipped[os.path.join(top, "")] = OUTSIDE_ROOT
+                continue
+            found = _scan_class(top, top_real, bound, self.skipped)
+            paths.extend(found)
+            targets.extend([label] * len(found))
         if not paths:
-            raise FileNotFoundError(f"image folder {self.root} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise FileNotFoundError(f"image folder {self.root} has no images ({', '.join(IMAGE_EXTENSIONS)})"
+                                    + (f"; {len(self.skipped)} entries lead outside it" if self.skipped else ""))
         self.paths = paths
         self.labels = torch.tensor(targets, dtype=torch.int64)
         self.mean = mean
@@ -299,10 +353,11 @@ def pixel_stats(images: torch.Tensor, max_images: int = 10_000) -> tuple[Stats, 
 
 # ------------------------------------------------------------------------------------------- CIFAR
 def read_cifar(root: str | Path, train: bool, variant: str = "cifar10") -> ArraySet:
-    """The python-pickle release: root is `cifar-10-batches-py` / `cifar-100-python` or the folder holding it."""
+    """The python-pickle release: root is `cifar-10-batches-py` / `cifar-100-python` or the folder holding it.
+    Its files must lie inside `root` once resolved (`ensure_inside`)."""
     if variant not in ("cifar10", "cifar100"):
         raise ValueError(f"variant must be cifar10 or cifar100, got {variant!r}")
-    root = Path(root)
+    root = within = Path(root)
     sub = "cifar-10-batches-py" if variant == "cifar10" else "cifar-100-python"
     if (root / sub).is_dir():
         root = root / sub
@@ -314,6 +369,9 @@ def read_cifar(root: str | Path, train: bool, variant: str = "cifar10") -> Array
         meta, label_key, names_key = "meta", "fine_labels", "fine_label_names"
     parts: list[np.ndarray] = []
     labels: list[int] = []
+    for name in (*files, meta):
+        if (root / name).exists():
+            ensure_inside(root / name, within)
     for name in files:
         batch = _unpickle(root / name)
         parts.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
@@ -428,8 +486,10 @@ def load_dataset(cfg: DataConfig, train: bool) -> AnySet:
     if name in ("fashion_mnist", "mnist", "idx"):
         for path in _idx_files(root, train):
             _require(path, name)
+            ensure_inside(path, root)
         mean, std = DATASET_STATS.get(name, (cfg.mean, cfg.std))
         if name == "idx" and not train and need_stats and _idx_files(root, True)[0].is_file():
+            ensure_inside(_idx_files(root, True)[0], root)
             mean, std = pixel_stats(_read_idx_array(_idx_files(root, True)[0], 3).unsqueeze(-1))
         classes = FASHION_MNIST_CLASSES if name == "fashion_mnist" else None
         data = read_idx(*_idx_files(root, train), classes=classes, mean=mean, std=std)
@@ -438,8 +498,10 @@ def load_dataset(cfg: DataConfig, train: bool) -> AnySet:
     elif name == "npz":
         path = root / ("train.npz" if train else "test.npz")
         _require(path, name)
+        ensure_inside(path, root)
         mean, std = cfg.mean, cfg.std
         if not train and need_stats and (root / "train.npz").is_file():
+            ensure_inside(root / "train.npz", root)
             mean, std = pixel_stats(read_npz(root / "train.npz", mean=_ZERO, std=_ONE).images)
         data = read_npz(path, mean=mean, std=std)
     elif name == "packed":
@@ -449,7 +511,7 @@ def load_dataset(cfg: DataConfig, train: bool) -> AnySet:
         if train and not folder.is_dir():
             folder = root  # root itself holds the class folders
         _require(folder, name)
-        data = ImageFolderSet(folder)
+        data = ImageFolderSet(folder, within=root)
     if cfg.mean is not None:
         data.mean = cfg.mean
     if cfg.std is not None:

@@ -176,6 +176,10 @@ class Pretrainer:
         gb = cfg.optim.batch_size
         assert gb % self.dist.world_size == 0, f"batch {gb} does not split over {self.dist.world_size} processes"
         self.dataset = load_dataset(cfg.data, train=True)
+        outside = getattr(self.dataset, "skipped", None)
+        if outside:
+            self.emitter.emit("log", level="warning", message=f"{len(outside)} entries of {cfg.data.root} lead "
+                              f"outside the dataset's folder and are not read, e.g. {min(outside)}")
         self.stream = TrainStream(self.dataset, gb // self.dist.world_size, cfg.train.seed, self.dist.rank,
                                   self.dist.world_size, self.device, crop_size=cfg.data.crop_size,
                                   crop_min=cfg.augment.crop_min, flip_p=cfg.augment.flip_p,

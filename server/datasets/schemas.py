@@ -74,9 +74,11 @@ class DatasetPublic(BaseModel):
     sample_labels: list[int] | None = Field(None, description="The label of each cell of the sample grid, "
                                             "row-major.")
     has_samples: bool = Field(False, description="GET /datasets/{name}/samples.jpg has a grid to show.")
-    skipped_count: int | None = Field(None, description="Unreadable source images (truncated, not an image, a "
-                                      "decompression bomb), left out.")
-    skipped: list[str] | None = Field(None, description="The first of them (at most 20).")
+    skipped_count: int | None = Field(None, description="Source images left out: unreadable (truncated, not an "
+                                      "image, a decompression bomb) or symlinks leading outside the dataset's "
+                                      "folder (never read).")
+    skipped: list[str] | None = Field(None, description="The first of them (at most 20; links out first).")
+    skipped_reasons: list[str] | None = Field(None, description="Why each of `skipped` was left out, in its order.")
     prepare_status: PrepareStatus
     packed: PackedPublic | None = None
     scan_run_id: str | None

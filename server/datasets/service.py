@@ -125,6 +125,7 @@ def to_public(session: Session, rows: Iterable[Dataset]) -> list[DatasetPublic]:
             image_size=info.get("image_size"), stats_images=info.get("stats_images"),
             sample_labels=info.get("sample_labels"), has_samples=row.samples_jpeg is not None or row.builtin,
             skipped_count=info.get("skipped_count"), skipped=info.get("skipped"),
+            skipped_reasons=info.get("skipped_reasons"),
             prepare_status=row.prepare_status,
             packed={**packed, "root": row.packed_root} if packed is not None else None,
             scan_run_id=row.scan_run_id, prepare_run_id=row.prepare_run_id))
@@ -294,6 +295,7 @@ def clean_info(payload: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     classes = payload.get("classes")
     labels = payload.get("sample_labels")
     skipped = payload.get("skipped")
+    reasons = payload.get("skipped_reasons")
     packed = payload.get("packed")
     info: dict[str, Any] = {
         "kind": str(payload.get("kind") or "")[:16] or None, "root": str(payload.get("root") or "")[:4096] or None,
@@ -304,6 +306,7 @@ def clean_info(payload: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         "sample_labels": [x for x in labels[:256] if _int(x) is not None] if isinstance(labels, list) else None,
         "skipped_count": _int(payload.get("skipped_count")),
         "skipped": [str(x)[:500] for x in skipped[:20]] if isinstance(skipped, list) else None,
+        "skipped_reasons": [str(x)[:500] for x in reasons[:20]] if isinstance(reasons, list) else None,
         "packed": None}
     if isinstance(packed, dict):
         info["packed"] = {"root": str(packed.get("root") or "")[:4096], "short_side": _int(packed.get("short_side")),

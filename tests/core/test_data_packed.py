@@ -19,6 +19,7 @@ from PIL import Image
 from mocov3_core.config import DataConfig, PrepareConfig
 from mocov3_core.data import ImageFolderSet, PackedSet, TrainStream, eval_batches, load_dataset
 from mocov3_core.data import packed as fmt
+from mocov3_core.data.paths import OUTSIDE_ROOT, OutsideRootError
 from mocov3_core.data.prepare import run_prepare
 from mocov3_core.events import EVENT_TYPES, ListSink
 
@@ -190,6 +191,47 @@ def test_corrupt_source_images_are_reported_not_fatal(tmp_path: Path) -> None:
     assert info["splits"]["train"] == {"images": 20} and info["packed"]["splits"]["train"] == {"images": 18}
     assert any("unreadable" in e.payload["message"] for e in sink.of_type("log"))
     assert len(PackedSet(tmp_path / "out")) == 18
+
+
+def test_links_out_of_the_source_are_reported_with_their_reason_and_never_packed(tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "src")
+    private = make_folder(tmp_path / "private", per_class=1, val_per_class=1)
+    (src / "train" / "c0" / "inside.jpg").symlink_to(src / "val" / "c1" / "0.jpg")  # read
+    (src / "train" / "c1" / "stolen.jpg").symlink_to(private / "train" / "c0" / "0.jpg")
+    (src / "val" / "c2" / "other-team").symlink_to(private / "val")
+    good = (src / "train" / "c0" / "0.jpg").read_bytes()
+    (src / "train" / "c2" / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    sink = ListSink()
+    info = prepare(src, tmp_path / "out", sink)
+    links = [str(src / "train" / "c1" / "stolen.jpg"), str(src / "val" / "c2" / "other-team") + "/"]
+    assert info["skipped_count"] == 3 and info["skipped"][:2] == sorted(links)  # links out listed first
+    assert info["skipped_reasons"] == [OUTSIDE_ROOT, OUTSIDE_ROOT, info["skipped_reasons"][2]]
+    assert Path(info["skipped"][2]).name == "truncated.jpg" and "Error" in info["skipped_reasons"][2]
+    assert info["splits"] == {"train": {"images": 20}, "val": {"images": 6}}  # 18 + inside.jpg + truncated.jpg
+    assert info["packed"]["splits"] == {"train": {"images": 19}, "val": {"images": 6}}
+    assert any("outside the dataset" in e.payload["message"] for e in sink.of_type("log"))
+
+
+def test_a_shard_linked_out_of_the_packed_folder_is_refused(
+        prepared: tuple[Path, Path, dict[str, Any], ListSink], tmp_path: Path) -> None:
+    _, out, _, _ = prepared
+    copy = tmp_path / "copy"
+    for path in out.rglob("*"):
+        if path.is_file():
+            (copy / path.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+            (copy / path.relative_to(out)).write_bytes(path.read_bytes())
+    shard = copy / "train" / "shard-00001.bin"
+    (copy / "train" / "spare.bin").write_bytes(shard.read_bytes())
+    shard.unlink()
+    shard.symlink_to(copy / "train" / "spare.bin")  # within the folder: fine
+    assert len(PackedSet(copy)) == 18
+    shard.unlink()
+    (tmp_path / "elsewhere.bin").write_bytes((copy / "train" / "spare.bin").read_bytes())
+    shard.symlink_to(tmp_path / "elsewhere.bin")
+    with pytest.raises(OutsideRootError, match="shard-00001.bin: a symlink leading outside"):
+        PackedSet(copy)
+    with pytest.raises(OutsideRootError, match="shard-00001.bin: a symlink leading outside"):
+        load_dataset(DataConfig(dataset="packed", root=str(copy)), train=True)
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> None:

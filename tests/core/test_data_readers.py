@@ -13,6 +13,7 @@ from PIL import Image
 
 from mocov3_core.config import DataConfig
 from mocov3_core.data import ArraySet, ImageFolderSet, load_dataset, read_cifar, read_idx, read_npz
+from mocov3_core.data.paths import OUTSIDE_ROOT, OutsideRootError
 from mocov3_core.data.readers import UnsafePickleError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -264,3 +265,69 @@ def test_fashion_mnist_test_split() -> None:
     assert len(data.classes) == 10 and data.classes[9] == "Ankle boot"
     assert data.labels.bincount().tolist() == [1000] * 10
     assert data.mean == (0.2860, 0.2860, 0.2860)
+
+
+# ------------------------------------------------------------------------- symlinks out of the folder
+def linked_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """ds/{train,val}/<class>/ with links inside the tree (kept) and out of it (to `private`, skipped), and a loop.
+    -> (ds, private)."""
+    private = write_folder(tmp_path / "private", {"secret": [(4, 4), (5, 5)]})
+    ds = write_folder(tmp_path / "ds", {"train/cat": [(6, 6), (7, 7)], "train/dog": [(8, 8)], "val/cat": [(9, 9)]})
+    dog = ds / "train" / "dog"
+    (dog / "twin.png").symlink_to("../cat/0.PNG")  # inside the split
+    (dog / "from-val.png").symlink_to(ds / "val" / "cat" / "0.PNG")  # inside the dataset, outside the split
+    (dog / "stolen.png").symlink_to(private / "secret" / "0.PNG")  # a file out
+    (dog / "more").symlink_to(private / "secret")  # a folder out
+    (dog / "loop").symlink_to(".")  # a loop: the folder is walked once
+    (ds / "train" / "cow").symlink_to(private / "secret")  # a class folder out
+    return ds, private
+
+
+def test_an_image_folder_follows_links_inside_and_skips_links_out(tmp_path: Path) -> None:
+    ds, private = linked_folder(tmp_path)
+    data = load_dataset(DataConfig(dataset="imagefolder", root=str(ds)), train=True)
+    assert isinstance(data, ImageFolderSet)
+    assert data.classes == ["cat", "cow", "dog"]  # the linked-out class keeps its label, with no images
+    train = ds / "train"
+    assert data.paths == [str(train / "cat" / "0.PNG"), str(train / "cat" / "1.png"), str(train / "dog" / "0.PNG"),
+                          str(train / "dog" / "from-val.png"), str(train / "dog" / "twin.png")]
+    assert data.labels.tolist() == [0, 0, 2, 2, 2]
+    assert data.skipped == {str(train / "cow") + "/": OUTSIDE_ROOT, str(train / "dog" / "more") + "/": OUTSIDE_ROOT,
+                            str(train / "dog" / "stolen.png"): OUTSIDE_ROOT}
+    assert not any(Path(p).resolve().is_relative_to(private) for p in data.paths)
+    assert data.load(4).shape == (3, 6, 6)  # twin.png is cat/0.PNG
+    # the split folder alone is the bound when it is read on its own: the link into val leads out of it
+    alone = ImageFolderSet(train)
+    assert str(train / "dog" / "from-val.png") in alone.skipped and len(alone) == 4
+
+
+def test_a_split_folder_linked_out_of_the_dataset_is_refused(tmp_path: Path) -> None:
+    ds, private = linked_folder(tmp_path)
+    (ds / "val").rename(tmp_path / "val-elsewhere")
+    (ds / "val").symlink_to(tmp_path / "val-elsewhere")
+    with pytest.raises(OutsideRootError, match="val: a symlink leading outside"):
+        load_dataset(DataConfig(dataset="imagefolder", root=str(ds)), train=False)
+
+
+@pytest.mark.parametrize("kind", ["idx", "cifar10", "npz"])
+def test_a_data_file_linked_out_of_the_root_is_refused(tmp_path: Path, kind: str) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    if kind == "idx":
+        link = idx_folder(root) / "train-images-idx3-ubyte.gz"
+    elif kind == "cifar10":
+        link = write_cifar10(root) / "data_batch_3"
+    else:
+        root.mkdir()
+        link = root / "train.npz"
+        np.savez(link, images=np.zeros((2, 3, 3), np.uint8), labels=np.array([0, 1]))
+    cfg = DataConfig(dataset=kind, root=str(root))
+    load_dataset(cfg, train=True)  # the plain files read
+    link.rename(outside / link.name)
+    link.symlink_to(outside / link.name)
+    with pytest.raises(OutsideRootError, match=f"{link.name}: a symlink leading outside"):
+        load_dataset(cfg, train=True)
+    link.unlink()  # a link that stays inside the root is fine
+    (root / "elsewhere.bin").write_bytes((outside / link.name).read_bytes())
+    link.symlink_to(root / "elsewhere.bin")
+    assert len(load_dataset(cfg, train=True)) > 0

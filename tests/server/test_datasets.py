@@ -61,7 +61,8 @@ def info(root: str, packed: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"kind": "imagefolder", "root": root, "splits": {"train": {"images": 6}},
             "classes": ["cat", "dog"], "mean": [0.1, 0.2, 0.3], "std": [0.2, 0.25, 0.3], "stats_images": 6,
             "image_size": {"min": [12, 16], "median": [12, 16], "max": [12, 16]}, "samples_jpeg": jpeg_b64(),
-            "sample_labels": [0, 0, 1, 1], "skipped": ["dog/bad.jpg"], "skipped_count": 1, "packed": packed}
+            "sample_labels": [0, 0, 1, 1], "skipped": ["dog/bad.jpg"], "skipped_count": 1,
+            "skipped_reasons": ["OSError: image file is truncated"], "packed": packed}
 
 
 def register(client: TestClient, member: Member, name: str, path: Path | str, **body: Any) -> httpx.Response:
@@ -335,6 +336,7 @@ class TestProjection:
         assert ds["image_size"]["median"] == [12, 16] and ds["stats_images"] == 6 and ds["has_samples"] is True
         assert ds["sample_labels"] == [0, 0, 1, 1] and ds["packed"] is None and ds["prepare_status"] == "none"
         assert (ds["skipped_count"], ds["skipped"]) == (1, ["dog/bad.jpg"])
+        assert ds["skipped_reasons"] == ["OSError: image file is truncated"]
         grid = client.get(f"{API}/datasets/pets/samples.jpg", headers=alice.headers)
         assert grid.status_code == 200 and Image.open(io.BytesIO(grid.content)).size == (128, 64)
         # the run's own pages take the new event type in their stride
@@ -350,7 +352,7 @@ class TestProjection:
         push(redis_client, [ev(run, 0, "dataset", splits={"train": {"images": "many"}, "val": {"images": 3}},
                                classes="cat,dog", mean=[0.5, 2.0, 0.1], std=[0.2, 0.2, 0.2], stats_images=-4,
                                image_size={"min": [1]}, sample_labels=[0, "x", 1], skipped="all",
-                               skipped_count=True,
+                               skipped_count=True, skipped_reasons={"x": 1},
                                samples_jpeg=base64.b64encode(b"<svg onload=alert(1)>").decode(),
                                packed={"shards": "lots"})])
         drain(ingestor)
@@ -358,7 +360,7 @@ class TestProjection:
         assert ds["status"] == "ready" and ds["splits"] == {"val": {"images": 3}} and ds["classes"] is None
         assert ds["mean"] is None and ds["std"] == [0.2, 0.2, 0.2] and ds["stats_images"] is None
         assert ds["image_size"] is None and ds["sample_labels"] == [0, 1] and ds["has_samples"] is False
-        assert ds["skipped"] is None and ds["skipped_count"] is None
+        assert ds["skipped"] is None and ds["skipped_count"] is None and ds["skipped_reasons"] is None
         assert ds["packed"] is None  # a scan packs nothing, whatever it says
         assert client.get(f"{API}/datasets/pets/samples.jpg", headers=alice.headers).status_code == 404
 

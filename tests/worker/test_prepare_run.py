@@ -91,6 +91,20 @@ def test_a_relative_data_root_is_the_storages_and_may_not_leave_the_roots(roots:
     assert Path(dataset["root"]).resolve() == inside.resolve()
 
 
+def test_a_scan_reads_no_link_out_of_the_folder_and_names_each(roots: Settings, r: Redis, run_id: str,
+                                                                tmp_path: Path) -> None:
+    folder = pets(tmp_path / "data" / "pets")
+    other_team = pets(roots.storage / "datasets" / "8" / "theirs")  # inside the storage, another team's
+    (folder / "cat" / "theirs").symlink_to(other_team / "dog")
+    (folder / "dog" / "home.jpg").symlink_to(pets(tmp_path / "home") / "cat" / "0.jpg")
+    (folder / "dog" / "twin.jpg").symlink_to(folder / "cat" / "1.jpg")  # within the folder: read
+    assert execute_run(run_id, "prepare", spec(folder), 1, roots) == "succeeded"
+    [dataset] = [e["payload"] for e in stream_events(r, run_id) if e["type"] == "dataset"]
+    assert dataset["splits"] == {"train": {"images": 11}} and dataset["skipped_count"] == 2
+    assert dataset["skipped"] == [str(folder / "cat" / "theirs") + "/", str(folder / "dog" / "home.jpg")]
+    assert all("outside the dataset's folder" in why for why in dataset["skipped_reasons"])
+
+
 def _pool_in_a_daemon(out: Any) -> None:
     """What a Celery pool process (daemonic) does for a prepare run: start the engine's own pool of processes."""
     import multiprocessing

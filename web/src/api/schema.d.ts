@@ -931,14 +931,19 @@ export interface components {
             has_samples?: boolean;
             /**
              * Skipped Count
-             * @description Unreadable source images (truncated, not an image, a decompression bomb), left out.
+             * @description Source images left out: unreadable (truncated, not an image, a decompression bomb) or symlinks leading outside the dataset's folder (never read).
              */
             skipped_count?: number | null;
             /**
              * Skipped
-             * @description The first of them (at most 20).
+             * @description The first of them (at most 20; links out first).
              */
             skipped?: string[] | null;
+            /**
+             * Skipped Reasons
+             * @description Why each of `skipped` was left out, in its order.
+             */
+            skipped_reasons?: string[] | null;
             /**
              * Prepare Status
              * @enum {string}
