@@ -269,7 +269,8 @@ class TestCancel:
             monkeypatch.setenv(key, value)
         study = httpx.post(f"{live.url}/api/v1/studies", headers=member.headers, json={
             "name": "s", "preset": "fmnist_tiny", "queue": "cliq", "axes": [{"path": "moco.momentum",
-                                                                            "values": [0.9, 0.99]}]}).json()
+                                                                            "values": [0.9, 0.99]}]},
+                           timeout=60).json()  # the suite's load, not this request, once took httpx's 5 s
         assert cli.run(["study", "--cancel", study["id"]]) == 0
         assert capsys.readouterr().out == f"study {study['id']} cancelled: 2 cancelled\n"
         with pytest.raises(SystemExit) as stopped:
