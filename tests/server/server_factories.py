@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from server import admin
 from server.core.config import Settings
-from server.core.db import writer
+from server.core.db import make_engine, writer
 from server.core.errors import NotFound
 from server.embedded_redis import free_port
 from server.events.ingest import Ingestor, IngestResult
@@ -133,3 +133,15 @@ def agent_beat(r: redis.Redis, agent_id: str, devices: list[int], *, queue: str 
     r.expire(protocol.worker_key(agent_id), int(protocol.HEARTBEAT_TTL_S) * 10)  # as long as the test needs
     for device, token in held.items():
         r.hset(gang.slots_key(agent_id), str(device), token)
+
+
+def cli_member(live: LiveServer, monkeypatch: Any, name: str = "alice", team: str = "team-a") -> Member:
+    """A member of a new team whose token the `mocolab` CLI uses against the live server (MOCOLAB_URL/TOKEN)."""
+    engine = make_engine(live.app.state.settings.database)
+    try:
+        member = make_member(engine, name, team)
+    finally:
+        engine.dispose()
+    monkeypatch.setenv("MOCOLAB_URL", live.url)
+    monkeypatch.setenv("MOCOLAB_TOKEN", member.token)
+    return member

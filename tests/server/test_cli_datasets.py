@@ -19,9 +19,8 @@ from PIL import Image
 
 from mocolab import cli
 from server.core.config import Settings
-from server.core.db import make_engine
 
-from server_factories import LiveServer, Member, ev, make_member, push
+from server_factories import LiveServer, Member, cli_member, ev, push
 
 API = "/api/v1"
 
@@ -34,14 +33,7 @@ def settings(settings: Settings, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def member(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Member:
-    engine = make_engine(live.app.state.settings.database)
-    try:
-        alice = make_member(engine, "alice", "team-a")
-    finally:
-        engine.dispose()
-    monkeypatch.setenv("MOCOLAB_URL", live.url)
-    monkeypatch.setenv("MOCOLAB_TOKEN", alice.token)
-    return alice
+    return cli_member(live, monkeypatch)
 
 
 def pets(root: Path) -> Path:

@@ -14,7 +14,7 @@ from mocolab import cli
 from server.core.db import make_engine
 from server.models import Run
 
-from server_factories import LiveServer, Member, agent_beat, make_member
+from server_factories import LiveServer, Member, agent_beat, cli_member
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -55,14 +55,7 @@ def test_a_run_line_shows_its_size_and_why_it_waits() -> None:
 
 @pytest.fixture
 def member(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Member:
-    engine = make_engine(live.app.state.settings.database)
-    try:
-        alice = make_member(engine, "alice", "team-a")
-    finally:
-        engine.dispose()
-    monkeypatch.setenv("MOCOLAB_URL", live.url)
-    monkeypatch.setenv("MOCOLAB_TOKEN", alice.token)
-    return alice
+    return cli_member(live, monkeypatch)
 
 
 def test_submit_asks_the_server_and_runs_shows_the_answer(live: LiveServer, member: Member,
