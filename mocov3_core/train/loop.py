@@ -577,14 +577,14 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | 
     trainer = Pretrainer(cfg, out_dir, sinks, run_id, should_stop, first_seq)
     try:
         result = trainer.run(resume, delivered_seq)
-        trainer.stream.close()  # its DataLoader workers, if any, end with the run
     except Exception as exc:
-        trainer.stream.close()
         if trainer.dist.enabled and peer_lost(exc):  # not this run's failure: the caller resumes it elsewhere
             trainer.emitter.emit("log", level="error", message=f"rank {trainer.dist.rank}: lost a peer: "
                                  f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         else:
             trainer.emitter.emit("status", state="failed", message=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        trainer.stream.close()  # its DataLoader workers, if any, end with the run
     shutdown_distributed(trainer.dist)
     return result
