@@ -79,7 +79,7 @@ def chart_sig(settings: Settings, delivery_id: int) -> str:
 
 
 def chart_sig_ok(settings: Settings, delivery_id: int, sig: str) -> bool:
-    return hmac.compare_digest(chart_sig(settings, delivery_id), sig)
+    return hmac.compare_digest(chart_sig(settings, delivery_id).encode(), sig.encode("utf-8", "replace"))
 
 
 def body_signature(secret: str, body: bytes) -> str:

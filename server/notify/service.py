@@ -35,18 +35,14 @@ from server.notify.schemas import (
 BODY = ("body",)
 
 
-def _known_alert_kinds() -> set[str]:
-    """The engine's alert kinds, and the server's (stall); the newer engine kinds are named too, so a channel
-    can ask for them before a worker raises one."""
-    from typing import get_args
-
-    from mocov3_core.monitor.detectors import AlertKind
-
-    return {*get_args(AlertKind), "update_spike", "entropy_collapse", "rank_collapse", "stall"}
+# The engine's alert kinds (mocov3_core.monitor.detectors.AlertKind, which imports torch, so not read from
+# there) and the server's own (stall): the names a channel's rules may ask for.
+ALERT_KINDS = frozenset({"non_finite", "loss_spike", "grad_spike", "knn_dip", "spike_then_dip", "update_spike",
+                         "entropy_collapse", "rank_collapse", "stall"})
 
 
 def _check_rules(rules: Rules, root: str = "rules") -> dict[str, object]:
-    known = _known_alert_kinds()
+    known = ALERT_KINDS
     for i, kind in enumerate(rules.alert_kinds or []):
         if kind not in known:
             error = SpecInvalid(f"{root}.alert_kinds", f"unknown alert kind {kind!r}; known: "

@@ -268,6 +268,7 @@ def test_an_alert_reaches_each_kind_of_channel_once_with_its_evidence_and_chart(
     assert any(px == (220, 38, 38) for px in image.convert("RGB").get_flattened_data())  # the step's red marker
     assert client.get(path[:-4] + "0000").status_code == 404
     assert client.get(path.split("?")[0]).status_code == 404
+    assert client.get(path.split("?")[0] + "?sig=%C3%A9t%C3%A9").status_code == 404  # not even ASCII
 
     # Slack: text, a section of fields, the chart as an image block, a button to the run at the step
     blocks = by_path["services"].json()["blocks"]
@@ -598,3 +599,14 @@ def test_a_wrong_smtp_password_is_recorded_and_retried(client: TestClient, alice
         d = c.post(f"{API}/channels/{mail['id']}/test", headers=alice.headers).json()
     assert d["status"] == "failed" and d["attempts"][0]["code"] == 535 and mailbox.messages == []
     assert "wrong" not in json.dumps(d)
+
+
+def test_the_rules_know_every_alert_kind_of_the_engine() -> None:
+    """The channel rules' list of kinds (kept in the server, which runs without torch) covers the engine's."""
+    from typing import get_args
+
+    pytest.importorskip("torch")
+    from mocov3_core.monitor.detectors import AlertKind
+    from server.notify.service import ALERT_KINDS
+
+    assert set(get_args(AlertKind)) <= ALERT_KINDS
