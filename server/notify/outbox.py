@@ -31,6 +31,7 @@ from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
 from server.core.db import utcnow
+from server.events.projection import integer, text
 from server.models import NotifyChannel, NotifyDelivery, Run
 
 log = logging.getLogger("mocolab.notify")
@@ -152,6 +153,22 @@ def file(session: Session, channel: NotifyChannel, event: NotifyEvent, count: in
 def _fold(session: Session, delivery_id: int, count: int) -> None:
     session.execute(update(NotifyDelivery).where(col(NotifyDelivery.id) == delivery_id)
                     .values(suppressed=col(NotifyDelivery.suppressed) + count))
+
+
+def alert_notification(run: Run, payload: dict[str, Any], *, occurrence: str | None = None,
+                       at: float | None = None) -> NotifyEvent:
+    """The notification of an alert with the engine's payload shape ({kind, step, metric, value, baseline,
+    threshold, severity, message, remedy, evidence, last_healthy_checkpoint}): the ingest's, and a server-side
+    alert's (a stalled run: `enqueue(session, run.team_id, run.project_id, alert_notification(run, payload))`)."""
+    kind = text(payload.get("kind"), 64) or "alert"
+    severity = text(payload.get("severity"), 16) or "warning"
+    details = {k: payload.get(k) for k in ("metric", "value", "baseline", "threshold", "message", "remedy",
+                                           "evidence", "last_healthy_checkpoint")}
+    return NotifyEvent(kind="alert", title=f"{severity.capitalize()}: {kind} in run {run.name or run.id}",
+                       incident=f"{run.id}:alert:{kind}", occurrence=occurrence or uuid.uuid4().hex,
+                       summary=text(payload.get("message"), 2000), run_id=run.id, run_name=run.name,
+                       step=integer(payload.get("step")),
+                       severity=severity, alert_kind=kind, details=details, time=at or time.time())
 
 
 # ---------------------------------------------------------------- run ends, from any status change

@@ -16,9 +16,9 @@ from typing import Any
 from sqlmodel import col, select
 
 from mocov3_core.events import Event
-from server.events.projection import Batch, finite, integer, text
+from server.events.projection import Batch, finite, text
 from server.models import Run
-from server.notify.outbox import NotifyEvent, channels_for, file, matching
+from server.notify.outbox import NotifyEvent, alert_notification, channels_for, file, matching
 
 log = logging.getLogger("mocolab.notify")
 _PROTOCOLS = {"knn": "kNN", "linear": "Linear", "finetune": "Fine-tuning"}
@@ -63,16 +63,7 @@ class NotifyProjection:
 
 
 def alert_event(run: Run, e: Event) -> NotifyEvent:
-    p = e.payload
-    kind = text(p.get("kind"), 64) or "alert"
-    severity = text(p.get("severity"), 16) or "warning"
-    details = {k: p.get(k) for k in ("metric", "value", "baseline", "threshold", "message", "remedy", "evidence",
-                                     "last_healthy_checkpoint")}
-    message = text(p.get("message"), 2000)
-    return NotifyEvent(kind="alert", title=f"{severity.capitalize()}: {kind} in run {run.name or run.id}",
-                       incident=f"{run.id}:alert:{kind}", occurrence=f"{run.id}:{e.seq}", summary=message,
-                       run_id=run.id, run_name=run.name, step=integer(p.get("step")), severity=severity,
-                       alert_kind=kind, details=details, time=e.time)
+    return alert_notification(run, e.payload, occurrence=f"{run.id}:{e.seq}", at=e.time)
 
 
 def eval_event(session: Any, run: Run, e: Event) -> NotifyEvent:
