@@ -267,6 +267,7 @@ def test_an_alert_reaches_each_kind_of_channel_once_with_its_evidence_and_chart(
     assert image.convert("RGB").getpixel((0, 0)) == (255, 255, 255)
     assert any(px == (220, 38, 38) for px in image.convert("RGB").get_flattened_data())  # the step's red marker
     assert client.get(path[:-4] + "0000").status_code == 404
+    assert client.get(f"{API}/channels").status_code == 401  # the chart needs no login; the channels do
     assert client.get(path.split("?")[0]).status_code == 404
     assert client.get(path.split("?")[0] + "?sig=%C3%A9t%C3%A9").status_code == 404  # not even ASCII
 
