@@ -65,10 +65,13 @@ class Deliverer:
         return len(ids)
 
     def claim(self, now: datetime) -> list[int]:
+        query = (select(NotifyDelivery.id).where(NotifyDelivery.status == "pending",
+                                                 col(NotifyDelivery.next_attempt_at) <= now)
+                 .order_by(col(NotifyDelivery.next_attempt_at)).limit(self.batch))
+        with Session(self.engine) as session:  # a plain read first: an idle pass takes no write lock (SQLite)
+            if session.exec(query.limit(1)).first() is None:
+                return []
         with Session(writer(self.engine)) as session:
-            query = (select(NotifyDelivery.id).where(NotifyDelivery.status == "pending",
-                                                     col(NotifyDelivery.next_attempt_at) <= now)
-                     .order_by(col(NotifyDelivery.next_attempt_at)).limit(self.batch))
             if self.engine.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             ids = [int(i) for i in session.exec(query).all() if i is not None]
