@@ -339,7 +339,7 @@ class MonitorConfig(_Strict):
                                              "an entropy collapse.")
     entropy_floor: float = Field(0.1, ge=0.0, le=100.0, description="...or below this many nats (attention on "
                                  "about one token), having been above it.")
-    rank_collapse_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="RankMe of the monitor's held-out "
+    rank_collapse_fraction: float = Field(0.6, gt=0.0, lt=1.0, description="RankMe of the monitor's held-out "
                                           "features below this fraction of its best is a rank collapse.")
     feat_std_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="...or feat_std below this fraction of "
                                      "1/sqrt(d), having been above it.")

@@ -430,8 +430,8 @@ def resolve_paths(kind: str, spec: dict[str, Any], settings: Settings) -> dict[s
 def refused_path(cfg: Any, settings: Settings) -> tuple[str, str] | None:
     """-> (field, why) for a path this worker must not open: a data.root outside the dataset roots, a
     checkpoint or a fork's `fork_from` outside the storage root, a prepare run's `out` outside <storage>/datasets
-    (symlinks and '..' resolved). The server checks the same before queueing; the worker checks again before the engine touches
-    anything, trusting nothing it is sent."""
+    (symlinks and '..' resolved). The server checks the same before queueing; the worker checks again before the
+    engine touches anything, trusting nothing it is sent."""
     roots = settings.allowed_dataset_roots
     if cfg.data.root and not inside(cfg.data.root, roots):
         return "data.root", f"must be inside one of the dataset roots {', '.join(map(str, roots))}"

@@ -662,7 +662,8 @@ class Pretrainer:
         self.faults_fired.add("hang")
         self.save(step)  # (again, when this step's checkpoint was just written: now with the fault recorded)
         hang_s = self.cfg.faults.hang_s
-        self.emitter.emit("log", level="warning", message=f"fault injected: hanging for {hang_s:g} s before step {step}")
+        self.emitter.emit("log", level="warning",
+                          message=f"fault injected: hanging for {hang_s:g} s before step {step}")
         self.emitter.sync()
         time.sleep(hang_s)
         return True

@@ -48,7 +48,7 @@ class UpdateRatios:
                    "last_block": groups.get("last_block", []),
                    "heads": [*groups.get("projector", []), *groups.get("predictor", [])]}
         index: dict[int, int] = {}
-        self.params: list[nn.Parameter] = []
+        self.params: list[torch.Tensor] = []
         pairs: list[tuple[int, int]] = []  # (position in self.params, group slot)
         for slot, name in enumerate(UPDATE_GROUPS):
             for p in members[name]:

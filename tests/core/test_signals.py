@@ -24,7 +24,8 @@ def test_update_ratios_are_the_norm_of_the_step_over_the_norm_of_the_weights() -
     modules = [patch, first, last, proj, pred]
     ratios = UpdateRatios({"patch_proj": list(patch.parameters()), "first_block": list(first.parameters()),
                            "last_block": [*last.parameters(), *first.parameters()],  # shared: counted in both
-                           "projector": list(proj.parameters()), "predictor": [*pred.parameters(), *frozen.parameters()]})
+                           "projector": list(proj.parameters()),
+                           "predictor": [*pred.parameters(), *frozen.parameters()]})
     opt = torch.optim.AdamW([p for m in modules for p in m.parameters()], lr=1e-2, weight_decay=0.1)
     x = torch.randn(8, 6)
     sum(m(x).pow(2).sum() for m in modules).backward()  # type: ignore[misc]
