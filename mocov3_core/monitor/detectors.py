@@ -7,7 +7,11 @@ feeds them here one step at a time. What the paper saw, and what these detectors
   (`SpikeDetector` on the global and on each per-layer gradient norm, against a robust baseline);
 - a **dip** in the dense kNN monitor: training "partially restarts" and recovers (`DipDetector`);
 - the composite **spike then dip** pattern, a dip within ``dip_after_spike_steps`` of a gradient spike;
-- plus non-finite losses or gradients and loss spikes, which end runs outright.
+- plus non-finite losses or gradients and loss spikes, which end runs outright;
+- and signals specific to self-supervised ViTs that move before the kNN curve (`docs/method.md` §6.1): an
+  **update spike** in the update-to-weight ratio of a parameter group (`SpikeDetector`, named after the
+  shallowest group that spiked first), an **entropy collapse** of the first or last block's attention and a
+  **rank collapse** of the monitor's held-out features (RankMe, feat_std) (`DropDetector`).
 
 Baselines are rolling medians and MADs of accepted values only: a spike never raises its own baseline,
 and a non-finite value never enters one. Every detector's state is JSON-able, so a resumed run keeps
@@ -447,11 +451,13 @@ def _layer_rank(key: str) -> tuple[int, str]:
 
 
 class StabilityMonitor:
-    """All detectors of a run, fed step by step (`observe_step`) and at kNN evaluations (`observe_knn`).
+    """All detectors of a run, fed step by step (`observe_step`) and at kNN evaluations (`observe_knn` for the
+    accuracy, `observe_signals` for the attention entropies, RankMe and feat_std).
 
     ``values`` of a step may hold 'loss', 'grad_norm' (global), 'grad_norm/<layer>' for patch_proj,
-    first_block, last_block, projector, predictor (or others), and 'nonfinite' (1.0 when any gradient was
-    non-finite); other keys (lr, momentum, ...) are ignored. Absent keys and zero gradient norms (a frozen
+    first_block, last_block, projector, predictor (or others), 'update_ratio/<group>' for patch_proj,
+    first_block, last_block, heads, and 'nonfinite' (1.0 when any gradient was non-finite); other keys (lr,
+    momentum, ...) are ignored. Absent keys and zero gradient norms (a frozen
     patch projection) are skipped.
     """
 
