@@ -60,7 +60,7 @@ class TestBranches:
             self, client: TestClient, redis_client: redis.Redis, ingestor: Ingestor, engine: Engine,
             alice: Member) -> None:
         run = submit(client, alice)["id"]
-        push(redis_client, [metrics_ev(run, s, s, loss=float(s), grad_norm=float("nan") if s == 7 else 1.0)
+        push(redis_client, [metrics_ev(run, s, s, loss=float(s), grad_norm="nan" if s == 7 else 1.0)
                             for s in range(8)])
         drain(ingestor)
         push(redis_client, [metrics_ev(run, 8, 8, loss=8.0, grad_norm=1.0), rollback_ev(run, 9, 1, 9, 5),
