@@ -13,22 +13,13 @@ from fastapi.testclient import TestClient
 from server.core.config import Settings
 from server.events.ingest import Ingestor
 
-from server_factories import Member, drain, ev, push, queue_messages, submit
+import server_factories as factories
+from server_factories import Member, drain, ev, fork, push, queue_messages, submit
 
 
 def with_checkpoints(client: TestClient, redis_client: redis.Redis, ingestor: Ingestor, settings: Settings,
                      member: Member, steps: tuple[int, ...] = (16, 32), **body: Any) -> dict[str, Any]:
-    """A submitted run whose worker reported checkpoints at `steps` (paths as a worker writes them)."""
-    run = submit(client, member, **body)
-    ckpts = settings.storage_root / "runs" / run["id"] / "checkpoints"
-    push(redis_client, [ev(run["id"], i, "checkpoint", step=s, path=str(ckpts / f"step_{s:07d}.pt"), healthy=True)
-                        for i, s in enumerate(steps)])
-    drain(ingestor)
-    return run
-
-
-def fork(client: TestClient, member: Member, run_id: str, **body: Any) -> Any:
-    return client.post(f"/api/v1/runs/{run_id}/fork", json=body, headers=member.headers)
+    return factories.with_checkpoints(client, redis_client, ingestor, settings.storage_root, member, steps, **body)
 
 
 class TestFork:

@@ -14,8 +14,7 @@ from server.core.config import Settings
 from server.events.ingest import Ingestor
 from server.models import BranchMetric, Checkpoint
 
-from server_factories import Member, drain, ev, metrics_ev, push, submit
-from test_fork import fork, with_checkpoints
+from server_factories import Member, drain, ev, fork, metrics_ev, push, submit, with_checkpoints
 
 
 def rollback_ev(run_id: str, seq: int, branch: int, from_step: int, to_step: int, **extra: Any) -> dict[str, Any]:
@@ -77,8 +76,8 @@ class TestBranches:
         assert curve(client, alice, f"{run}/branches/1/metrics") == {5: 5.0, 6: 6.0, 7: 7.0, 8: 8.0}
         lineage = client.get(f"/api/v1/runs/{run}/lineage", headers=alice.headers).json()
         assert [b["branch"] for b in lineage["branches"]] == [1, 2]
-        with Session(engine) as s:
-            assert len(s.exec(select(BranchMetric).where(BranchMetric.run_id == run)).all()) == 4 * 2 + 3 * 2  # (steps x keys) of each branch
+        with Session(engine) as s:  # (steps x keys) of each branch
+            assert len(s.exec(select(BranchMetric).where(BranchMetric.run_id == run)).all()) == 4 * 2 + 3 * 2
 
     def test_branch_metrics_downsample_and_filter_like_the_runs(
             self, client: TestClient, redis_client: redis.Redis, ingestor: Ingestor, alice: Member) -> None:
@@ -115,7 +114,7 @@ class TestLineage:
     def test_lineage_names_the_parent_the_forks_and_the_branches(
             self, client: TestClient, redis_client: redis.Redis, ingestor: Ingestor, settings: Settings,
             alice: Member, engine: Engine) -> None:
-        parent = with_checkpoints(client, redis_client, ingestor, settings, alice, name="base")
+        parent = with_checkpoints(client, redis_client, ingestor, settings.storage_root, alice, name="base")
         first = fork(client, alice, parent["id"], checkpoint_step=16, name="lower lr").json()
         second = fork(client, alice, parent["id"]).json()
         client.post(f"/api/v1/runs/{parent['id']}/evaluate", json={"kind": "knn"}, headers=alice.headers)
