@@ -129,3 +129,45 @@ class TestLineage:
         assert child == {"parent": {"id": parent["id"], "name": "base", "step": 16}, "forks": [], "branches": []}
         with Session(engine) as s:  # the rollback dropped the checkpoints after its target, not before
             assert [c.step for c in s.exec(select(Checkpoint).where(Checkpoint.run_id == parent["id"]))] == [16, 32]
+
+
+def test_0009_adds_lineage_to_a_database_in_use_and_goes_back(db_url: str) -> None:
+    """From 0008 with a run in it: the run keeps its row (parent_step and the stall columns empty), the branch
+    tables come, and the downgrade leaves nothing behind."""
+    import sqlalchemy as sa
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from server.core.db import alembic_config, make_engine, migrate
+
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0008_notifications")
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO teams (id, name, created_at) VALUES (1, 't', CURRENT_TIMESTAMP)"))
+            conn.execute(sa.text("INSERT INTO users (id, name, is_admin, created_at) "
+                                 "VALUES (1, 'u', false, CURRENT_TIMESTAMP)"))
+            conn.execute(sa.text("INSERT INTO projects (id, team_id, name, created_at) "
+                                 "VALUES (1, 1, 'p', CURRENT_TIMESTAMP)"))
+            conn.execute(sa.text(
+                "INSERT INTO runs (id, kind, spec, status, team_id, project_id, owner_id, notes, queue, attempt, "
+                "created_at, queued_at, cancel_requested, last_seq, alert_count, overrides, study_values, "
+                "followups, followups_pending, nodes, gpus_per_node) VALUES ('r1', 'pretrain', '{}', 'running', 1, "
+                "1, 1, '', 'gpu', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, false, 5, 0, '{}', '{}', '[]', false, "
+                "1, 1)"))
+        migrate(engine)
+        columns = {c["name"] for c in inspect(engine).get_columns("runs")}
+        assert {"parent_step", "step_at", "step_clock", "clock_step", "step_time_s", "stalled_at"} <= columns
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT parent_step, step_at FROM runs WHERE id = 'r1'")).one() == (None, None)
+        assert {"run_branches", "branch_metrics"} <= set(inspect(engine).get_table_names())
+        cfg = alembic_config(engine)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0008_notifications")
+        assert not {"run_branches", "branch_metrics"} & set(inspect(engine).get_table_names())
+        assert "parent_step" not in {c["name"] for c in inspect(engine).get_columns("runs")}
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT last_seq FROM runs WHERE id = 'r1'")).scalar() == 5
+    finally:
+        engine.dispose()
