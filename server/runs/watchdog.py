@@ -38,9 +38,11 @@ from server.runs import lifecycle, repository
 from server.runs.dispatch import Dispatcher
 from server.runs.service import dispatch, publish_run, queue_followups
 from worker import gang, protocol
-from worker.lock import RunLock
 
 log = logging.getLogger("mocolab.watchdog")
+# the run lock deleted only while the given worker holds it (worker/lock.py's release, which the server must not
+# import: tests/test_layering.py)
+_RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 @dataclass
@@ -216,7 +218,7 @@ class Watchdog:
                             run.attempt, exc)
                 return False
             if run.worker_id:  # the killed process's lock would make the next attempt a duplicate elsewhere
-                RunLock(self.redis, run.id, run.worker_id).release()
+                self.redis.eval(_RELEASE_LOCK, 1, protocol.lock_key(run.id), run.worker_id)
         reason = f"stalled: no new step for {quiet:.0f} s" + (f" on worker {run.worker_id}" if run.worker_id else "")
         outcome = lifecycle.lose(run, "watchdog", reason, self.settings.max_attempts, at=now)
         self._commit(session, run)
