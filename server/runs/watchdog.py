@@ -34,6 +34,7 @@ from server.core.loops import LoopState, supervise
 from server.datasets import service as datasets
 from server.events.bus import EventBus
 from server.models import Alert, Run
+from server.notify import outbox
 from server.runs import lifecycle, repository
 from server.runs.dispatch import Dispatcher
 from server.runs.service import dispatch, publish_run, queue_followups
@@ -195,10 +196,15 @@ class Watchdog:
                           payload=payload))
         run.stalled_at = now
         run.alert_count += 1
+        try:  # notify: stall; in the alert's transaction, in a savepoint: a notification problem never costs the alert
+            with session.begin_nested():
+                outbox.enqueue(session, run.team_id, run.project_id,
+                               outbox.alert_notification(run, payload, occurrence=f"{run.id}:{seq}",
+                                                         at=now.timestamp()))
+        except Exception:
+            log.exception("run %s: the stall notification could not be queued", run.id)
         self._commit(session, run)
         log.warning("run %s stalled: %s", run.id, message)
-        # notify: stall (server.notify.outbox.enqueue(session, run.team_id, run.project_id, <the stall as a
-        # NotifyEvent>) once h-notify is merged; the alert is committed above, so the outbox row has its own commit)
         if self.bus is not None:
             self.bus.publish_team("alert", run.team_id, {"run_id": run.id, "seq": seq, "time": now.timestamp(),
                                                          **payload})

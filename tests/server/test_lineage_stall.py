@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -25,6 +26,12 @@ from worker import protocol
 from server_factories import Member, drain, ev, push, queue_messages, submit
 
 MONITOR = {"monitor.stall_min_s": 30, "monitor.stall_factor": 10}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Webhooks to loopback allowed: a channel's receiver in these tests is never reached (nothing delivers)."""
+    return settings.model_copy(update={"notify_allow_nets": "127.0.0.1/32"})
 
 
 class Feed:
@@ -174,6 +181,26 @@ class TestStallAlert:
         result = dog.check(now=at + timedelta(seconds=121))
         assert result.stalled == [run] and result.restarted == []
         assert row(engine, run).status == "running"
+
+
+    def test_the_stall_goes_to_the_teams_channels_once(self, client: TestClient, engine: Engine,
+                                                       redis_client: redis.Redis, ingestor: Ingestor,
+                                                       settings: Settings, alice: Member) -> None:
+        """The stall is queued in the outbox of every matching channel in the alert's transaction (the delivery
+        loop sends it later; server/notify)."""
+        hook = client.post("/api/v1/channels", headers=alice.headers, json={
+            "name": "stalls", "kind": "webhook", "url": "http://127.0.0.1:9/hook", "rules": {"alert_kinds": ["stall"]}})
+        assert hook.status_code == 201, hook.text
+        dog = watchdog(engine, redis_client, settings)
+        run = submit(client, alice, overrides=MONITOR)["id"]
+        feed = Feed(redis_client, ingestor, run)
+        feed.start()
+        at = feed.steps(0, 10, every_s=0.5)
+        assert dog.check(now=at + timedelta(seconds=31)).stalled == [run]
+        assert dog.check(now=at + timedelta(seconds=40)).stalled == []
+        log = client.get(f"/api/v1/channels/{hook.json()['id']}/deliveries", headers=alice.headers).json()
+        assert [(d["kind"], d["step"], d["status"]) for d in log] == [("alert", 10, "pending")]
+        assert "stall" in log[0]["title"]
 
 
 class TestStallRestart:
