@@ -13,8 +13,6 @@ import pytest
 
 from mocolab.client import Client
 from mocolab.stack import Stack
-from mocov3_core.config import FaultConfig, PretrainConfig
-from mocov3_core.events import EVENT_TYPES
 
 from stack_fixture import running_stack, wait_for
 
@@ -24,12 +22,6 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 # 32 steps of the smallest ViT, a checkpoint every 8 (all kept, so any can be forked)
 TINY = {"data.limit": 512, "optim.batch_size": 32, "optim.epochs": 2, "train.log_every": 2, "train.ckpt_every": 8,
         "train.keep_checkpoints": 10, "monitor.knn_every": 0}
-needs_fork = pytest.mark.skipif("fork_from" not in PretrainConfig.model_fields,
-                                reason="the engine's fork_from (branch h-signals) is not merged yet")
-needs_rollback = pytest.mark.skipif("rollback" not in EVENT_TYPES,
-                                    reason="the engine's rollback event (branch h-signals) is not merged yet")
-needs_hang = pytest.mark.skipif("hang_at_step" not in FaultConfig.model_fields,
-                                reason="the engine's faults.hang_at_step (branch h-signals) is not merged yet")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +48,6 @@ def series(c: Client, path: str, key: str) -> dict[int, Any]:
     return dict(zip(body["step"], body["value"], strict=True))
 
 
-@needs_fork
 def test_a_fork_of_a_finished_run_continues_from_its_step_with_another_lr(c: Client) -> None:
     parent = c.submit({"preset": "fmnist_tiny", "name": "parent", "overrides": TINY})
     done = finished(c, parent["id"])
@@ -76,7 +67,6 @@ def test_a_fork_of_a_finished_run_continues_from_its_step_with_another_lr(c: Cli
     assert c.get(f"/runs/{fork['id']}/lineage")["parent"] == {"id": parent["id"], "name": "parent", "step": 16}
 
 
-@needs_rollback
 def test_a_rolled_back_run_shows_its_branch_with_the_abandoned_curve(c: Client) -> None:
     run = c.submit({"preset": "fmnist_tiny", "name": "rollback", "overrides": {
         **TINY, "faults.spike_at_step": 20, "faults.spike_scale": 1000, "monitor.policy": "rollback"}})
@@ -92,7 +82,6 @@ def test_a_rolled_back_run_shows_its_branch_with_the_abandoned_curve(c: Client) 
     assert sorted(main) == list(range(32))
 
 
-@needs_hang
 def test_a_hung_run_raises_a_stall_alert_and_is_restarted_from_its_checkpoint(c: Client) -> None:
     run = c.submit({"preset": "fmnist_tiny", "name": "hang", "overrides": {
         **TINY, "faults.hang_at_step": 20, "monitor.stall_policy": "restart", "monitor.stall_min_s": 15}})
