@@ -1,14 +1,20 @@
 // The one place that talks to /api/v1: base URL, credentials and the handling of 401 live here.
 import type {
   AlertPublic,
+  ChannelPublic,
+  ChannelTestResult,
+  ChannelWrite,
   CheckpointPublic,
   DatasetCreate,
   DatasetPrepare,
   DatasetPublic,
+  DeliveriesPublic,
   EvalKind,
   EvalResultPublic,
   EventsPublic,
+  ForkRequest,
   Leaderboard,
+  LineagePublic,
   Me,
   PresetPublic,
   RunDetail,
@@ -171,6 +177,23 @@ export const api = {
   prepareDataset: (name: string, body: DatasetPrepare) =>
     request<DatasetPublic>("POST", `/datasets/${enc(name)}/prepare`, body),
   removeDataset: (name: string) => request<void>("DELETE", `/datasets/${enc(name)}`),
+  channels: (signal?: AbortSignal) => request<ChannelPublic[]>("GET", "/channels", undefined, signal),
+  createChannel: (body: ChannelWrite) => request<ChannelPublic>("POST", "/channels", body),
+  updateChannel: (id: string, body: ChannelWrite) => request<ChannelPublic>("PATCH", `/channels/${enc(id)}`, body),
+  deleteChannel: (id: string) => request<void>("DELETE", `/channels/${enc(id)}`),
+  testChannel: (id: string) => request<ChannelTestResult>("POST", `/channels/${enc(id)}/test`),
+  deliveries: (id: string, q: { limit?: number; before?: string }, signal?: AbortSignal) =>
+    request<DeliveriesPublic>("GET", `/channels/${enc(id)}/deliveries${qs({ ...q })}`, undefined, signal),
+  fork: (id: string, body: ForkRequest) => request<RunDetail>("POST", `/runs/${enc(id)}/fork`, body),
+  lineage: (id: string, signal?: AbortSignal) =>
+    request<LineagePublic>("GET", `/runs/${enc(id)}/lineage`, undefined, signal),
+  branchMetrics: (id: string, branch: number, q: MetricQuery, signal?: AbortSignal) =>
+    request<RunMetrics>(
+      "GET",
+      `/runs/${enc(id)}/branches/${branch}/metrics${qs({ keys: q.keys.join(","), buckets: q.buckets, start: q.start, end: q.end })}`,
+      undefined,
+      signal,
+    ),
 };
 
 export interface LeaderboardQuery {

@@ -105,3 +105,130 @@ export const DATASET_KINDS = [
   "idx",
   "npz",
 ] as const satisfies readonly NonNullable<DatasetCreate["kind"]>[];
+
+// ----------------------------------------------------------------- notifications (issue 13)
+// Hand-written from the issue's contract until the server's OpenAPI document has them (h-notify); the merge
+// regenerates schema.d.ts and these become aliases of the generated ones.
+
+export type ChannelKind = "webhook" | "slack" | "email";
+export const CHANNEL_KINDS: ChannelKind[] = ["webhook", "slack", "email"];
+export type Severity = "warning" | "critical";
+export const SEVERITIES: Severity[] = ["warning", "critical"];
+export type RunEnd = "succeeded" | "failed" | "lost";
+export const RUN_ENDS: RunEnd[] = ["succeeded", "failed", "lost"];
+
+export interface ChannelRules {
+  /** null = every kind */
+  alert_kinds: string[] | null;
+  severities: Severity[];
+  run_ends: RunEnd[];
+  evaluations: boolean;
+  studies: boolean;
+}
+
+export interface ChannelPublic {
+  id: string;
+  team: string;
+  project: string | null;
+  name: string;
+  kind: ChannelKind;
+  enabled: boolean;
+  /** The masked URL, or the e-mail addresses: never a secret. */
+  target_hint: string;
+  has_secret: boolean;
+  rules: ChannelRules;
+  cooldown_s: number;
+  created_at: string;
+  /** The latest delivery's status, when the server says it. */
+  last_delivery?: { status: string; time?: string | null; error?: string | null } | null;
+}
+
+/** POST /channels (and PATCH, every field optional): the secrets (url, headers, token) are write-only. */
+export interface ChannelWrite {
+  name?: string;
+  kind?: ChannelKind;
+  project?: string | null;
+  enabled?: boolean;
+  rules?: ChannelRules;
+  cooldown_s?: number;
+  /** webhook / slack: the URL (a secret: it often carries a token) */
+  url?: string;
+  /** webhook: extra headers (a secret) */
+  headers?: Record<string, string>;
+  /** email: the recipients */
+  to?: string[];
+}
+
+export interface DeliveryAttempt {
+  n?: number;
+  time: string;
+  ok: boolean;
+  status_code?: number | null;
+  error?: string | null;
+  duration_ms?: number | null;
+}
+
+export interface DeliveryPublic {
+  id: string;
+  channel_id: string;
+  /** What was sent: alert, run_end, evaluation, study, test */
+  event: string;
+  summary?: string | null;
+  run_id?: string | null;
+  step?: number | null;
+  /** pending | sending | sent | failed | retrying | skipped ... (the server's words) */
+  status: string;
+  attempts: DeliveryAttempt[];
+  next_attempt_at?: string | null;
+  created_at: string;
+}
+
+export interface DeliveriesPublic {
+  data: DeliveryPublic[];
+}
+
+export interface ChannelTestResult {
+  ok: boolean;
+  delivery?: DeliveryPublic | null;
+  status_code?: number | null;
+  error?: string | null;
+}
+
+// ----------------------------------------------------------------- fork and lineage (issue 13, h-lineage)
+
+export interface ForkRequest {
+  checkpoint_step?: number;
+  overrides: Record<string, unknown>;
+  spec?: Record<string, unknown>;
+  name?: string;
+  tags?: string[];
+  notes?: string;
+  queue?: string;
+}
+
+export interface LineageFork {
+  id: string;
+  name: string | null;
+  status: RunStatus;
+  step: number;
+}
+
+export interface LineageBranch {
+  branch: number;
+  from_step: number;
+  to_step: number;
+  alert_kind: string;
+  alert_step: number;
+  lr_scale: number;
+  skipped: [number, number] | null;
+  time: number | string | null;
+}
+
+export interface LineagePublic {
+  parent: { id: string; name: string | null; step: number } | null;
+  forks: LineageFork[];
+  branches: LineageBranch[];
+}
+
+/** A run with the step it was forked at (null for a run that is not a fork). */
+export type WithParentStep<T> = T & { parent_step?: number | null };
