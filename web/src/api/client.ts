@@ -2,13 +2,12 @@
 import type {
   AlertPublic,
   ChannelPublic,
-  ChannelTestResult,
   ChannelWrite,
   CheckpointPublic,
   DatasetCreate,
   DatasetPrepare,
   DatasetPublic,
-  DeliveriesPublic,
+  DeliveryPublic,
   EvalKind,
   EvalResultPublic,
   EventsPublic,
@@ -179,11 +178,14 @@ export const api = {
   removeDataset: (name: string) => request<void>("DELETE", `/datasets/${enc(name)}`),
   channels: (signal?: AbortSignal) => request<ChannelPublic[]>("GET", "/channels", undefined, signal),
   createChannel: (body: ChannelWrite) => request<ChannelPublic>("POST", "/channels", body),
-  updateChannel: (id: string, body: ChannelWrite) => request<ChannelPublic>("PATCH", `/channels/${enc(id)}`, body),
-  deleteChannel: (id: string) => request<void>("DELETE", `/channels/${enc(id)}`),
-  testChannel: (id: string) => request<ChannelTestResult>("POST", `/channels/${enc(id)}/test`),
-  deliveries: (id: string, q: { limit?: number; before?: string }, signal?: AbortSignal) =>
-    request<DeliveriesPublic>("GET", `/channels/${enc(id)}/deliveries${qs({ ...q })}`, undefined, signal),
+  updateChannel: (id: number, body: ChannelWrite) =>
+    request<ChannelPublic>("PATCH", `/channels/${enc(String(id))}`, body),
+  deleteChannel: (id: number) => request<void>("DELETE", `/channels/${enc(String(id))}`),
+  /** Sends a test message now (tried once): the delivery with its attempt. */
+  testChannel: (id: number) => request<DeliveryPublic>("POST", `/channels/${enc(String(id))}/test`),
+  /** The channel's messages, newest first, each with its attempts; `before` = a delivery id (the next page). */
+  deliveries: (id: number, q: { limit?: number; before?: number }, signal?: AbortSignal) =>
+    request<DeliveryPublic[]>("GET", `/channels/${enc(String(id))}/deliveries${qs({ ...q })}`, undefined, signal),
   fork: (id: string, body: ForkRequest) => request<RunDetail>("POST", `/runs/${enc(id)}/fork`, body),
   lineage: (id: string, signal?: AbortSignal) =>
     request<LineagePublic>("GET", `/runs/${enc(id)}/lineage`, undefined, signal),

@@ -107,8 +107,8 @@ export const DATASET_KINDS = [
 ] as const satisfies readonly NonNullable<DatasetCreate["kind"]>[];
 
 // ----------------------------------------------------------------- notifications (issue 13)
-// Hand-written from the issue's contract until the server's OpenAPI document has them (h-notify); the merge
-// regenerates schema.d.ts and these become aliases of the generated ones.
+// Hand-written after the server's schemas (server/notify/schemas.py, h-notify) until the generated document has
+// them; the merge regenerates schema.d.ts and these become aliases of the generated ones.
 
 export type ChannelKind = "webhook" | "slack" | "email";
 export const CHANNEL_KINDS: ChannelKind[] = ["webhook", "slack", "email"];
@@ -127,7 +127,7 @@ export interface ChannelRules {
 }
 
 export interface ChannelPublic {
-  id: string;
+  id: number;
   team: string;
   project: string | null;
   name: string;
@@ -136,62 +136,65 @@ export interface ChannelPublic {
   /** The masked URL, or the e-mail addresses: never a secret. */
   target_hint: string;
   has_secret: boolean;
+  has_signing_secret?: boolean;
   rules: ChannelRules;
   cooldown_s: number;
   created_at: string;
-  /** The latest delivery's status, when the server says it. */
-  last_delivery?: { status: string; time?: string | null; error?: string | null } | null;
+  updated_at?: string;
 }
 
-/** POST /channels (and PATCH, every field optional): the secrets (url, headers, token) are write-only. */
+/** POST /channels (PATCH: every field optional). The secrets (url, headers, signing_secret) are write-only. */
 export interface ChannelWrite {
   name?: string;
   kind?: ChannelKind;
+  team?: string | null;
   project?: string | null;
+  /** PATCH: true widens a channel limited to a project to every project of the team again */
+  all_projects?: boolean | null;
   enabled?: boolean;
   rules?: ChannelRules;
   cooldown_s?: number;
   /** webhook / slack: the URL (a secret: it often carries a token) */
-  url?: string;
+  url?: string | null;
   /** webhook: extra headers (a secret) */
-  headers?: Record<string, string>;
+  headers?: Record<string, string> | null;
+  /** webhook: HMAC key of the X-Mocolab-Signature header (a secret) */
+  signing_secret?: string | null;
   /** email: the recipients */
-  to?: string[];
+  emails?: string[] | null;
 }
 
 export interface DeliveryAttempt {
-  n?: number;
   time: string;
   ok: boolean;
-  status_code?: number | null;
-  error?: string | null;
-  duration_ms?: number | null;
+  /** the HTTP status or the SMTP reply code */
+  code: number | null;
+  /** the start of the receiver's answer */
+  reply: string | null;
+  error: string | null;
+  duration_ms: number;
 }
+
+export type DeliveryStatus = "pending" | "sent" | "failed";
 
 export interface DeliveryPublic {
-  id: string;
-  channel_id: string;
-  /** What was sent: alert, run_end, evaluation, study, test */
-  event: string;
-  summary?: string | null;
-  run_id?: string | null;
-  step?: number | null;
-  /** pending | sending | sent | failed | retrying | skipped ... (the server's words) */
-  status: string;
-  attempts: DeliveryAttempt[];
-  next_attempt_at?: string | null;
+  id: number;
+  channel_id: number;
+  /** alert | run_end | evaluation | study | test */
+  kind: string;
+  title: string;
+  run_id: string | null;
+  step: number | null;
+  status: DeliveryStatus;
+  attempt_count: number;
+  /** further incidents within the cooldown that this message covers */
+  suppressed: number;
   created_at: string;
-}
-
-export interface DeliveriesPublic {
-  data: DeliveryPublic[];
-}
-
-export interface ChannelTestResult {
-  ok: boolean;
-  delivery?: DeliveryPublic | null;
-  status_code?: number | null;
-  error?: string | null;
+  next_attempt_at: string | null;
+  sent_at: string | null;
+  last_error: string | null;
+  /** each try, oldest first */
+  attempts: DeliveryAttempt[];
 }
 
 // ----------------------------------------------------------------- fork and lineage (issue 13, h-lineage)

@@ -16,7 +16,7 @@ const SECRET = "http://127.0.0.1:8123/hook?token=s3cret-value";
 describe("the Notifications page", () => {
   it("shows a stored secret as 'set', never its value, and sends a new one only after Replace", async () => {
     const stored = {
-      id: "c1",
+      id: 1,
       team: "lab",
       project: null,
       name: "hooks",
@@ -42,11 +42,11 @@ describe("the Notifications page", () => {
       const json = (x: unknown) =>
         new Response(JSON.stringify(x), { status: 200, headers: { "Content-Type": "application/json" } });
       if (url === "/api/v1/channels") return json([stored]);
-      if (url.startsWith("/api/v1/channels/c1/deliveries")) return json({ data: [] });
-      if (url === "/api/v1/channels/c1" && method === "PATCH") return json({ ...stored, ...body, has_secret: true });
+      if (url.startsWith("/api/v1/channels/1/deliveries")) return json([]);
+      if (url === "/api/v1/channels/1" && method === "PATCH") return json({ ...stored, ...body, has_secret: true });
       return new Response("{}", { status: 404 });
     });
-    window.history.replaceState(null, "", "/notifications?edit=c1");
+    window.history.replaceState(null, "", "/notifications?edit=1");
     host = document.createElement("div");
     document.body.appendChild(host);
     act(() => render(<NotificationsPage />, host!));
@@ -68,7 +68,7 @@ describe("the Notifications page", () => {
     expect(first.body).toMatchObject({ name: "hooks", cooldown_s: 900 });
 
     // Replace: an empty password input, then the new URL goes in the PATCH
-    window.history.replaceState(null, "", "/notifications?edit=c1");
+    window.history.replaceState(null, "", "/notifications?edit=1");
     act(() => render(null, host!));
     act(() => render(<NotificationsPage />, host!));
     await settle();

@@ -10,7 +10,6 @@ import {
   SEVERITIES,
   type ChannelKind,
   type ChannelPublic,
-  type ChannelTestResult,
   type DeliveryPublic,
 } from "../api/types";
 import { navigate, useRoute } from "../router";
@@ -23,6 +22,7 @@ import {
   deliveryHref,
   deliveryWhat,
   emptyChannelForm,
+  testResult,
   fmtCooldown,
   formFromChannel,
   isUrlKind,
@@ -180,6 +180,21 @@ function ChannelFormCard({
                     onInput={(e) => set("headers", (e.target as HTMLTextAreaElement).value)}
                   />
                   <FieldError errors={errors} k="headers" />
+                </label>
+              )}
+              {form.kind === "webhook" && (
+                <label>
+                  Signing secret{" "}
+                  <span class="muted small">(optional: each call carries X-Mocolab-Signature, an HMAC-SHA256)</span>
+                  <input
+                    type="password"
+                    name="signing_secret"
+                    autocomplete="off"
+                    value={form.signingSecret}
+                    data-testid="channel-field-signing_secret"
+                    onInput={(e) => set("signingSecret", (e.target as HTMLInputElement).value)}
+                  />
+                  <FieldError errors={errors} k="signing_secret" />
                 </label>
               )}
               {editing && form.secretSet && (
@@ -347,12 +362,12 @@ function DeliveryLog({ channel, tick }: { channel: ChannelPublic; tick: number }
       .then((r) => {
         setRows((cur) => {
           // keep older pages already loaded below the fresh first page
-          const fresh = r.data;
+          const fresh = r;
           if (!cur || cur.length <= LIMIT) return fresh;
           const seen = new Set(fresh.map((d) => d.id));
           return [...fresh, ...cur.filter((d) => !seen.has(d.id))];
         });
-        if (rows === null) setMore(r.data.length >= LIMIT);
+        setMore((m) => m && r.length >= LIMIT);
         setError(null);
         setRefreshed(Date.now());
       })
@@ -377,8 +392,8 @@ function DeliveryLog({ channel, tick }: { channel: ChannelPublic; tick: number }
     api
       .deliveries(channel.id, { limit: LIMIT, before: last.id })
       .then((r) => {
-        setRows((cur) => [...(cur ?? []), ...r.data]);
-        setMore(r.data.length >= LIMIT);
+        setRows((cur) => [...(cur ?? []), ...r]);
+        setMore(r.length >= LIMIT);
       })
       .catch(setError);
   };
@@ -420,7 +435,7 @@ function DeliveryLog({ channel, tick }: { channel: ChannelPublic; tick: number }
                   data-testid="delivery-row"
                   data-delivery-id={d.id}
                   data-status={d.status}
-                  data-event={d.event}
+                  data-kind={d.kind}
                 >
                   <td class="small" title={d.created_at}>
                     {timeAgo(d.created_at)}
@@ -443,7 +458,9 @@ function DeliveryLog({ channel, tick }: { channel: ChannelPublic; tick: number }
                               <span class="muted small" title={a.time}>
                                 {timeAgo(a.time)}
                               </span>{" "}
-                              <span class={a.ok ? "" : "bad"}>{attemptText(a)}</span>
+                              <span class={a.ok ? "" : "bad"}>
+                                {attemptText(a, channel.kind === "email" ? "smtp" : "http")}
+                              </span>
                             </li>
                           ))}
                         </ol>
@@ -490,10 +507,10 @@ function ChannelRow({
 }) {
   const [open, setOpen] = useState(false);
   const [busy, setBusy] = useState<string | null>(null);
-  const [test, setTest] = useState<ChannelTestResult | { error: string; ok: false } | null>(null);
+  const [test, setTest] = useState<{ ok: boolean; text: string } | null>(null);
   const [err, setErr] = useState<string | null>(null);
   const [tick, setTick] = useState(0);
-  const lastStatus = c.last_delivery?.status ?? last?.status ?? null;
+  const lastStatus = last?.status ?? null;
 
   const run = async (what: string, fn: () => Promise<void>) => {
     setBusy(what);
@@ -540,7 +557,12 @@ function ChannelRow({
           </label>
         </td>
         <td data-testid="channel-last-status" data-status={lastStatus ?? ""}>
-          <StatusChip status={lastStatus} title={c.last_delivery?.error ?? undefined} />
+          <StatusChip status={lastStatus} title={last?.last_error ?? last?.title} />
+          {last && (
+            <div class="muted small" title={last.created_at}>
+              {timeAgo(last.created_at)}
+            </div>
+          )}
         </td>
         <td class="channel-actions">
           <button
@@ -552,9 +574,12 @@ function ChannelRow({
               run("test", async () => {
                 setTest(null);
                 try {
-                  setTest(await api.testChannel(c.id));
+                  setTest(testResult(await api.testChannel(c.id), c.kind));
                 } catch (e) {
-                  setTest({ ok: false, error: e instanceof Error ? e.message : String(e) });
+                  setTest({
+                    ok: false,
+                    text: `The test could not be sent: ${e instanceof Error ? e.message : String(e)}`,
+                  });
                 }
                 setOpen(true);
                 setTick((t) => t + 1);
@@ -603,14 +628,7 @@ function ChannelRow({
                 data-testid="channel-test-result"
                 data-ok={test.ok ? "1" : "0"}
               >
-                {test.ok
-                  ? "Test message sent."
-                  : `The test was not delivered: ${"error" in test && test.error ? test.error : "see the log"}`}
-                {"delivery" in test && test.delivery
-                  ? ` (${test.delivery.status}${test.delivery.attempts.length ? `: ${attemptText(test.delivery.attempts[test.delivery.attempts.length - 1])}` : ""})`
-                  : "status_code" in test && test.status_code
-                    ? ` (HTTP ${test.status_code})`
-                    : ""}
+                {test.text}
               </div>
             )}
             {err && (
@@ -637,7 +655,7 @@ export function NotificationsPage() {
   const editId = route.query.get("edit");
   const adding = route.query.get("add") === "1";
   const [channels, setChannels] = useState<ChannelPublic[] | null>(null);
-  const [last, setLast] = useState<Record<string, DeliveryPublic | null>>({});
+  const [last, setLast] = useState<Record<number, DeliveryPublic | null>>({});
   const [error, setError] = useState<unknown>(null);
 
   const load = () => {
@@ -647,10 +665,10 @@ export function NotificationsPage() {
       .then((cs) => {
         setChannels(cs);
         // the last delivery of each channel, unless the server already says it
-        for (const c of cs.filter((x) => x.last_delivery === undefined))
+        for (const c of cs)
           api
             .deliveries(c.id, { limit: 1 })
-            .then((r) => setLast((cur) => ({ ...cur, [c.id]: r.data[0] ?? null })))
+            .then((r) => setLast((cur) => ({ ...cur, [c.id]: r[0] ?? null })))
             .catch(() => {});
       })
       .catch(setError);
@@ -662,7 +680,7 @@ export function NotificationsPage() {
   }, []);
 
   const go = (q: string) => navigate(`/notifications${q}`, true);
-  const editing = editId ? (channels?.find((c) => c.id === editId) ?? null) : null;
+  const editing = editId ? (channels?.find((c) => String(c.id) === editId) ?? null) : null;
   const replace = (c: ChannelPublic) =>
     setChannels((cur) =>
       cur ? (cur.some((x) => x.id === c.id) ? cur.map((x) => (x.id === c.id ? c : x)) : [...cur, c]) : [c],

@@ -1,20 +1,22 @@
 import { describe, expect, it } from "vitest";
-import type { ChannelPublic } from "../../api/types";
+import type { ChannelPublic, DeliveryPublic } from "../../api/types";
 import {
   attemptText,
   channelErrors,
   channelRequest,
   deliveryHref,
+  deliveryWhat,
   emptyChannelForm,
   formFromChannel,
   parseHeaders,
   rulesSummary,
   secretEditable,
   statusTone,
+  testResult,
 } from "./logic";
 
 const channel = (over: Partial<ChannelPublic> = {}): ChannelPublic => ({
-  id: "c1",
+  id: 1,
   team: "lab",
   project: null,
   name: "hooks",
@@ -85,7 +87,7 @@ describe("the channel form's secrets", () => {
       url: "an http:// or https:// URL",
     });
     const mail = channelRequest({ ...emptyChannelForm("email"), name: "m", to: "a@x.org, b@y.org" }, null);
-    expect(mail.body).toMatchObject({ kind: "email", to: ["a@x.org", "b@y.org"] });
+    expect(mail.body).toMatchObject({ kind: "email", emails: ["a@x.org", "b@y.org"] });
     expect(mail.body).not.toHaveProperty("url");
     expect(channelRequest({ ...emptyChannelForm("email"), name: "m", to: "a@x.org, nope" }, null).errors).toEqual({
       to: "not an address: nope",
@@ -123,12 +125,14 @@ describe("the rest of the page", () => {
       channelErrors([
         { loc: ["body", "url"], msg: "loopback not allowed", type: "x" },
         { loc: ["body", "cooldown_s"], msg: "too long", type: "x" },
+        { loc: ["body", "emails", 1], msg: "not an e-mail address", type: "x" },
         { loc: ["body", "rules", "alert_kinds", 0], msg: "unknown kind", type: "x" },
         { loc: ["body", "secret"], msg: "odd", type: "x" },
       ]),
     ).toEqual({
       url: "loopback not allowed",
       cooldown: "too long",
+      to: "not an e-mail address",
       "rules.alert_kinds": "unknown kind",
       "": "secret: odd",
     });
@@ -146,12 +150,51 @@ describe("the rest of the page", () => {
   it("reads deliveries and attempts", () => {
     expect(statusTone("sent")).toBe("ok");
     expect(statusTone("failed")).toBe("bad");
-    expect(statusTone("retrying")).toBe("pending");
+    expect(statusTone("pending")).toBe("pending");
     expect(statusTone(null)).toBe("none");
-    expect(attemptText({ time: "t", ok: true, status_code: 200, duration_ms: 12.4 })).toBe("HTTP 200 · in 12 ms");
-    expect(attemptText({ time: "t", ok: false, error: "connection refused" })).toBe("connection refused");
-    const d = { id: "d", channel_id: "c", event: "alert", status: "sent", attempts: [], created_at: "" };
-    expect(deliveryHref({ ...d, run_id: "r 1", step: 40 })).toBe("/runs/r%201?step=40");
+    const ok = { time: "t", ok: true, code: 200, reply: "ok", error: null, duration_ms: 12.4 };
+    expect(attemptText(ok)).toBe("HTTP 200 · in 12 ms");
+    expect(attemptText({ ...ok, ok: false, code: null, reply: null, error: "connection refused" })).toBe(
+      "connection refused · in 12 ms",
+    );
+    expect(attemptText({ ...ok, ok: false, code: 503, reply: "down for maintenance" })).toBe(
+      "HTTP 503 · down for maintenance · in 12 ms",
+    );
+    expect(attemptText({ ...ok, code: 250 }, "smtp")).toBe("SMTP 250 · in 12 ms");
+    const d: DeliveryPublic = {
+      id: 7,
+      channel_id: 1,
+      kind: "alert",
+      title: "grad_spike at step 40",
+      run_id: "r 1",
+      step: 40,
+      status: "sent",
+      attempt_count: 1,
+      suppressed: 0,
+      created_at: "",
+      next_attempt_at: null,
+      sent_at: null,
+      last_error: null,
+      attempts: [ok],
+    };
+    expect(deliveryHref(d)).toBe("/runs/r%201?step=40");
     expect(deliveryHref({ ...d, run_id: null })).toBeNull();
+    expect(deliveryWhat({ ...d, suppressed: 2 })).toBe("grad_spike at step 40 (+2 more within the cooldown)");
+    expect(testResult(d, "webhook")).toEqual({ ok: true, text: "Test message delivered (HTTP 200 · in 12 ms)." });
+    expect(
+      testResult({ ...d, status: "pending", attempts: [{ ...ok, ok: false, code: 500, reply: "boom" }] }, "webhook"),
+    ).toEqual({ ok: false, text: "The test was not delivered (HTTP 500 · boom · in 12 ms); see the delivery log." });
+  });
+
+  it("widens a channel to every project with all_projects, and sends e-mail recipients only when changed", () => {
+    const c = channel({ project: "vit" });
+    expect(channelRequest({ ...formFromChannel(c), project: "" }, c).body).toMatchObject({ all_projects: true });
+    expect(channelRequest(formFromChannel(c), c).body).not.toHaveProperty("project");
+    expect(channelRequest({ ...formFromChannel(c), project: "cnn" }, c).body).toMatchObject({ project: "cnn" });
+    const mail = channel({ kind: "email", has_secret: false, target_hint: "a@x.org, b@y.org" });
+    expect(channelRequest(formFromChannel(mail), mail).body).not.toHaveProperty("emails");
+    expect(channelRequest({ ...formFromChannel(mail), to: "a@x.org" }, mail).body).toMatchObject({
+      emails: ["a@x.org"],
+    });
   });
 });

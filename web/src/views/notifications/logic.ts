@@ -25,6 +25,8 @@ export interface ChannelForm {
   url: string;
   /** webhook: extra headers, "Name: value" one a line; write-only like the URL */
   headers: string;
+  /** webhook: the key that signs each call (X-Mocolab-Signature); write-only */
+  signingSecret: string;
   /** email: the recipients, comma- or line-separated */
   to: string;
   /** null = every alert kind */
@@ -39,7 +41,8 @@ export interface ChannelForm {
   replacing: boolean;
 }
 
-export const DEFAULT_COOLDOWN_S = 900;
+/** The server's defaults (server/notify/schemas.py): every end, evaluations and studies, 30 min cooldown. */
+export const DEFAULT_COOLDOWN_S = 1800;
 
 export function emptyChannelForm(kind: ChannelKind = "webhook"): ChannelForm {
   return {
@@ -49,12 +52,13 @@ export function emptyChannelForm(kind: ChannelKind = "webhook"): ChannelForm {
     enabled: true,
     url: "",
     headers: "",
+    signingSecret: "",
     to: "",
     alertKinds: null,
     severities: ["warning", "critical"],
-    runEnds: ["failed", "lost"],
-    evaluations: false,
-    studies: false,
+    runEnds: ["succeeded", "failed", "lost"],
+    evaluations: true,
+    studies: true,
     cooldown: String(DEFAULT_COOLDOWN_S),
     secretSet: false,
     replacing: false,
@@ -132,20 +136,19 @@ export function channelRequest(
   const errors: Record<string, string> = {};
   const name = form.name.trim();
   if (!name) errors.name = "required";
-  else if (name.length > 100) errors.name = "at most 100 characters";
+  else if (name.length > 64) errors.name = "at most 64 characters";
   const cooldown = Number(form.cooldown.trim());
   if (form.cooldown.trim() === "" || !Number.isInteger(cooldown) || cooldown < 0)
     errors.cooldown = "a whole number of seconds, 0 or more";
   if (form.alertKinds !== null && form.alertKinds.length === 0 && form.severities.length > 0)
     errors["rules.alert_kinds"] = "pick at least one kind, or all";
-  const body: ChannelWrite = {
-    name,
-    enabled: form.enabled,
-    project: form.project.trim() || null,
-    rules: rulesOf(form),
-    cooldown_s: cooldown,
-  };
-  if (!existing) body.kind = form.kind;
+  const project = form.project.trim();
+  const body: ChannelWrite = { name, enabled: form.enabled, rules: rulesOf(form), cooldown_s: cooldown };
+  if (!existing) {
+    body.kind = form.kind;
+    if (project) body.project = project;
+  } else if (project && project !== existing.project) body.project = project;
+  else if (!project && existing.project !== null) body.all_projects = true; // PATCH: a null project means unchanged
   const sendSecret = secretEditable(form, existing !== null);
   if (isUrlKind(form.kind) && sendSecret) {
     const url = form.url.trim();
@@ -157,18 +160,24 @@ export function channelRequest(
       if (h.error) errors.headers = h.error;
       else body.headers = h.headers;
     }
+    if (form.kind === "webhook" && form.signingSecret) {
+      if (form.signingSecret.length < 8) errors.signing_secret = "at least 8 characters";
+      else body.signing_secret = form.signingSecret;
+    }
   }
   if (form.kind === "email") {
     const to = parseRecipients(form.to);
+    const bad = to.find((a) => !/^[^@\s]+@[^@\s]+$/.test(a));
     if (!to.length) errors.to = "at least one address";
-    else if (to.some((a) => !/^[^@\s]+@[^@\s]+$/.test(a)))
-      errors.to = `not an address: ${to.find((a) => !/^[^@\s]+@[^@\s]+$/.test(a))}`;
-    else body.to = to;
+    else if (bad) errors.to = `not an address: ${bad}`;
+    else if (!existing || to.join(",") !== parseRecipients(existing.target_hint).join(",")) body.emails = to;
   }
   return Object.keys(errors).length ? { body: null, errors } : { body, errors: {} };
 }
 
-const FORM_KEYS = ["name", "kind", "project", "url", "headers", "to", "cooldown", "enabled"];
+const FORM_KEYS = ["name", "kind", "project", "url", "headers", "signing_secret", "to", "cooldown", "enabled"];
+/** The API's field names that the form calls otherwise. */
+const API_TO_FORM: Record<string, string> = { cooldown_s: "cooldown", emails: "to", all_projects: "project" };
 
 /** The API's 422 items by form key: ["body", "cooldown_s"] -> cooldown, ["body", "rules", "severities", 0] ->
  * rules.severities; anything else under "" (atop the form). */
@@ -178,7 +187,7 @@ export function channelErrors(detail: ValidationItem[]): Record<string, string> 
   for (const item of detail) {
     const loc = (item.loc ?? []).map(String);
     const rest = loc[0] === "body" ? loc.slice(1) : loc;
-    const head = rest[0] === "cooldown_s" ? "cooldown" : (rest[0] ?? "");
+    const head = API_TO_FORM[rest[0]] ?? rest[0] ?? "";
     if (head === "rules" && rest[1]) add(`rules.${rest[1]}`, item.msg);
     else if (FORM_KEYS.includes(head)) add(head, item.msg);
     else add("", rest.length ? `${rest.join(".")}: ${item.msg}` : item.msg);
@@ -211,33 +220,29 @@ export function fmtCooldown(s: number): string {
   return `${s} s`;
 }
 
-/** A status's tone for its chip: ok (delivered), bad (gave up), pending (waiting or retrying). */
+/** A status's tone for its chip: ok (sent), bad (failed: gave up), pending (waiting for its next try). */
 export function statusTone(status: string | null | undefined): "ok" | "bad" | "pending" | "none" {
   if (!status) return "none";
-  const s = status.toLowerCase();
-  if (["sent", "delivered", "ok", "succeeded"].includes(s)) return "ok";
-  if (["failed", "dead", "gave_up", "error"].includes(s)) return "bad";
+  if (status === "sent") return "ok";
+  if (status === "failed") return "bad";
   return "pending";
 }
 
-/** What one attempt got: "HTTP 200 in 12 ms", "connection refused", ... */
-export function attemptText(a: DeliveryAttempt): string {
+/** What one attempt got: "HTTP 200 · in 12 ms", "HTTP 500 · upstream down · in 3 ms", "connection refused". */
+export function attemptText(a: DeliveryAttempt, kind: "http" | "smtp" = "http"): string {
   const parts: string[] = [];
-  if (a.status_code !== null && a.status_code !== undefined) parts.push(`HTTP ${a.status_code}`);
+  if (a.code !== null && a.code !== undefined) parts.push(`${kind === "smtp" ? "SMTP" : "HTTP"} ${a.code}`);
   if (a.error) parts.push(a.error);
+  else if (a.reply && !a.ok) parts.push(a.reply.slice(0, 200));
   if (!parts.length) parts.push(a.ok ? "delivered" : "failed");
   if (a.duration_ms !== null && a.duration_ms !== undefined) parts.push(`in ${Math.round(a.duration_ms)} ms`);
   return parts.join(" · ");
 }
 
-/** What a delivery was about, in a few words. */
+/** What a delivery was about, in a few words (its title, and the incidents the cooldown folded into it). */
 export function deliveryWhat(d: DeliveryPublic): string {
-  if (d.summary) return d.summary;
-  const ev = d.event.replace(/_/g, " ");
-  const where = d.run_id
-    ? ` · run ${d.run_id.slice(0, 12)}${d.step !== null && d.step !== undefined ? ` step ${d.step}` : ""}`
-    : "";
-  return `${ev}${where}`;
+  const title = d.title || d.kind.replace(/_/g, " ");
+  return d.suppressed > 0 ? `${title} (+${d.suppressed} more within the cooldown)` : title;
 }
 
 /** The run page link of a delivery about a run (at its step, as the message's own link). */
@@ -250,4 +255,15 @@ export function deliveryHref(d: DeliveryPublic): string | null {
 /** Whether any delivery may still change (the log polls while one does). */
 export function anyPending(ds: DeliveryPublic[]): boolean {
   return ds.some((d) => statusTone(d.status) === "pending");
+}
+
+/** The "Send a test" answer (the delivery, tried once) in one line. */
+export function testResult(d: DeliveryPublic, kind: ChannelKind): { ok: boolean; text: string } {
+  const last = d.attempts[d.attempts.length - 1];
+  const how = last ? ` (${attemptText(last, kind === "email" ? "smtp" : "http")})` : "";
+  if (d.status === "sent") return { ok: true, text: `Test message delivered${how}.` };
+  return {
+    ok: false,
+    text: `The test was not delivered${how}${!last && d.last_error ? `: ${d.last_error}` : ""}; see the delivery log.`,
+  };
 }
