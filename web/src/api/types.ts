@@ -200,35 +200,43 @@ export interface DeliveryPublic {
 // ----------------------------------------------------------------- fork and lineage (issue 13, h-lineage)
 
 export interface ForkRequest {
-  checkpoint_step?: number;
-  overrides: Record<string, unknown>;
-  spec?: Record<string, unknown>;
-  name?: string;
+  /** default: the parent's latest checkpoint */
+  checkpoint_step?: number | null;
+  /** dotted keys on top of the parent's spec */
+  overrides?: Record<string, unknown>;
+  spec?: Record<string, unknown> | null;
+  /** default: "fork of <parent> @<step>" */
+  name?: string | null;
   tags?: string[];
   notes?: string;
-  queue?: string;
+  queue?: string | null;
 }
 
 export interface LineageFork {
   id: string;
   name: string | null;
   status: RunStatus;
-  step: number;
+  /** the step of the parent the fork started from */
+  step: number | null;
 }
 
 export interface LineageBranch {
   branch: number;
+  /** the step training had reached when it rolled back */
   from_step: number;
+  /** the checkpoint's step it restarted from */
   to_step: number;
   alert_kind: string;
-  alert_step: number;
-  lr_scale: number;
-  skipped: [number, number] | null;
-  time: number | string | null;
+  alert_step: number | null;
+  /** the lr scale after the rollback */
+  lr_scale: number | null;
+  /** [first, last] data positions skipped */
+  skipped: number[] | null;
+  time: number;
 }
 
 export interface LineagePublic {
-  parent: { id: string; name: string | null; step: number } | null;
+  parent: { id: string; name: string | null; step: number | null } | null;
   forks: LineageFork[];
   branches: LineageBranch[];
 }

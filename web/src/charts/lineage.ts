@@ -51,7 +51,8 @@ export function lineageOverlay(
   const labelOf = new Map(runs.map((r) => [r.id, r.label]));
   for (const r of runs) {
     const lin = lineages.get(r.id) ?? null;
-    const forkStep = lin?.parent?.step ?? (r.kind === "pretrain" ? r.parentStep : null);
+    // an evaluation's parent_step is the checkpoint it reads, not a branch point
+    const forkStep = r.kind === "pretrain" ? (lin?.parent?.step ?? r.parentStep) : null;
     const parentId = lin?.parent?.id ?? r.parentRunId;
     if (forkStep !== null && forkStep !== undefined && parentId) {
       const from = labelOf.get(parentId) ?? lin?.parent?.name ?? parentId;

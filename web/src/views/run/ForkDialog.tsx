@@ -64,7 +64,7 @@ export function ForkDialog({
       navigate(`/runs/${encodeURIComponent(child.id)}`);
     } catch (err) {
       if (err instanceof ApiError && err.validation.length)
-        setErrors(forkErrors(err.validation, Object.keys(req.body.overrides)));
+        setErrors(forkErrors(err.validation, Object.keys(req.body.overrides ?? {})));
       else setErrors({ "": err instanceof Error ? err.message : String(err) });
       setBusy(false);
     }

@@ -51,7 +51,8 @@ export function LineagePanel({ id, lineage, error }: { id: string; lineage: Line
       )}
       {parent && (
         <p data-testid="lineage-parent">
-          Forked from <Link href={runHref(parent.id)}>{parent.name || parent.id}</Link> at step <b>{parent.step}</b> ·{" "}
+          Forked from <Link href={runHref(parent.id)}>{parent.name || parent.id}</Link> at step{" "}
+          <b>{parent.step ?? "?"}</b> ·{" "}
           <Link href={compareHref([parent.id, id])} data-testid="lineage-compare-parent">
             compare with it
           </Link>
@@ -128,12 +129,16 @@ export function LineagePanel({ id, lineage, error }: { id: string; lineage: Line
                     from step <b>{b.from_step}</b> to the checkpoint at step <b>{b.to_step}</b>
                   </td>
                   <td>
-                    <Link href={`${runHref(id)}?step=${b.alert_step}`}>
-                      {alertLabel(b.alert_kind)} at step {b.alert_step}
-                    </Link>
+                    {b.alert_step !== null ? (
+                      <Link href={`${runHref(id)}?step=${b.alert_step}`}>
+                        {alertLabel(b.alert_kind)} at step {b.alert_step}
+                      </Link>
+                    ) : (
+                      alertLabel(b.alert_kind)
+                    )}
                   </td>
                   <td class="num">{fmtNum(b.lr_scale)}</td>
-                  <td>{b.skipped ? `steps ${b.skipped[0]}–${b.skipped[1]}` : "none"}</td>
+                  <td>{b.skipped && b.skipped.length === 2 ? `steps ${b.skipped[0]}–${b.skipped[1]}` : "none"}</td>
                   <td class="small">{timeAgo(b.time)}</td>
                 </tr>
               ))}
