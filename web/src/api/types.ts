@@ -236,9 +236,9 @@ export interface LineageBranch {
 }
 
 export interface LineagePublic {
-  parent: { id: string; name: string | null; step: number | null } | null;
-  forks: LineageFork[];
-  branches: LineageBranch[];
+  parent?: { id: string; name: string | null; step?: number | null } | null;
+  forks?: LineageFork[];
+  branches?: LineageBranch[];
 }
 
 /** A run with the step it was forked at (null for a run that is not a fork). */

@@ -129,6 +129,7 @@ export function ComparePage({ ids }: { ids: string[] }) {
     );
 
   const color = runColor;
+  const nBranches = (id: string) => lineages.get(id)?.branches?.length ?? 0;
   const flats = runs.map((r) => flatten(r.spec));
   return (
     <main class="page">
@@ -167,10 +168,9 @@ export function ComparePage({ ids }: { ids: string[] }) {
                       at step {parentStep(r)}
                     </div>
                   )}
-                  {(lineages.get(r.id)?.branches.length ?? 0) > 0 && (
+                  {nBranches(r.id) > 0 && (
                     <div class="muted small" data-testid="compare-branches">
-                      {lineages.get(r.id)!.branches.length} rollback branch
-                      {lineages.get(r.id)!.branches.length > 1 ? "es" : ""} (dashed)
+                      {nBranches(r.id)} rollback branch{nBranches(r.id) > 1 ? "es" : ""} (dashed)
                     </div>
                   )}
                 </td>

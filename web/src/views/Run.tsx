@@ -100,7 +100,7 @@ export function RunPage({ id }: { id: string }) {
   ];
   if (isPretrain) {
     const l = lineage.lineage;
-    const n = l ? l.forks.length + l.branches.length + (l.parent ? 1 : 0) : 0;
+    const n = l ? (l.forks?.length ?? 0) + (l.branches?.length ?? 0) + (l.parent ? 1 : 0) : 0;
     tabs.push(["lineage", `Lineage${n ? ` (${n})` : ""}`]);
   }
 

@@ -39,7 +39,9 @@ const runHref = (id: string) => `/runs/${encodeURIComponent(id)}`;
 export function LineagePanel({ id, lineage, error }: { id: string; lineage: LineagePublic | null; error: unknown }) {
   if (error) return <ErrorBox error={error} />;
   if (!lineage) return <Loading what="lineage" />;
-  const { parent, forks, branches } = lineage;
+  const parent = lineage.parent ?? null;
+  const forks = lineage.forks ?? [];
+  const branches = lineage.branches ?? [];
   const nothing = !parent && forks.length === 0 && branches.length === 0;
   return (
     <section aria-label="Lineage" data-testid="lineage-panel">
