@@ -1,10 +1,11 @@
-"""Issue 13 in a real headless Chromium against the real embedded stack: the Notifications page (a webhook channel
-pointing at a real HTTP receiver on loopback, run by the test; "Send a test"; the delivery in the log with its
-attempt; the channel's URL, a secret, never shown again), and the fork flow (fork a finished fmnist_tiny run from
-its checkpoint at step 32 with a lower lr; the fork's page says where it came from; the parent's Lineage tab lists
-it; the compare page draws both on one step axis with a marker at the branch point), and `?step=N` (the link a
-notification carries) marking that step on every chart. The pages are screenshotted (scripts/screenshots.sh puts
-notifications.png and fork-compare.png in docs/screenshots).
+"""Issue 13 in a real headless Chromium against the real embedded stack: the Notifications page (a webhook
+channel pointing at a real HTTP receiver on loopback, run by the test; "Send a test"; the delivery in the log
+with its attempt; the channel's URL, a secret, never shown again), the fork flow (fork a finished fmnist_tiny
+run, which rolled back once, from its checkpoint at step 32 with a lower lr; the fork's page says where it came
+from; the parent's Lineage tab lists the fork and the rollback branch; the compare page draws the fork and the
+abandoned branch (dashed) on the parent's step axis with a marker at each branch point), and `?step=N` (the link
+a notification carries) marking that step on every chart. The pages are screenshotted (scripts/screenshots.sh
+puts notifications.png and fork-compare.png in docs/screenshots).
 
 The stack lets webhooks reach 127.0.0.1 (MOCOLAB_NOTIFY_ALLOW_NETS in conftest.py): the server refuses loopback
 targets by default. Every wait is Playwright's auto-waiting `expect` with a generous timeout.
@@ -170,11 +171,16 @@ def test_a_webhook_channel_sends_a_test_and_logs_it_and_never_shows_its_secret(
 # ---------------------------------------------------------------------------------------------- fork
 @pytest.fixture(scope="module")
 def finished_tiny(api: Client) -> str:
-    """A finished fmnist_tiny run (60 steps; checkpoints at 16, 32, 48 and the end)."""
+    """A finished fmnist_tiny run (60 steps; checkpoints at 16, 32, 48 and the end) that rolled back once: a
+    gradient spike injected at step 20 sends it back to its checkpoint at 16 with a lower lr (branch 1)."""
     run_id = api.submit({"kind": "pretrain", "preset": "fmnist_tiny", "name": "e2e: fork parent",
-                         "overrides": {"train.max_steps": 60}, "tags": ["e2e"]})["id"]
+                         "overrides": {"train.max_steps": 60, "faults.spike_at_step": 20,
+                                       "faults.spike_scale": 1000, "monitor.policy": "rollback"},
+                         "tags": ["e2e"]})["id"]
     run = wait_for_run(api, run_id)
     assert run["status"] == "succeeded", run
+    (branch,) = api.get(f"/runs/{run_id}/lineage")["branches"]
+    assert branch["to_step"] == 16, branch
     return str(run_id)
 
 
@@ -205,22 +211,30 @@ def test_fork_from_a_checkpoint_shows_its_lineage_and_compares_on_the_parents_st
     done = wait_for_run(api, fork)
     assert done["status"] == "succeeded", done
 
-    # the parent's Lineage tab lists the fork; its link draws both on the parent's step axis
+    # the parent's Lineage tab lists the fork and the rollback branch; its link draws them on the parent's steps
     page.get_by_test_id("forked-from").get_by_role("link").click()
     expect(page.get_by_test_id("step-focus")).to_have_attribute("data-step", "32")
     page.get_by_test_id("tab-lineage").click()
     row = page.locator(f'[data-testid="lineage-fork"][data-run-id="{fork}"]')
     expect(row).to_have_attribute("data-step", "32")
     expect(row.get_by_test_id("run-status")).to_have_attribute("data-status", "succeeded")
+    branch = page.get_by_test_id("lineage-branch")
+    expect(branch).to_have_count(1)
+    expect(branch).to_contain_text("to the checkpoint at step 16")
     page.get_by_test_id("lineage-compare-forks").click()
     expect(page).to_have_url(re.compile(r"/compare\?ids="))
     expect(page.get_by_test_id("compare-row")).to_have_count(2)
     expect(page.locator(f'[data-testid="compare-row"][data-run-id="{fork}"]').get_by_test_id("compare-fork-of")
            ).to_contain_text("at step 32")
+    expect(page.locator(f'[data-testid="compare-row"][data-run-id="{parent}"]').get_by_test_id("compare-branches")
+           ).to_contain_text("1 rollback branch")
     loss = page.get_by_test_id("chart-loss")
     expect(loss).to_have_attribute("data-drawn", "1", timeout=60_000)
-    expect(loss).to_have_attribute("data-markers", "32")
+    # the rollback's checkpoint (16) and the fork point (32), on the parent's step axis
+    expect(loss).to_have_attribute("data-markers", "16,32")
     expect(page.get_by_test_id("compare-branch-points")).to_contain_text("step 32")
+    # the abandoned curve, dashed, beside the two runs'
+    expect(loss.locator(".legend-item.dashed")).to_contain_text("rollback 1 (abandoned)")
     shot(page, "fork-compare")
 
 

@@ -35,6 +35,8 @@ export interface Marker {
   label: string;
   kind?: "alert" | "step" | "branch";
   color?: string;
+  /** What the marker stands for in full (the chart draws the short label). */
+  detail?: string;
 }
 
 const MARKER_COLOR: Record<NonNullable<Marker["kind"]>, string> = {
@@ -73,6 +75,11 @@ function tickText(v: number | null): string {
 function withAlpha(hex: string, a: number): string {
   const n = parseInt(hex.slice(1), 16);
   return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${a})`;
+}
+
+/** Whether any y column (after the x column) holds a value: a log chart of zeros draws nothing. */
+function hasPositive(data: uPlot.AlignedData): boolean {
+  return data.slice(1).some((col) => (col as (number | null)[]).some((v) => v !== null && v > 0));
 }
 
 function dataOf(lines: ChartLine[], logY: boolean) {
@@ -137,9 +144,11 @@ export function LineChart(p: LineChartProps) {
       ctx.rect(left, top, width, height);
       ctx.clip();
       const dpr = uPlot.pxRatio;
+      let row = 0; // labels of neighbouring markers go on staggered rows so that they do not overprint
       for (const m of latest.current.markers ?? []) {
         const x = u.valToPos(m.step, "x", true);
         if (x < left || x > left + width) continue;
+        const labelY = top + (11 + 12 * (row++ % 3)) * dpr;
         const color = m.color ?? MARKER_COLOR[m.kind ?? "alert"];
         ctx.strokeStyle = color;
         ctx.setLineDash(m.kind === "step" ? [] : [4 * dpr, 3 * dpr]);
@@ -151,7 +160,7 @@ export function LineChart(p: LineChartProps) {
         ctx.setLineDash([]);
         ctx.fillStyle = color;
         ctx.font = `${m.kind === "step" ? "bold " : ""}${10 * dpr}px system-ui, sans-serif`;
-        ctx.fillText(m.label, x + 3 * dpr, top + (m.kind === "step" ? 23 : 11) * dpr);
+        ctx.fillText(m.label, x + 3 * dpr, labelY);
       }
       for (const nf of nonFinite.current) {
         const x = u.valToPos(nf.step, "x", true);
@@ -284,6 +293,11 @@ export function LineChart(p: LineChartProps) {
               {l.label}
             </span>
           ))}
+          {p.logY && computed.aligned.points > 0 && !hasPositive(computed.data) && (
+            <span class="muted small" data-testid="log-empty">
+              no value above 0 to draw on a log scale
+            </span>
+          )}
           {nf > 0 && (
             <span class="nonfinite-note" data-testid="nonfinite-marker" title="Buckets whose value is not finite">
               ▼ {nf} non-finite

@@ -50,8 +50,14 @@ describe("lineageOverlay", () => {
     ]);
     expect(branchKey(branches[0])).toBe("a#1");
     expect(markers).toEqual([
-      { step: 32, label: "fork B ← A", kind: "branch", color: fork.color },
-      { step: 48, label: "rollback 1 of A", kind: "branch", color: parent.color },
+      { step: 32, label: "fork", detail: "B forked from A", kind: "branch", color: fork.color },
+      {
+        step: 48,
+        label: "rollback 1",
+        detail: "rollback 1 of A (back from step 50)",
+        kind: "branch",
+        color: parent.color,
+      },
     ]);
   });
 
@@ -61,7 +67,7 @@ describe("lineageOverlay", () => {
       new Map([["b", null]]),
     );
     expect(branches).toEqual([]);
-    expect(markers).toEqual([{ step: 16, label: "fork B ← zzz", kind: "branch", color: "#bbb" }]);
+    expect(markers).toEqual([{ step: 16, label: "fork", detail: "B forked from zzz", kind: "branch", color: "#bbb" }]);
   });
 
   it("joins markers at one step, and leaves evaluation runs (parent, no fork step) unmarked", () => {
@@ -74,7 +80,8 @@ describe("lineageOverlay", () => {
       new Map(),
     );
     expect(markers).toHaveLength(1);
-    expect(markers[0].label).toBe("fork B ← a, fork C ← a");
+    expect(markers[0].label).toBe("fork");
+    expect(markers[0].detail).toBe("B forked from a; C forked from a");
   });
 });
 

@@ -42,11 +42,13 @@ export function lineageOverlay(
   lineages: Map<string, LineagePublic | null>,
 ): { branches: BranchLine[]; markers: Marker[] } {
   const branches: BranchLine[] = [];
-  const at = new Map<number, { labels: string[]; color: string }>();
-  const mark = (step: number, label: string, color: string) => {
+  const at = new Map<number, { labels: string[]; details: string[]; color: string }>();
+  const mark = (step: number, label: string, detail: string, color: string) => {
     const m = at.get(step);
-    if (m) m.labels.push(label);
-    else at.set(step, { labels: [label], color });
+    if (m) {
+      m.labels.push(label);
+      m.details.push(detail);
+    } else at.set(step, { labels: [label], details: [detail], color });
   };
   const labelOf = new Map(runs.map((r) => [r.id, r.label]));
   for (const r of runs) {
@@ -56,7 +58,7 @@ export function lineageOverlay(
     const parentId = lin?.parent?.id ?? r.parentRunId;
     if (forkStep !== null && forkStep !== undefined && parentId) {
       const from = labelOf.get(parentId) ?? lin?.parent?.name ?? parentId;
-      mark(forkStep, `fork ${r.label} ← ${from}`, r.color);
+      mark(forkStep, "fork", `${r.label} forked from ${from}`, r.color);
     }
     for (const b of lin?.branches ?? []) {
       branches.push({
@@ -67,12 +69,23 @@ export function lineageOverlay(
         fromStep: b.from_step,
         toStep: b.to_step,
       });
-      mark(b.to_step, `rollback ${b.branch} of ${r.label}`, r.color);
+      mark(
+        b.to_step,
+        `rollback ${b.branch}`,
+        `rollback ${b.branch} of ${r.label} (back from step ${b.from_step})`,
+        r.color,
+      );
     }
   }
   const markers: Marker[] = Array.from(at.entries())
     .sort((a, b) => a[0] - b[0])
-    .map(([step, m]) => ({ step, label: m.labels.join(", "), kind: "branch" as const, color: m.color }));
+    .map(([step, m]) => ({
+      step,
+      label: Array.from(new Set(m.labels)).join(", "),
+      detail: m.details.join("; "),
+      kind: "branch" as const,
+      color: m.color,
+    }));
   return { branches, markers };
 }
 

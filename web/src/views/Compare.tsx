@@ -201,7 +201,7 @@ export function ComparePage({ ids }: { ids: string[] }) {
       {overlay.markers.length > 0 && (
         <p class="muted small" data-testid="compare-branch-points">
           On one step axis: a fork continues its parent's step numbering; vertical lines mark where a line left its
-          parent ({overlay.markers.map((m) => `step ${m.step}: ${m.label}`).join("; ")})
+          parent ({overlay.markers.map((m) => `step ${m.step}: ${m.detail ?? m.label}`).join("; ")})
           {overlay.branches.length ? "; dashed lines are the steps a rollback abandoned" : ""}.
         </p>
       )}

@@ -511,6 +511,8 @@ function ChannelRow({
   const [err, setErr] = useState<string | null>(null);
   const [tick, setTick] = useState(0);
   const lastStatus = last?.status ?? null;
+  const [enabled, setEnabled] = useState(c.enabled);
+  useEffect(() => setEnabled(c.enabled), [c.enabled]);
 
   const run = async (what: string, fn: () => Promise<void>) => {
     setBusy(what);
@@ -525,7 +527,7 @@ function ChannelRow({
 
   return (
     <>
-      <tr data-testid="channel-row" data-channel-id={c.id} data-kind={c.kind} class={c.enabled ? "" : "dim"}>
+      <tr data-testid="channel-row" data-channel-id={c.id} data-kind={c.kind} class={enabled ? "" : "dim"}>
         <td>
           <b>{c.name}</b>
           <div class="muted small">{c.project ? `project ${c.project}` : "every project"}</div>
@@ -543,17 +545,25 @@ function ChannelRow({
           <label class="check">
             <input
               type="checkbox"
-              checked={c.enabled}
+              checked={enabled}
               disabled={busy !== null}
               data-testid="channel-enabled"
               aria-label={`${c.name} enabled`}
-              onChange={(e) =>
-                run("enable", async () =>
-                  onChanged(await api.updateChannel(c.id, { enabled: (e.target as HTMLInputElement).checked })),
-                )
-              }
+              onChange={(e) => {
+                // shown at once; back to the server's state when the PATCH fails
+                const on = (e.target as HTMLInputElement).checked;
+                setEnabled(on);
+                void run("enable", async () => {
+                  try {
+                    onChanged(await api.updateChannel(c.id, { enabled: on }));
+                  } catch (err) {
+                    setEnabled(c.enabled);
+                    throw err;
+                  }
+                });
+              }}
             />
-            {c.enabled ? "on" : "off"}
+            {enabled ? "on" : "off"}
           </label>
         </td>
         <td data-testid="channel-last-status" data-status={lastStatus ?? ""}>
@@ -564,58 +574,60 @@ function ChannelRow({
             </div>
           )}
         </td>
-        <td class="channel-actions">
-          <button
-            type="button"
-            class="btn small"
-            disabled={busy !== null}
-            data-testid="channel-test"
-            onClick={() =>
-              run("test", async () => {
-                setTest(null);
-                try {
-                  setTest(testResult(await api.testChannel(c.id), c.kind));
-                } catch (e) {
-                  setTest({
-                    ok: false,
-                    text: `The test could not be sent: ${e instanceof Error ? e.message : String(e)}`,
-                  });
-                }
-                setOpen(true);
-                setTick((t) => t + 1);
-                onRefresh();
-              })
-            }
-          >
-            {busy === "test" ? "Sending…" : "Send a test"}
-          </button>
-          <button
-            type="button"
-            class="btn small"
-            aria-expanded={open}
-            data-testid="channel-log"
-            onClick={() => setOpen((o) => !o)}
-          >
-            {open ? "Hide log" : "Delivery log"}
-          </button>
-          <button type="button" class="btn small" data-testid="channel-edit" onClick={onEdit}>
-            Edit
-          </button>
-          <button
-            type="button"
-            class="btn small danger"
-            disabled={busy !== null}
-            data-testid="channel-delete"
-            onClick={() =>
-              confirm(`Delete the channel "${c.name}"? Its delivery log goes with it.`) &&
-              run("delete", async () => {
-                await api.deleteChannel(c.id);
-                onDeleted();
-              })
-            }
-          >
-            Delete
-          </button>
+        <td>
+          <div class="channel-actions">
+            <button
+              type="button"
+              class="btn small"
+              disabled={busy !== null}
+              data-testid="channel-test"
+              onClick={() =>
+                run("test", async () => {
+                  setTest(null);
+                  try {
+                    setTest(testResult(await api.testChannel(c.id), c.kind));
+                  } catch (e) {
+                    setTest({
+                      ok: false,
+                      text: `The test could not be sent: ${e instanceof Error ? e.message : String(e)}`,
+                    });
+                  }
+                  setOpen(true);
+                  setTick((t) => t + 1);
+                  onRefresh();
+                })
+              }
+            >
+              {busy === "test" ? "Sending…" : "Send a test"}
+            </button>
+            <button
+              type="button"
+              class="btn small"
+              aria-expanded={open}
+              data-testid="channel-log"
+              onClick={() => setOpen((o) => !o)}
+            >
+              {open ? "Hide log" : "Delivery log"}
+            </button>
+            <button type="button" class="btn small" data-testid="channel-edit" onClick={onEdit}>
+              Edit
+            </button>
+            <button
+              type="button"
+              class="btn small danger"
+              disabled={busy !== null}
+              data-testid="channel-delete"
+              onClick={() =>
+                confirm(`Delete the channel "${c.name}"? Its delivery log goes with it.`) &&
+                run("delete", async () => {
+                  await api.deleteChannel(c.id);
+                  onDeleted();
+                })
+              }
+            >
+              Delete
+            </button>
+          </div>
         </td>
       </tr>
       {(test || err) && (
@@ -623,7 +635,7 @@ function ChannelRow({
           <td colSpan={7}>
             {test && (
               <div
-                class={`state ${test.ok ? "ok" : "error"} small`}
+                class={`test-result ${test.ok ? "ok" : "bad"}`}
                 role="status"
                 data-testid="channel-test-result"
                 data-ok={test.ok ? "1" : "0"}
@@ -632,7 +644,7 @@ function ChannelRow({
               </div>
             )}
             {err && (
-              <div class="state error small" role="alert" data-testid="action-error">
+              <div class="test-result bad" role="alert" data-testid="action-error">
                 {err}
               </div>
             )}

@@ -33,6 +33,7 @@ const channel = (over: Partial<ChannelPublic> = {}): ChannelPublic => ({
   },
   cooldown_s: 600,
   created_at: "2026-01-01T00:00:00Z",
+  updated_at: "2026-01-01T00:00:00Z",
   ...over,
 });
 
