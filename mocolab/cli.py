@@ -6,6 +6,7 @@
     mocolab admin ...          users, teams, tokens
     mocolab submit [--gpus N] [--nodes N] | runs | show | cancel | logs     the REST API, for scripts
     mocolab datasets list | show NAME | add NAME PATH | prepare NAME | rm NAME   the team's datasets
+    mocolab channels list | add NAME --kind K ... | test ID | log ID | rm ID   notification channels
     mocolab engine ...         the engine's own CLI (python -m mocov3_core)
 
 Bad input is one line on stderr and exit status 2. `up` and `demo` read MOCOLAB_STATE, MOCOLAB_HOST,
@@ -25,6 +26,8 @@ from urllib.parse import quote
 
 from server.runs.lifecycle import TERMINAL  # standard library only: no server runtime comes with it
 
+from .channels import add_parser as channels_parser
+from .channels import run as channels_command
 from .client import Client, ClientError
 from .datasets import add_parser as datasets_parser
 from .datasets import run as datasets_command
@@ -121,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--follow", "-f", action="store_true", help="keep streaming live events")
     datasets_parser(sub)
+    channels_parser(sub)
     p = sub.add_parser("engine", help="the engine's CLI: pretrain, knn, linear, finetune, presets, schema")
     p.add_argument("engine_args", nargs=argparse.REMAINDER)
     return ap
@@ -253,6 +257,8 @@ def run(argv: list[str] | None = None) -> int:
         return _study(client, args)
     if args.command == "datasets":
         return datasets_command(client, args)
+    if args.command == "channels":
+        return channels_command(client, args)
     if args.command == "runs":
         page = client.runs(status=args.status, kind=args.kind, project=args.project, tag=args.tag, q=args.q)
         for item in page["data"]:

@@ -1,5 +1,5 @@
 """The FastAPI app: `create_app(settings)` assembles routers, error handlers, the UI and the background
-loops (ingest and watchdog) that run while the app runs."""
+loops (ingest, watchdog, scheduler, notification delivery) that run while the app runs."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ from server.deps import get_caller
 from server.events import router as events_router
 from server.events.bus import EventBus
 from server.events.ingest import Ingestor, run_ingest
+from server.notify import router as notify_router
+from server.notify.delivery import Deliverer, run_delivery
 from server.projections import make_ingestor
 from server.runs import router as runs_router
 from server.runs.dispatch import Dispatcher
@@ -54,7 +56,7 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(description="degraded: a background loop is failing or stopped.")
     version: str
     loops: dict[str, LoopHealth] = Field(default_factory=dict, description="The background loops (ingest, "
-                                         "watchdog) when this server runs them.")
+                                         "watchdog, scheduler, notify) when this server runs them.")
 
 
 class ServerStatus(BaseModel):
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ingestor = None
     app.state.stream_slots = events_router.StreamSlots(settings.sse_per_token)
     app.state.loops = {}
+    app.state.notifier = Deliverer(app.state.engine, settings)  # also sends a channel's test message
     error_handlers.install(app)
     logs.install()
 
@@ -89,7 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              last_error_at=s.last_error_at) for name, s in loops.items()})
 
     api = APIRouter(prefix=API, dependencies=[Depends(get_caller)], responses=ERROR_RESPONSES)
-    for module in (runs_router, events_router, workers_router, auth_router, studies_router, datasets_router):
+    for module in (runs_router, events_router, workers_router, auth_router, studies_router, datasets_router,
+                   notify_router):
         api.include_router(module.router)
 
     @api.get("/status", response_model=ServerStatus, tags=["health"])
@@ -99,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             streams=events_router.open_streams(), subscribers=request.app.state.bus.subscriber_count)
 
     app.include_router(public)
+    app.include_router(notify_router.public_router, prefix=API)  # a message's chart: signed, no login
     app.include_router(api)
     app.include_router(auth_router.login_router)
     docs.install(app)  # swagger-ui from local files, before the UI's catch-all
@@ -129,13 +134,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         watchdog = Watchdog(engine, app.state.redis, app.state.dispatcher, settings, bus)
         scheduler = GangScheduler(engine, app.state.redis, app.state.dispatcher, settings, bus)
         loops = app.state.loops = {"ingest": LoopState("ingest"), "watchdog": LoopState("watchdog"),
-                                   "scheduler": LoopState("scheduler")}
+                                   "scheduler": LoopState("scheduler"), "notify": LoopState("notify")}
         tasks = [asyncio.create_task(run_ingest(ingestor, bus=bus, stop=stop, state=loops["ingest"]),
                                      name="ingest"),
                  asyncio.create_task(run_watchdog(watchdog, stop, settings.watchdog_every_s, loops["watchdog"]),
                                      name="watchdog"),
                  asyncio.create_task(run_scheduler(scheduler, stop, settings.schedule_every_s, loops["scheduler"]),
-                                     name="scheduler")]
+                                     name="scheduler"),
+                 asyncio.create_task(run_delivery(app.state.notifier, stop, settings.notify_every_s, loops["notify"]),
+                                     name="notify")]
     log.info("mocolab server: database %s, redis %s, %s", engine.url.render_as_string(hide_password=True),
              settings.redis_url, "loopback (login link allowed)" if settings.loopback else "tokens required")
     try:

@@ -275,3 +275,65 @@ class WorkerHeartbeat(SQLModel, table=True):
     time: float = Field(primary_key=True)
     seq: int = Field(primary_key=True, sa_type=BigInteger)
     telemetry: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+# ---------------------------------------------------------------- notifications (server/notify/)
+class NotifyChannel(SQLModel, table=True):
+    """Where a team's notifications go: a JSON webhook, a Slack incoming webhook or e-mail, for the whole team
+    or one project, with rules choosing what is sent. `secret` holds the write-only part (the URL, extra
+    headers, the signing secret), sealed with the server's key; the API never returns it."""
+
+    __tablename__ = "notify_channels"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_notify_channels_team_name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: int = Field(foreign_key="teams.id", index=True, ondelete="CASCADE")
+    project_id: int | None = Field(default=None, foreign_key="projects.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=64)
+    kind: str = Field(max_length=16)  # webhook | slack | email
+    enabled: bool = True
+    target_hint: str = Field(default="", max_length=2000, description="The masked URL, or the e-mail addresses.")
+    secret: str | None = Field(default=None, description="Sealed JSON {url, headers, signing_secret}.")
+    emails: list[str] = Field(default_factory=list, sa_type=JSON)
+    rules: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    cooldown_s: int = 1800
+    created_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class NotifyDelivery(SQLModel, table=True):
+    """The outbox: one message for one channel and one incident, written in the transaction that saw the
+    incident and sent later by the delivery loop. `dedup_key` is unique, so an incident enqueued twice is one
+    row; more incidents of the same kind within the channel's cooldown add to `suppressed` instead."""
+
+    __tablename__ = "notify_deliveries"
+    __table_args__ = (Index("ix_notify_deliveries_due", "status", "next_attempt_at"),
+                      Index("ix_notify_deliveries_incident", "channel_id", "incident", "created_at"))
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: int = Field(foreign_key="notify_channels.id", index=True, ondelete="CASCADE")
+    dedup_key: str = Field(max_length=255, unique=True, index=True)
+    incident: str = Field(max_length=200, description="What one message covers: <run>:<kind>, or a study's id.")
+    kind: str = Field(max_length=16)  # alert | run_end | evaluation | study | test
+    run_id: str | None = Field(default=None, max_length=64)
+    status: str = Field(default="pending", max_length=16)  # pending | sent | failed
+    attempts: int = 0
+    suppressed: int = Field(default=0, description="Further incidents of the cooldown folded into this message.")
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class NotifyAttempt(SQLModel, table=True):
+    """One try at sending a delivery: the HTTP status or SMTP reply code, the error, how long it took."""
+
+    __tablename__ = "notify_attempts"
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(foreign_key="notify_deliveries.id", index=True, ondelete="CASCADE")
+    time: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    ok: bool = False
+    code: int | None = Field(default=None, description="The HTTP status, or the SMTP reply code.")
+    reply: str | None = Field(default=None, description="The start of the receiver's answer.")
+    error: str | None = None
+    duration_ms: float = 0.0

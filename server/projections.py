@@ -1,7 +1,8 @@
 """The ingest assembled with the domains that project the events stream into their tables, in the order
 they run in each transaction: the runs' records (metrics, alerts, checkpoints, results), the workers' state
 (which beats are current), the runs' state (it reads the current beats to keep runs alive), then the datasets'
-(a scan's result, or its run's failure, once the run's status is this batch's).
+(a scan's result, or its run's failure, once the run's status is this batch's), then the notifications' (alerts
+and evaluation results into the outbox of the runs' teams).
 
 The ingest itself (`server.events.ingest`) imports no domain; this module is where they meet.
 Standalone ingest: `python -m server.projections`.
@@ -22,6 +23,7 @@ from server.core.db import make_engine, migrate, wait_for_db
 from server.datasets.projection import DatasetState
 from server.events.ingest import Ingestor, IngestStats, run_ingest
 from server.events.projection import Projection
+from server.notify.projection import NotifyProjection
 from server.runs.projection import RunRecords, RunState
 from server.workers.projection import WorkerState
 
@@ -29,7 +31,7 @@ from server.workers.projection import WorkerState
 def projections(progress_every_s: float = 1.0, heartbeat_retention_s: float = 14 * 86400,
                 prune_every_s: float = 600.0) -> list[Projection]:
     return [RunRecords(), WorkerState(heartbeat_retention_s, prune_every_s), RunState(progress_every_s),
-            DatasetState()]
+            DatasetState(), NotifyProjection()]
 
 
 def make_ingestor(engine: Engine, redis_client: redis.Redis, settings: Settings | None = None, *,

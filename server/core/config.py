@@ -76,6 +76,39 @@ class Settings(BaseSettings):
     submit_per_minute: int = Field(60, ge=1, validation_alias=AliasChoices("MOCOLAB_SUBMIT_PER_MINUTE",
                                    "submit_per_minute"), description="Run submissions per user and minute "
                                    "(a token bucket in Redis; bursts up to this many); 429 with Retry-After beyond.")
+    # ---- notifications (server/notify/, docs/notifications.md)
+    public_url: str | None = Field(None, validation_alias=AliasChoices("MOCOLAB_PUBLIC_URL", "public_url"),
+                                   description="The address users reach the UI at, for the links in notifications "
+                                   "(run pages, charts); None = http://<host>:<port>.")
+    secret_key: str | None = Field(None, validation_alias=AliasChoices("MOCOLAB_SECRET_KEY", "secret_key"),
+                                   description="Seals the channels' secrets in the database and signs chart links; "
+                                   "None = a random key kept in <state>/secret.key (set it when several servers "
+                                   "share a database).")
+    smtp_host: str | None = Field(None, validation_alias=AliasChoices("MOCOLAB_SMTP_HOST", "smtp_host"),
+                                  description="SMTP server for e-mail channels; None = no e-mail channels.")
+    smtp_port: int = Field(587, ge=1, le=65535, validation_alias=AliasChoices("MOCOLAB_SMTP_PORT", "smtp_port"))
+    smtp_user: str | None = Field(None, validation_alias=AliasChoices("MOCOLAB_SMTP_USER", "smtp_user"))
+    smtp_password: str | None = Field(None, validation_alias=AliasChoices("MOCOLAB_SMTP_PASSWORD", "smtp_password"))
+    smtp_starttls: bool = Field(True, validation_alias=AliasChoices("MOCOLAB_SMTP_STARTTLS", "smtp_starttls"),
+                                description="Upgrade the connection with STARTTLS (refused if the server lacks it).")
+    smtp_ssl: bool = Field(False, validation_alias=AliasChoices("MOCOLAB_SMTP_SSL", "smtp_ssl"),
+                           description="TLS from the first byte (port 465) instead of STARTTLS.")
+    smtp_from: str = Field("mocolab@localhost", validation_alias=AliasChoices("MOCOLAB_SMTP_FROM", "smtp_from"))
+    smtp_timeout_s: float = Field(10.0, gt=0, validation_alias=AliasChoices("MOCOLAB_SMTP_TIMEOUT_S",
+                                  "smtp_timeout_s"))
+    smtp_ca_file: Path | None = Field(None, validation_alias=AliasChoices("MOCOLAB_SMTP_CA_FILE", "smtp_ca_file"),
+                                      description="CA bundle the SMTP server's certificate is checked against; "
+                                      "None = the system's.")
+    notify_allow_nets: str = Field("", validation_alias=AliasChoices("MOCOLAB_NOTIFY_ALLOW_NETS",
+                                   "notify_allow_nets"), description="Networks (CIDR, ',' separated) webhooks may "
+                                   "point into although they are loopback, private or link-local; empty = none.")
+    notify_every_s: float = Field(1.0, gt=0, description="How often the delivery loop looks for due messages.")
+    notify_timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of one webhook call.")
+    notify_max_attempts: int = Field(8, ge=1, description="Tries of one message before it is marked failed.")
+    notify_max_age_s: float = Field(86400.0, gt=0, description="A message not sent after this long is failed.")
+    notify_backoff_s: float = Field(10.0, gt=0, description="Wait before the second try; doubles each try, with "
+                                    "jitter, up to notify_backoff_max_s.")
+    notify_backoff_max_s: float = Field(3600.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
@@ -108,6 +141,11 @@ class Settings(BaseSettings):
         parts = [p for chunk in self.dataset_roots.split(",") for p in chunk.split(os.pathsep)]
         roots = [Path(p.strip()).expanduser().resolve() for p in parts if p.strip()] or [Path("/usr/share/datasets")]
         return [self.packed_datasets_root, *(r for r in roots if r != self.packed_datasets_root)]
+
+    @property
+    def public_base(self) -> str:
+        """The UI's address for links, without a trailing slash."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def loopback(self) -> bool:

@@ -207,6 +207,30 @@ def _status(study: Study, runs: list[Run]) -> StudyStatus:
     return "active" if _unended(runs) else "ended"
 
 
+def notify_if_ended(session: Session, study_id: str) -> None:
+    """When one of its runs ended: if that ended the study (every run ended, every follow-up queued), its end
+    goes to the team's notification channels (once per study: the outbox's key)."""
+    from server.notify.outbox import NotifyEvent, enqueue
+
+    study = session.get(Study, study_id)
+    if study is None:
+        return
+    runs = _runs(session, study.id)
+    if _status(study, runs) != "ended":
+        return
+    pre = [r for r in runs if r.kind == "pretrain"]
+    counts = dict(Counter(r.status for r in pre))
+    best = max((r for r in pre if r.best_knn_top1 is not None), key=lambda r: r.best_knn_top1 or 0.0, default=None)
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + (
+        f"; best kNN top-1 {best.best_knn_top1:.2f}% ({best.name or best.id})" if best else "")
+    enqueue(session, study.team_id, study.project_id, NotifyEvent(
+        kind="study", title=f"Study {study.name} finished", incident=f"study:{study.id}", occurrence="ended",
+        summary=summary, details={"study_id": study.id, "runs": len(pre), "statuses": counts,
+                                  "evaluations": study.evaluations, "alerts": sum(r.alert_count for r in pre),
+                                  "best_run_id": best.id if best else None,
+                                  "best_knn_top1": best.best_knn_top1 if best else None}))
+
+
 def list_studies(session: Session, *, caller: Caller, skip: int, limit: int) -> list[StudyPublic]:
     studies = session.exec(select(Study).where(col(Study.team_id).in_(caller.team_ids))
                            .order_by(col(Study.created_at).desc()).offset(skip).limit(limit)).all()

@@ -66,3 +66,38 @@ def test_0007_adds_datasets_to_a_database_in_use_and_goes_back(db_url: str) -> N
         assert "datasets" not in inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_0008_adds_the_notification_tables_and_goes_back(db_url: str) -> None:
+    """The channels' per-team unique name and the outbox's unique dedup key come with 0008; downgrade removes
+    the three tables and nothing else."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0007")
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO teams (id, name, created_at) VALUES (1, 't', CURRENT_TIMESTAMP)"))
+        migrate(engine)
+        assert {"notify_channels", "notify_deliveries", "notify_attempts"} <= set(inspect(engine).get_table_names())
+        channel = ("INSERT INTO notify_channels (team_id, name, kind, enabled, target_hint, emails, rules, cooldown_s, "
+                   "created_at, updated_at) VALUES (1, 'c', 'webhook', true, '', '[]', '{}', 0, CURRENT_TIMESTAMP, "
+                   "CURRENT_TIMESTAMP)")
+        delivery = ("INSERT INTO notify_deliveries (channel_id, dedup_key, incident, kind, status, attempts, "
+                    "suppressed, next_attempt_at, created_at, payload) VALUES (1, 'k', 'i', 'alert', 'pending', 0, 0, "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '{}')")
+        with engine.begin() as conn:
+            conn.execute(sa.text(channel))
+            conn.execute(sa.text(delivery))
+        for again in (channel, delivery):
+            with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+                conn.execute(sa.text(again))
+        cfg = alembic_config(engine)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0007")
+        tables = set(inspect(engine).get_table_names())
+        assert not {"notify_channels", "notify_deliveries", "notify_attempts"} & tables and "datasets" in tables
+    finally:
+        engine.dispose()
