@@ -107,95 +107,22 @@ export const DATASET_KINDS = [
 ] as const satisfies readonly NonNullable<DatasetCreate["kind"]>[];
 
 // ----------------------------------------------------------------- notifications (issue 13)
-// Hand-written after the server's schemas (server/notify/schemas.py, h-notify) until the generated document has
-// them; the merge regenerates schema.d.ts and these become aliases of the generated ones.
 
-export type ChannelKind = "webhook" | "slack" | "email";
-export const CHANNEL_KINDS: ChannelKind[] = ["webhook", "slack", "email"];
-export type Severity = "warning" | "critical";
-export const SEVERITIES: Severity[] = ["warning", "critical"];
-export type RunEnd = "succeeded" | "failed" | "lost";
-export const RUN_ENDS: RunEnd[] = ["succeeded", "failed", "lost"];
-
-export interface ChannelRules {
-  /** null = every kind */
-  alert_kinds: string[] | null;
-  severities: Severity[];
-  run_ends: RunEnd[];
-  evaluations: boolean;
-  studies: boolean;
-}
-
-export interface ChannelPublic {
-  id: number;
-  team: string;
-  project: string | null;
-  name: string;
-  kind: ChannelKind;
-  enabled: boolean;
-  /** The masked URL, or the e-mail addresses: never a secret. */
-  target_hint: string;
-  has_secret: boolean;
-  has_signing_secret?: boolean;
-  rules: ChannelRules;
-  cooldown_s: number;
-  created_at: string;
-  updated_at?: string;
-}
-
-/** POST /channels (PATCH: every field optional). The secrets (url, headers, signing_secret) are write-only. */
-export interface ChannelWrite {
-  name?: string;
-  kind?: ChannelKind;
-  team?: string | null;
-  project?: string | null;
-  /** PATCH: true widens a channel limited to a project to every project of the team again */
-  all_projects?: boolean | null;
-  enabled?: boolean;
-  rules?: ChannelRules;
-  cooldown_s?: number;
-  /** webhook / slack: the URL (a secret: it often carries a token) */
-  url?: string | null;
-  /** webhook: extra headers (a secret) */
-  headers?: Record<string, string> | null;
-  /** webhook: HMAC key of the X-Mocolab-Signature header (a secret) */
-  signing_secret?: string | null;
-  /** email: the recipients */
-  emails?: string[] | null;
-}
-
-export interface DeliveryAttempt {
-  time: string;
-  ok: boolean;
-  /** the HTTP status or the SMTP reply code */
-  code: number | null;
-  /** the start of the receiver's answer */
-  reply: string | null;
-  error: string | null;
-  duration_ms: number;
-}
-
-export type DeliveryStatus = "pending" | "sent" | "failed";
-
-export interface DeliveryPublic {
-  id: number;
-  channel_id: number;
-  /** alert | run_end | evaluation | study | test */
-  kind: string;
-  title: string;
-  run_id: string | null;
-  step: number | null;
-  status: DeliveryStatus;
-  attempt_count: number;
-  /** further incidents within the cooldown that this message covers */
-  suppressed: number;
-  created_at: string;
-  next_attempt_at: string | null;
-  sent_at: string | null;
-  last_error: string | null;
-  /** each try, oldest first */
-  attempts: DeliveryAttempt[];
-}
+export type ChannelKind = Schemas["ChannelPublic"]["kind"];
+export const CHANNEL_KINDS = ["webhook", "slack", "email"] as const satisfies readonly ChannelKind[];
+export type Severity = NonNullable<Schemas["Rules"]["severities"]>[number];
+export const SEVERITIES = ["warning", "critical"] as const satisfies readonly Severity[];
+export type RunEnd = NonNullable<Schemas["Rules"]["run_ends"]>[number];
+export const RUN_ENDS = ["succeeded", "failed", "lost"] as const satisfies readonly RunEnd[];
+/** A channel's rules, every field present (as the server answers them; a request may leave defaults out). */
+export type ChannelRules = Required<Schemas["Rules"]>;
+export type ChannelPublic = Omit<Schemas["ChannelPublic"], "rules"> & { rules: ChannelRules };
+/** POST /channels and PATCH /channels/{id} (every field optional there). The secrets (url, headers,
+ * signing_secret) are write-only: nothing returns them. */
+export type ChannelWrite = Partial<Schemas["ChannelCreate"]> & Schemas["ChannelUpdate"];
+export type DeliveryAttempt = Schemas["AttemptPublic"];
+export type DeliveryPublic = Schemas["DeliveryPublic"];
+export type DeliveryStatus = DeliveryPublic["status"];
 
 // ----------------------------------------------------------------- fork and lineage (issue 13, h-lineage)
 
