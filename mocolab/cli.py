@@ -5,6 +5,7 @@
     mocolab worker --queue Q [--gpu N | --gpus all|0,1,3|cpu:N]
     mocolab admin ...          users, teams, tokens
     mocolab submit [--gpus N] [--nodes N] | runs | show | cancel | logs     the REST API, for scripts
+    mocolab fork RUN_ID [--step N] [--set k=v ...] [--name ..] [--wait]     a new run from a run's checkpoint
     mocolab datasets list | show NAME | add NAME PATH | prepare NAME | rm NAME   the team's datasets
     mocolab channels list | add NAME --kind K ... | test ID | log ID | rm ID   notification channels
     mocolab engine ...         the engine's own CLI (python -m mocov3_core)
@@ -93,6 +94,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", default=None, metavar="N", help="machines (default 1; 1-256)")
     p.add_argument("--gpus-per-node", default=None, metavar="N", help="with --nodes: the same as --gpus")
     p.add_argument("--wait", action="store_true", help="show the run's progress until it ends")
+    p = sub.add_parser("fork", help="a new pretraining run from a checkpoint of another, with changed settings",
+                       description="mocolab fork RUN_ID --set optim.base_lr=1e-4 --wait: the run's spec with the "
+                       "changes, starting from its latest checkpoint (or --step N's), in its team and project")
+    p.add_argument("run_id")
+    p.add_argument("--step", dest="checkpoint_step", type=int, default=None,
+                   help="the checkpoint's step (default: the latest)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--name", default=None)
+    p.add_argument("--tag", dest="tags", action="append", default=[])
+    p.add_argument("--queue", default=None)
+    p.add_argument("--wait", action="store_true", help="show the fork's progress until it ends")
     p = sub.add_parser("study", help="create a study (a run per value of one or two settings), or show one",
                        description="mocolab study --name lr --preset fmnist_small --axis optim.base_lr=1e-4,1e-3 "
                        "--eval knn --wait  |  mocolab study --show ID  |  mocolab study --cancel ID  |  "
@@ -253,6 +265,8 @@ def run(argv: list[str] | None = None) -> int:
                 print(safe(final.get("error") or final.get("message")))
             return 0 if final["status"] == "succeeded" else 1
         return 0
+    if args.command == "fork":
+        return _fork(client, args)
     if args.command == "study":
         return _study(client, args)
     if args.command == "datasets":
@@ -279,6 +293,25 @@ def run(argv: list[str] | None = None) -> int:
                 _echo(event)
         return 0
     return 2
+
+
+def _fork(client: Client, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"tags": args.tags}
+    if args.overrides:
+        body["overrides"] = _overrides(args.overrides)
+    for key in ("checkpoint_step", "name", "queue"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    created = client.post(f"/runs/{quote(args.run_id, safe='')}/fork", body)
+    print(created["id"])
+    print(safe(f"forked from {args.run_id} at step {created.get('parent_step')}"), file=sys.stderr)
+    if not args.wait:
+        return 0
+    final = _wait_run(client, created)
+    print(_line(final))
+    if final["status"] != "succeeded" and (final.get("error") or final.get("message")):
+        print(safe(final.get("error") or final.get("message")))
+    return 0 if final["status"] == "succeeded" else 1
 
 
 def _study(client: Client, args: argparse.Namespace) -> int:

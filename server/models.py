@@ -87,6 +87,8 @@ class Run(SQLModel, table=True):
     queue: str = Field(max_length=64)
     parent_run_id: str | None = Field(default=None, foreign_key="runs.id", max_length=32, index=True)
     checkpoint: str | None = Field(default=None, description="The pretraining checkpoint an evaluation reads.")
+    parent_step: int | None = Field(default=None, sa_type=BigInteger,
+                                    description="The parent's step it started from (a fork) or reads (an evaluation).")
     attempt: int = 1
     task_id: str | None = Field(default=None, max_length=64)
     worker_id: str | None = Field(default=None, max_length=128)
@@ -122,6 +124,15 @@ class Run(SQLModel, table=True):
     wait_reason: str | None = Field(default=None, description="Why a queued run waits (None when not waiting).")
     # one dict per machine, node order: {"worker_id", "host", "devices": [int]}; None until placed
     placement: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
+    # the stall watch (server/runs/watchdog.py), kept by the ingest as the step moves: when the step last changed
+    # (the server's clock, as the watchdog's); a sample point of the worker's clock and the step then (step times
+    # are measured on one clock, between read-backs at least a second apart); the usual seconds per step (an EMA);
+    # and when the current stall was alerted (one alert per episode)
+    step_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    step_clock: float | None = None
+    clock_step: int | None = Field(default=None, sa_type=BigInteger)
+    step_time_s: float | None = None
+    stalled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Study(SQLModel, table=True):
@@ -241,6 +252,35 @@ class Checkpoint(SQLModel, table=True):
     time: float
     path: str
     healthy: bool = True
+
+
+class RunBranch(SQLModel, table=True):
+    """A rollback of the engine's stability policy: the run went back from `from_step` to the checkpoint at
+    `to_step`; the curve it abandoned is kept in `branch_metrics`."""
+
+    __tablename__ = "run_branches"
+    run_id: str = Field(primary_key=True, max_length=64)
+    branch: int = Field(primary_key=True)
+    seq: int = Field(sa_type=BigInteger, description="The rollback event's seq.")
+    time: float
+    from_step: int = Field(sa_type=BigInteger)
+    to_step: int = Field(sa_type=BigInteger)
+    alert_kind: str = Field(default="", max_length=64)
+    alert_step: int | None = Field(default=None, sa_type=BigInteger)
+    lr_scale: float | None = None
+    skipped: list[int] | None = Field(default=None, sa_type=JSON, description="[first, last] data positions skipped.")
+    checkpoint: str | None = None
+
+
+class BranchMetric(SQLModel, table=True):
+    """A rolled-back branch's metrics as they were before the replay overwrote them in `metrics`."""
+
+    __tablename__ = "branch_metrics"
+    run_id: str = Field(primary_key=True, max_length=64)
+    branch: int = Field(primary_key=True)
+    key: str = Field(primary_key=True, max_length=64)
+    step: int = Field(primary_key=True, sa_type=BigInteger)
+    value: float | None = Field(default=None, description="NULL = NaN, as in `metrics`.")
 
 
 class EvalResult(SQLModel, table=True):

@@ -71,7 +71,8 @@ def _on_worker_shutdown(**_: Any) -> None:
 
 @signals.task_revoked.connect
 def _on_task_revoked(request: Any = None, terminated: bool = False, **_: Any) -> None:
-    """Main process: a run terminated by revoke ends cancelled, not re-queued (see runner.StopWatch)."""
+    """Main process: a run terminated by revoke ends cancelled, not re-queued (see runner.StopWatch), unless the
+    server terminated it to restart it (protocol.restart_key)."""
     args = getattr(request, "args", None) or []
     if not terminated or not args:
         return
@@ -80,6 +81,11 @@ def _on_task_revoked(request: Any = None, terminated: bool = False, **_: Any) ->
     from .workdir import WorkerDir
 
     settings = Settings.from_env()
+    if len(args) > 3 and isinstance(args[3], int):  # the server's stall watch restarts the run: no cancel
+        with contextlib.suppress(*OUTAGE_ERRORS):
+            if connect(settings.redis_url, timeout=1.0).exists(protocol.restart_key(run_id, args[3])):
+                log.warning("run %s attempt %d terminated to be restarted (stalled)", run_id, args[3])
+                return
     WorkerDir(settings.spool_dir, settings.worker_id).mark_revoked(run_id)
     with contextlib.suppress(*OUTAGE_ERRORS):
         connect(settings.redis_url, timeout=1.0).set(protocol.cancel_key(run_id), "revoked", ex=24 * 3600)

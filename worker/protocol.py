@@ -27,6 +27,9 @@ Per-run keys:
 - ``deliveries_key(run_id, attempt)``: how many deliveries of this attempt started the engine and never came
   back (their process died: OOM killer, segfault, SIGKILL). INCR before the engine starts, DECR when it
   returns; the delivery that finds ``MAX_DELIVERIES`` there fails the run instead of dying once more.
+- ``restart_key(run_id, attempt)``: set by the server's stall watch just before it terminates that attempt's
+  task (revoke with SIGKILL) to restart the run as its next attempt: the worker's revoke hook then leaves the
+  run alone (no cancel flag, no revoked marker), since the run goes on.
 - ``seq_key(run_id)``: the highest seq of the run's events delivered to ``EVENTS_STREAM`` (set by the worker's
   sink in the same Lua call as the XADD), so a restarted run continues numbering and a replayed spool
   never appends an event twice.
@@ -75,6 +78,13 @@ def lock_key(run_id: str) -> str:
 
 def cancel_key(run_id: str) -> str:
     return f"{PREFIX}:cancel:{run_id}"
+
+
+def restart_key(run_id: str, attempt: int) -> str:
+    return f"{PREFIX}:restart:{run_id}:{attempt}"
+
+
+RESTART_TTL_S = 24 * 3600
 
 
 def seq_key(run_id: str) -> str:

@@ -53,9 +53,10 @@ class Dispatcher:
         except redis.RedisError:
             return False
 
-    def revoke(self, tid: str) -> None:
-        """The backstop of a cooperative cancel: terminate the task's process."""
-        self.app.control.revoke(tid, terminate=True, signal="SIGTERM")
+    def revoke(self, tid: str, signal: str = "SIGTERM") -> None:
+        """The backstop of a cooperative cancel: terminate the task's process (SIGKILL: a stalled run's, which
+        would not honour a SIGTERM while it hangs)."""
+        self.app.control.revoke(tid, terminate=True, signal=signal)
 
     def close(self) -> None:
         self.app.close()

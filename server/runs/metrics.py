@@ -20,16 +20,17 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, and_, bindparam, func, literal_column
+from sqlalchemy import ColumnElement, Integer, Table, and_, bindparam, func, literal_column
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from mocov3_core.events import encode_float
 from server.core import bulk
 from server.core.spreadsheet import cell
-from server.models import Metric, MetricRollup
+from server.models import BranchMetric, Metric, MetricRollup
 from server.runs.schemas import MetricSeries, RunMetrics, Value
 
 
@@ -42,29 +43,57 @@ ROLLUP = 64  # the fine rollups' width in steps
 COARSE = 1024  # the coarse ones', made of 16 fine ones
 
 
-def keys_of(session: Session, *, run_id: str) -> list[str]:
+@dataclass(frozen=True)
+class Points:
+    """Where a curve's points are: a run's own (`metrics`, with rollups), or a rolled-back branch's
+    (`branch_metrics`: bounded by the steps it abandoned, so it has no rollups). `owner` picks the rows by the
+    table's leading primary-key columns; every table has (key, step, value) after them."""
+
+    table: Table
+    owner: tuple[tuple[str, object], ...]
+    rollups: bool = False
+
+    def where(self, table: Any = None) -> list[ColumnElement[bool]]:
+        c = (table if table is not None else self.table).c
+        return [c[name] == value for name, value in self.owner]
+
+
+def run_points(run_id: str) -> Points:
+    return Points(Metric.__table__, (("run_id", run_id),), rollups=True)  # type: ignore[attr-defined]
+
+
+def branch_points(run_id: str, branch: int) -> Points:
+    return Points(BranchMetric.__table__, (("run_id", run_id), ("branch", branch)))  # type: ignore[attr-defined]
+
+
+def keys_of(session: Session, *, run_id: str, points: Points | None = None) -> list[str]:
     """The run's metric keys, by skipping along the primary key: one index lookup per key, not a scan of
     every point (a long run has millions)."""
+    points = points or run_points(run_id)
+    c = points.table.c
     keys: list[str] = []
+    conn = session.connection()
     while True:
-        query = select(func.min(Metric.key)).where(Metric.run_id == run_id)
+        query = sa_select(func.min(c.key)).where(*points.where())
         if keys:
-            query = query.where(col(Metric.key) > keys[-1])
-        key = session.exec(query).one()
+            query = query.where(c.key > keys[-1])
+        key = conn.execute(query).scalar()
         if key is None:
             return keys
         keys.append(key)
 
 
-def _span(session: Session, run_id: str, key: str, start: int | None, end: int | None) -> tuple[int, int] | None:
+def _span(session: Session, points: Points, key: str, start: int | None, end: int | None) -> tuple[int, int] | None:
     """First and last stored step of one key within [start, end]: two index lookups."""
-    where: list[ColumnElement[bool]] = [col(Metric.run_id) == run_id, col(Metric.key) == key]
+    c = points.table.c
+    where: list[ColumnElement[bool]] = [*points.where(), c.key == key]
     if start is not None:
-        where.append(col(Metric.step) >= start)
+        where.append(c.step >= start)
     if end is not None:
-        where.append(col(Metric.step) <= end)
-    lo = session.exec(select(func.min(Metric.step)).where(*where)).one()
-    hi = session.exec(select(func.max(Metric.step)).where(*where)).one()
+        where.append(c.step <= end)
+    conn = session.connection()
+    lo = conn.execute(sa_select(func.min(c.step)).where(*where)).scalar()
+    hi = conn.execute(sa_select(func.max(c.step)).where(*where)).scalar()
     return None if lo is None or hi is None else (int(lo), int(hi))
 
 
@@ -107,8 +136,9 @@ def _upsert_rollups(session: Session, rows: list[dict[str, object]]) -> None:
 
 def rebuild_rollups(session: Session, *, run_id: str) -> None:
     """All of a run's rollups from its points (after points were written other than by the ingest)."""
+    points = run_points(run_id)
     for key in keys_of(session, run_id=run_id):
-        span = _span(session, run_id, key, None, None)
+        span = _span(session, points, key, None, None)
         if span is not None:
             refresh_rollups(session, {(run_id, key): span})
 
@@ -154,33 +184,36 @@ def _rows(run_id: str, key: str, width: int, merged: list[list[Any]]) -> list[di
 
 
 def series(session: Session, *, run_id: str, keys: Sequence[str] | None, start: int | None, end: int | None,
-           buckets: int | None, limit: int) -> RunMetrics:
-    keys = list(keys) if keys else keys_of(session, run_id=run_id)
-    where: list[ColumnElement[bool]] = [col(Metric.run_id) == run_id, col(Metric.key).in_(keys)]
+           buckets: int | None, limit: int, points: Points | None = None) -> RunMetrics:
+    """A run's curves (or, with `points`, a rolled-back branch's), in full or in `buckets`."""
+    points = points or run_points(run_id)
+    c = points.table.c
+    keys = list(keys) if keys else keys_of(session, run_id=run_id, points=points)
+    where: list[ColumnElement[bool]] = [*points.where(), c.key.in_(keys)]
     if start is not None:
-        where.append(col(Metric.step) >= start)
+        where.append(c.step >= start)
     if end is not None:
-        where.append(col(Metric.step) <= end)
-    spans = [span for k in keys if (span := _span(session, run_id, k, start, end)) is not None]
+        where.append(c.step <= end)
+    spans = [span for k in keys if (span := _span(session, points, k, start, end)) is not None]
     if not spans:
         return RunMetrics(run_id=run_id, buckets=buckets, bucket_width=None, start=start, end=end,
                           series=[MetricSeries(key=k, step=[], value=[]) for k in keys])
     lo = start if start is not None else min(a for a, _ in spans)
     hi = end if end is not None else max(b for _, b in spans)
     if buckets is None:
-        return _full(session, run_id, keys, where, lo, hi, limit)
+        return _full(session, run_id, keys, where, points, lo, hi, limit)
     width = max(1, math.ceil((hi - lo + 1) / buckets))
-    if width >= ROLLUP and lo >= 0:
+    if width >= ROLLUP and lo >= 0 and points.rollups:
         return _from_rollups(session, run_id, keys, lo, hi, width, buckets)
-    bucket = (col(Metric.step) - bindparam("lo", lo, type_=Integer)) // bindparam("w", width, type_=Integer)
-    agg = (sa_select(col(Metric.key).label("key"), bucket.label("bucket"), func.min(Metric.value).label("vmin"),
-                  func.max(Metric.value).label("vmax"), func.count().label("n"),
-                  (func.count() - func.count(col(Metric.value))).label("n_nan"), func.max(Metric.step).label("last"))
-           .where(*where).group_by(col(Metric.key), literal_column("bucket")).subquery())
-    last = Metric.__table__.alias("last_point")  # type: ignore[attr-defined]
+    bucket = (c.step - bindparam("lo", lo, type_=Integer)) // bindparam("w", width, type_=Integer)
+    agg = (sa_select(c.key.label("key"), bucket.label("bucket"), func.min(c.value).label("vmin"),
+                     func.max(c.value).label("vmax"), func.count().label("n"),
+                     (func.count() - func.count(c.value)).label("n_nan"), func.max(c.step).label("last"))
+           .where(*where).group_by(c.key, literal_column("bucket")).subquery())
+    last = points.table.alias("last_point")
     rows = session.connection().execute(
         sa_select(agg.c.key, agg.c.last, last.c.value, agg.c.vmin, agg.c.vmax, agg.c.n, agg.c.n_nan)
-        .join(last, and_(last.c.run_id == run_id, last.c.key == agg.c.key, last.c.step == agg.c.last))
+        .join(last, and_(*points.where(last), last.c.key == agg.c.key, last.c.step == agg.c.last))
         .order_by(agg.c.key, agg.c.last)).all()
     out = {k: MetricSeries(key=k, step=[], value=[], min=[], max=[], count=[], nan=[]) for k in keys}
     for key, step, value, vmin, vmax, n, n_nan in rows:
@@ -219,10 +252,11 @@ def _from_rollups(session: Session, run_id: str, keys: list[str], lo: int, hi: i
     return RunMetrics(run_id=run_id, buckets=buckets, bucket_width=width, start=lo, end=hi, series=out)
 
 
-def _full(session: Session, run_id: str, keys: list[str], where: list[ColumnElement[bool]], lo: int, hi: int,
-          limit: int) -> RunMetrics:
-    rows = session.exec(select(Metric.key, Metric.step, Metric.value).where(*where)
-                        .order_by(col(Metric.key), col(Metric.step)).limit(limit + 1)).all()
+def _full(session: Session, run_id: str, keys: list[str], where: list[ColumnElement[bool]], points: Points, lo: int,
+          hi: int, limit: int) -> RunMetrics:
+    c = points.table.c
+    rows = session.connection().execute(sa_select(c.key, c.step, c.value).where(*where)
+                                        .order_by(c.key, c.step).limit(limit + 1)).all()
     truncated = len(rows) > limit
     out = {k: MetricSeries(key=k, step=[], value=[]) for k in keys}
     for key, step, value in rows[:limit]:

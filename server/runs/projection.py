@@ -16,13 +16,15 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Integer, delete, insert, literal
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from mocov3_core.events import Event, decode_float
 from server.core import bulk
 from server.core.db import utcnow
 from server.events.projection import Batch, Notice, finite, integer, text
-from server.models import Alert, Checkpoint, EvalResult, Metric, Run
+from server.models import Alert, BranchMetric, Checkpoint, EvalResult, Metric, Run, RunBranch
 from server.runs import lifecycle
 from server.runs.metrics import refresh_rollups
 from server.runs.repository import to_public
@@ -35,6 +37,7 @@ class RunRecords:
     def project(self, batch: Batch) -> None:
         metrics: dict[tuple[str, str, int], float | None] = {}
         alerts, checkpoints, evals = [], {}, []
+        session = batch.session
         for e in batch.events:
             p = e.payload
             if e.type == "metrics":
@@ -60,16 +63,65 @@ class RunRecords:
                 evals.append({"run_id": e.run_id, "seq": e.seq, "time": e.time,
                               "protocol": text(p.get("protocol"), 16) or "eval", "top1": finite(p.get("top1")),
                               "top5": finite(p.get("top5")), "payload": p})
-        session = batch.session
+            elif e.type == "rollback":
+                # the branch's curve is copied before the replayed steps overwrite it: what this batch holds of
+                # it so far is stored first (the replay's metrics follow the rollback event in seq order)
+                if metrics:
+                    _store_metrics(session, metrics)
+                    metrics = {}
+                if checkpoints:
+                    _store_checkpoints(session, checkpoints)
+                    checkpoints = {}
+                _rollback(session, e)
         if metrics:
             _store_metrics(session, metrics)
         if alerts:
             bulk.insert_new(session, Alert.__table__, alerts, ["run_id", "seq"])  # type: ignore[attr-defined]
         if checkpoints:
-            bulk.upsert(session, Checkpoint.__table__, list(checkpoints.values()),  # type: ignore[attr-defined]
-                        ["run_id", "step"], ["seq", "time", "path", "healthy"])
+            _store_checkpoints(session, checkpoints)
         if evals:
             bulk.insert_new(session, EvalResult.__table__, evals, ["run_id", "seq"])  # type: ignore[attr-defined]
+
+
+def _store_checkpoints(session: Session, checkpoints: dict[tuple[str, int], dict[str, Any]]) -> None:
+    bulk.upsert(session, Checkpoint.__table__, list(checkpoints.values()),  # type: ignore[attr-defined]
+                ["run_id", "step"], ["seq", "time", "path", "healthy"])
+
+
+def _rollback(session: Session, e: Event) -> None:
+    """A rollback of the engine's stability policy: a `run_branches` row, and the curve it abandons (the stored
+    metrics of its steps) copied to `branch_metrics` before the replay overwrites them. The checkpoints after
+    the one it went back to are gone (the engine deletes their files): their rows go too, so that no fork or
+    evaluation is offered one.
+
+    The abandoned steps: the contract says to_step+1 .. from_step, counted as steps done; a metrics event's
+    step is the index of the step (a checkpoint at step N is taken after N steps, so the replay's first metrics
+    are those of index N), so indices to_step .. from_step are copied (from_step's own is there only if the
+    engine counts the other way)."""
+    p = e.payload
+    branch, to_step, from_step = integer(p.get("branch")), integer(p.get("to_step")), integer(p.get("from_step"))
+    if branch is None or to_step is None or from_step is None or not 0 <= to_step <= from_step or \
+            not 0 < branch < 2**31:
+        log.warning("run %s: rollback event %d without a usable branch, to_step and from_step: %s", e.run_id, e.seq,
+                    {k: p.get(k) for k in ("branch", "to_step", "from_step")})
+        return
+    skipped = p.get("skipped")
+    pair = [integer(v) for v in skipped] if isinstance(skipped, list) and len(skipped) == 2 else None
+    row = {"run_id": e.run_id, "branch": branch, "seq": e.seq, "time": e.time, "from_step": from_step,
+           "to_step": to_step, "alert_kind": text(p.get("alert_kind"), 64), "alert_step": integer(p.get("alert_step")),
+           "lr_scale": finite(p.get("lr_scale")), "skipped": pair if pair and None not in pair else None,
+           "checkpoint": text(p.get("checkpoint"), 4000) or None}
+    bulk.upsert(session, RunBranch.__table__, [row], ["run_id", "branch"],  # type: ignore[attr-defined]
+                [k for k in row if k not in ("run_id", "branch")])
+    b, m = BranchMetric.__table__.c, Metric.__table__.c  # type: ignore[attr-defined]
+    # the same branch number again (an engine resumed from a checkpoint before it): its newest curve only
+    session.execute(delete(BranchMetric.__table__).where(b.run_id == e.run_id, b.branch == branch))  # type: ignore[attr-defined]
+    copied = sa_select(m.run_id, literal(branch, Integer), m.key, m.step, m.value).where(
+        m.run_id == e.run_id, m.step >= to_step, m.step <= from_step)
+    session.execute(insert(BranchMetric.__table__).from_select(  # type: ignore[attr-defined]
+        ["run_id", "branch", "key", "step", "value"], copied))
+    c = Checkpoint.__table__.c  # type: ignore[attr-defined]
+    session.execute(delete(Checkpoint.__table__).where(c.run_id == e.run_id, c.step > to_step))  # type: ignore[attr-defined]
 
 
 def _store_metrics(session: Session, metrics: dict[tuple[str, str, int], float | None]) -> None:
@@ -119,13 +171,18 @@ class RunState:
             run.last_seq = last
             run.last_heartbeat = now
             p = e.payload
-            if e.type == "status" and _status(run, p, e.time):
-                changed[run.id] = run
+            if e.type == "status":
+                if p.get("state") == "running" and (integer(p.get("attempt")) or run.attempt) >= run.attempt:
+                    _starting(run, now)
+                if _status(run, p, e.time):
+                    changed[run.id] = run
             elif e.type == "metrics":
                 step, total = integer(p.get("step")), integer(p.get("total_steps"))
                 if step is not None and total is not None:  # a count of work done with its total (a prepare run)
+                    _moved(run, step, e.time, now)
                     run.step, run.total_steps = step, total
                 elif step is not None:  # the step whose metrics these are: step + 1 done
+                    _moved(run, step + 1, e.time, now)
                     run.step = step + 1
                 knn = finite((p.get("values") or {}).get("knn_top1")) if isinstance(p.get("values"), dict) else None
                 if knn is not None and (run.best_knn_top1 is None or knn > run.best_knn_top1):
@@ -157,6 +214,34 @@ class RunState:
         if len(self._progress_at) > 10_000:  # forget runs long quiet
             self._progress_at = {k: v for k, v in self._progress_at.items() if now - v < 3600}
         return out
+
+
+STEP_TIME_EMA = 0.2  # weight of a new sample in the usual step time
+CLOCK_SAMPLE_S = 1.0  # step times are sampled over at least this long (the engine emits a read-back's steps at once)
+
+
+def _starting(run: Run, now: datetime) -> None:
+    """An attempt starts (or the engine begins its loop): its loading and compiling are not judged by the stall
+    watch, which waits for the step to move in this attempt; the usual step time of earlier attempts stays."""
+    run.step_at, run.step_clock, run.clock_step, run.stalled_at = now, None, None, None
+
+
+def _moved(run: Run, step: int, clock: float, now: datetime) -> None:
+    """The stall watch's inputs as the step changes: when (the server's clock), and the usual seconds per step, an
+    EMA of samples taken on the worker's clock over at least CLOCK_SAMPLE_S (a step that went back, a rollback
+    or a resume, starts a new sample)."""
+    if run.step == step:
+        return
+    run.step_at, run.stalled_at = now, None
+    if run.clock_step is None or run.step_clock is None or step < run.clock_step:
+        run.step_clock, run.clock_step = clock, step
+        return
+    elapsed, steps = clock - run.step_clock, step - run.clock_step
+    if steps > 0 and elapsed >= CLOCK_SAMPLE_S:
+        sample = elapsed / steps
+        run.step_time_s = sample if run.step_time_s is None else \
+            run.step_time_s + STEP_TIME_EMA * (sample - run.step_time_s)
+        run.step_clock, run.clock_step = clock, step
 
 
 def _runs(session: Session, run_ids: set[str]) -> dict[str, Run]:

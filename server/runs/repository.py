@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import exists, func, or_
 from sqlmodel import Session, col, delete, select
 
-from server.models import Alert, Checkpoint, EvalResult, Event, Metric, Project, Run, RunTag, Team, User
+from server.models import Alert, Checkpoint, EvalResult, Event, Metric, Project, Run, RunBranch, RunTag, Team, User
 from server.runs.schemas import RunDetail, RunPublic
 
 KNN_PROBE = "knn_top1"  # the monitor's metric (mocov3_core's training-time kNN probe)
@@ -122,7 +122,8 @@ def to_detail(session: Session, run: Run) -> RunDetail:
 
 def _fields(run: Run) -> dict[str, Any]:
     data = run.model_dump(exclude={"spec", "team_id", "project_id", "owner_id", "task_id", "dispatched_at",
-                                   "cancel_requested_at", "revoked_at", "followups", "followups_pending"})
+                                   "cancel_requested_at", "revoked_at", "followups", "followups_pending",
+                                   "step_at", "step_clock", "clock_step", "step_time_s", "stalled_at"})
     spec = run.spec if isinstance(run.spec, dict) else {}
     model, data_spec = spec.get("model"), spec.get("data")
     data["model"] = str(model["arch"]) if isinstance(model, dict) and model.get("arch") else None
@@ -162,3 +163,14 @@ def checkpoint_at(session: Session, *, run_id: str, step: int | None) -> Checkpo
     if step is not None:
         query = query.where(Checkpoint.step == step)
     return session.exec(query.order_by(col(Checkpoint.step).desc()).limit(1)).first()
+
+
+# ---------------------------------------------------------------- lineage
+def forks_of(session: Session, *, run_id: str) -> list[Run]:
+    """The pretraining runs forked from `run_id` (its evaluations also name it as their parent), oldest first."""
+    query = select(Run).where(Run.parent_run_id == run_id, Run.kind == "pretrain")
+    return list(session.exec(query.order_by(col(Run.created_at), col(Run.id))))
+
+
+def branches_of(session: Session, *, run_id: str) -> list[RunBranch]:
+    return list(session.exec(select(RunBranch).where(RunBranch.run_id == run_id).order_by(col(RunBranch.branch))))

@@ -26,6 +26,8 @@ from server.runs.schemas import (
     EvaluateRequest,
     EventPublic,
     EventsPublic,
+    ForkRequest,
+    LineagePublic,
     PresetPublic,
     RunCreate,
     RunDetail,
@@ -108,18 +110,50 @@ def evaluate_run(run_id: RunId, body: EvaluateRequest, session: SessionDep, sett
                             run_id=run_id, body=body)
 
 
+@router.post("/runs/{run_id}/fork", status_code=201, response_model=RunDetail,
+             dependencies=[Depends(submission_quota)])
+def fork_run(run_id: RunId, body: ForkRequest, session: SessionDep, settings: SettingsDep, caller: CallerDep,
+             dispatcher: DispatcherDep, bus: BusDep, redis_client: RedisDep) -> RunDetail:
+    """A new pretraining run from one of this run's checkpoints (default its latest) with changed settings, in
+    its team and project; it keeps parent_run_id and parent_step (the step it left the parent at)."""
+    return service.fork(session, settings=settings, caller=caller, dispatcher=dispatcher, bus=bus,
+                        redis_client=redis_client, run_id=run_id, body=body)
+
+
+@router.get("/runs/{run_id}/lineage", response_model=LineagePublic)
+def read_lineage(run_id: RunId, session: SessionDep, caller: CallerDep) -> LineagePublic:
+    """Where the run came from (the run and step it was forked from), the runs forked from it, and its rollback
+    branches."""
+    return service.lineage(session, caller=caller, run_id=run_id)
+
+
+Keys = Annotated[str | None, Query(max_length=2000, description="Comma-separated; default all.")]
+Start = Annotated[int | None, Query(ge=0, le=MAX_STEP)]
+Buckets = Annotated[int | None, Query(ge=1, le=20_000, description="Downsample to N buckets (min, max, last each); "
+                                      "omit for full resolution.")]
+Limit = Annotated[int, Query(ge=1, le=2_000_000)]
+
+
+def _keys(keys: str | None) -> list[str] | None:
+    return [k.strip() for k in keys.split(",") if k.strip()] if keys else None
+
+
 @router.get("/runs/{run_id}/metrics", response_model=RunMetrics)
-def read_metrics(run_id: RunId, session: SessionDep, caller: CallerDep,
-                 keys: Annotated[str | None, Query(max_length=2000,
-                                                   description="Comma-separated; default all.")] = None,
-                 start: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None,
-                 end: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None,
-                 buckets: Annotated[int | None, Query(ge=1, le=20_000, description="Downsample to N buckets "
-                                                      "(min, max, last each); omit for full resolution.")] = None,
-                 limit: Annotated[int, Query(ge=1, le=2_000_000)] = 200_000) -> RunMetrics:
+def read_metrics(run_id: RunId, session: SessionDep, caller: CallerDep, keys: Keys = None, start: Start = None,
+                 end: Start = None, buckets: Buckets = None, limit: Limit = 200_000) -> RunMetrics:
     service.get(session, caller=caller, run_id=run_id)
-    wanted = [k.strip() for k in keys.split(",") if k.strip()] if keys else None
-    return metrics.series(session, run_id=run_id, keys=wanted, start=start, end=end, buckets=buckets, limit=limit)
+    return metrics.series(session, run_id=run_id, keys=_keys(keys), start=start, end=end, buckets=buckets,
+                          limit=limit)
+
+
+@router.get("/runs/{run_id}/branches/{branch}/metrics", response_model=RunMetrics)
+def read_branch_metrics(run_id: RunId, branch: Annotated[int, Path(ge=1, le=2**31 - 1)], session: SessionDep,
+                        caller: CallerDep, keys: Keys = None, start: Start = None, end: Start = None,
+                        buckets: Buckets = None, limit: Limit = 200_000) -> RunMetrics:
+    """The curve a rollback abandoned: the branch's steps as they were before the replay overwrote them."""
+    service.get_branch(session, caller=caller, run_id=run_id, branch=branch)
+    return metrics.series(session, run_id=run_id, keys=_keys(keys), start=start, end=end, buckets=buckets,
+                          limit=limit, points=metrics.branch_points(run_id, branch))
 
 
 @router.get("/runs/{run_id}/metric-keys", response_model=list[str])

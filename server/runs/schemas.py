@@ -79,6 +79,22 @@ class EvaluateRequest(_Body):
     queue: Queue | None = Field(None, description="Default: the pretraining run's queue.")
 
 
+class ForkRequest(_Body):
+    """A new pretraining run from a checkpoint of this one, with changed settings: the parent's spec, then
+    `spec` (a partial tree), then `overrides`, validated like a new run's."""
+
+    checkpoint_step: CheckpointStep | None = Field(None, description="The parent's checkpoint to start from "
+                                                   "(default: its latest).")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted keys on top of the parent's spec, "
+                                      "e.g. {\"optim.base_lr\": 1e-4}.")
+    spec: dict[str, Any] | None = Field(None, description="A partial spec tree layered on the parent's.")
+    name: str | None = Field(None, max_length=MAX_NAME, description="Default: 'fork of <parent> @<step>'.")
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+    notes: str = Field("", max_length=10_000)
+    queue: Queue | None = Field(None, description="Default: the parent's queue.")
+    resources: Resources | None = Field(None, description="Default: the parent's.")
+
+
 class PlacementPublic(BaseModel):
     worker_id: str
     host: str | None = None
@@ -97,6 +113,8 @@ class RunPublic(BaseModel):
     notes: str
     queue: str
     parent_run_id: str | None
+    parent_step: int | None = Field(None, description="A fork: the parent's step it started from; an evaluation: "
+                                    "the step of the checkpoint it reads.")
     checkpoint: str | None
     attempt: int
     worker_id: str | None
@@ -208,6 +226,37 @@ class CheckpointPublic(BaseModel):
     time: float
     path: str
     healthy: bool
+
+
+class LineageParent(BaseModel):
+    id: str
+    name: str | None
+    step: int | None = Field(None, description="The parent's step this run started from.")
+
+
+class LineageFork(BaseModel):
+    id: str
+    name: str | None
+    status: RunStatus
+    step: int | None = Field(None, description="The step of this run the fork started from (its parent_step).")
+
+
+class BranchPublic(BaseModel):
+    branch: int
+    from_step: int = Field(description="The step training had reached when it rolled back.")
+    to_step: int = Field(description="The checkpoint's step it restarted from.")
+    alert_kind: str
+    alert_step: int | None
+    lr_scale: float | None = Field(None, description="The lr scale after the rollback.")
+    skipped: list[int] | None = Field(None, description="[first, last] data positions skipped, or null.")
+    time: float
+
+
+class LineagePublic(BaseModel):
+    parent: LineageParent | None = Field(None, description="The run it was forked from (null: none).")
+    forks: list[LineageFork] = Field(default_factory=list, description="Pretraining runs forked from it.")
+    branches: list[BranchPublic] = Field(default_factory=list, description="Its rollbacks, in order; each "
+                                         "branch's abandoned curve is at /runs/{id}/branches/{branch}/metrics.")
 
 
 class EvalResultPublic(BaseModel):

@@ -3,6 +3,7 @@ nothing); a send that fails leaves the run queued for the watchdog to re-send.""
 
 from __future__ import annotations
 
+import copy
 import logging
 import secrets
 from datetime import timedelta
@@ -12,19 +13,30 @@ from typing import Any
 import redis
 from sqlmodel import Session, col, select
 
-from mocov3_core.config import MAX_NAME, ConfigError, validate_spec
+from mocov3_core.config import MAX_NAME, ConfigError, merge, validate_spec
 from mocov3_core.presets import build_spec
 from server.auth.service import Caller, get_or_create_project
 from server.core.config import Settings
 from server.core.db import utcnow
-from server.core.errors import Conflict, RunNotFound, SpecInvalid
+from server.core.errors import Conflict, NotFound, RunNotFound, SpecInvalid
 from server.datasets.resolve import path_refusal, resolve_name, resolve_path
 from server.events.bus import EventBus
-from server.models import Run, Study
+from server.models import Run, RunBranch, Study
 from server.runs import lifecycle, repository
 from server.runs.dispatch import Dispatcher
 from server.runs.scheduler import Request, impossible
-from server.runs.schemas import EvaluateRequest, Resources, RunCreate, RunDetail, RunUpdate
+from server.runs.schemas import (
+    BranchPublic,
+    EvaluateRequest,
+    ForkRequest,
+    LineageFork,
+    LineageParent,
+    LineagePublic,
+    Resources,
+    RunCreate,
+    RunDetail,
+    RunUpdate,
+)
 from worker import gang, protocol
 
 log = logging.getLogger(__name__)
@@ -36,9 +48,15 @@ def new_run_id() -> str:
 
 
 def resolve_spec(settings: Settings, kind: str, preset: str | None, overrides: dict[str, Any],
-                 base: dict[str, Any] | None, *, session: Session, team_id: int) -> dict[str, Any]:
+                 base: dict[str, Any] | None, *, session: Session, team_id: int,
+                 fork_from: str | None = None) -> dict[str, Any]:
     """defaults -> preset -> base -> overrides, validated by the engine, with `data.name` resolved within team
-    `team_id` (server/datasets/resolve.py); SpecInvalid names the field."""
+    `team_id` (server/datasets/resolve.py); SpecInvalid names the field.
+
+    `fork_from` is the checkpoint a fork starts from, resolved by `fork`; a spec that ends up with any other
+    (from a client's tree, a study's overrides, anything not resolved here) is refused."""
+    if fork_from is not None:
+        base = {**(base or {}), "fork_from": fork_from}
     try:
         cfg = build_spec(kind, preset, overrides, base=base)
         spec = cfg.model_dump(mode="json")
@@ -55,10 +73,13 @@ def resolve_spec(settings: Settings, kind: str, preset: str | None, overrides: d
         why = path_refusal(settings, resolve_path(settings, data_root), team_id)
         if why is not None:
             raise SpecInvalid("data.root", why)
-    checkpoint = spec.get("checkpoint")
-    if checkpoint and not _inside(str(settings.storage_root / checkpoint), [settings.storage_root]):
-        raise SpecInvalid("checkpoint", f"must be inside the storage root {settings.storage_root} (absolute, or "
-                          "relative to it)")
+    if spec.get("fork_from") != fork_from:
+        raise SpecInvalid("fork_from", FORK_REFUSAL)
+    for field in ("checkpoint", "fork_from"):
+        path = spec.get(field)
+        if path and not _inside(str(settings.storage_root / path), [settings.storage_root]):
+            raise SpecInvalid(field, f"must be inside the storage root {settings.storage_root} (absolute, or "
+                              "relative to it)")
     return spec
 
 
@@ -78,12 +99,19 @@ def _inside(path: str, roots: list[Path]) -> bool:
     return any(resolved == root or root in resolved.parents for root in roots)
 
 
+FORK_REFUSAL = ("a fork's checkpoint is not given as a path: POST /runs/{run_id}/fork names the run (and "
+                "checkpoint_step for another than the latest)")
+
+
 def refuse_client_checkpoint(tree: dict[str, Any] | None, root: tuple[str, ...]) -> None:
     """A checkpoint is named by its run (and step), which the server resolves within the caller's teams; a
-    path from a client could name another team's run folder, so it is refused wherever a spec tree comes in."""
+    path from a client could name another team's run folder, so it is refused wherever a spec tree comes in:
+    an evaluation's `checkpoint` and a fork's `fork_from` alike."""
     if tree and "checkpoint" in tree:
         raise SpecInvalid("checkpoint", "a checkpoint is not given as a path: name its pretraining run (run_id, "
                           "and checkpoint_step for another than the latest)", root=root)
+    if tree and "fork_from" in tree:
+        raise SpecInvalid("fork_from", FORK_REFUSAL, root=root)
 
 
 RESOURCES = ("body", "resources")
@@ -166,6 +194,7 @@ def new_evaluation(session: Session, *, settings: Settings, dispatcher: Dispatch
         raise SpecInvalid("kind", "an evaluation is knn, linear or finetune", root=("body",))
     if "checkpoint" in overrides or (base and "checkpoint" in base):  # a study's stored overrides, say
         raise SpecInvalid("checkpoint", "a checkpoint is named by its run, not by a path", root=("body", "overrides"))
+    refuse_client_checkpoint(overrides, ("body", "overrides"))
     if parent.kind != "pretrain":
         raise Conflict(f"run {parent.id} is a {parent.kind} run; only pretraining runs are evaluated")
     ckpt = repository.checkpoint_at(session, run_id=parent.id, step=checkpoint_step)
@@ -179,10 +208,54 @@ def new_evaluation(session: Session, *, settings: Settings, dispatcher: Dispatch
     default_name = f"{kind} of {parent.name or parent.id}"[:MAX_NAME]
     run = Run(id=new_run_id(), kind=kind, name=name or default_name,
               spec=spec, status="queued", team_id=parent.team_id, project_id=parent.project_id, notes=notes,
-              owner_id=owner_id, queue=queue or parent.queue, parent_run_id=parent.id,
+              owner_id=owner_id, queue=queue or parent.queue, parent_run_id=parent.id, parent_step=ckpt.step,
               checkpoint=spec["checkpoint"], study_id=parent.study_id, study_values=dict(parent.study_values),
               overrides=overrides)
     return _enqueue(session, dispatcher, bus, run, list(tags or []))
+
+
+def fork(session: Session, *, settings: Settings, caller: Caller, dispatcher: Dispatcher, bus: EventBus | None,
+         redis_client: redis.Redis | None, run_id: str, body: ForkRequest) -> RunDetail:
+    """A new pretraining run from a checkpoint of `run_id` (its latest, or the one at body.checkpoint_step), in
+    its team and project: the parent's spec, then body.spec, then body.overrides, validated like a new run's,
+    with `fork_from` the checkpoint's path as resolved here (never a client's). The engine loads weights,
+    optimizer, rng and monitor state and the step from it and goes on with the fork's own settings."""
+    refuse_client_checkpoint(body.spec, ("body", "spec"))
+    refuse_client_checkpoint(body.overrides, ("body", "overrides"))
+    parent = get(session, caller=caller, run_id=run_id)
+    if parent.kind != "pretrain":
+        raise Conflict(f"run {parent.id} is a {parent.kind} run; only pretraining runs are forked")
+    ckpt = repository.checkpoint_at(session, run_id=parent.id, step=body.checkpoint_step)
+    if ckpt is None:
+        which = f"at step {body.checkpoint_step}" if body.checkpoint_step is not None else "yet"
+        raise Conflict(f"run {parent.id} has no checkpoint {which}")
+    path = storage_relative(ckpt.path, parent.id)
+    if _deleted(settings, parent.id, path):
+        raise Conflict(f"run {parent.id}'s checkpoint at step {ckpt.step} is no longer kept (the engine keeps the "
+                       "last train.keep_checkpoints and the last healthy one); fork from a later one")
+    base = merge(copy.deepcopy(parent.spec), copy.deepcopy(body.spec)) if body.spec else copy.deepcopy(parent.spec)
+    base.pop("fork_from", None)  # a fork of a fork starts from its own parent's checkpoint
+    spec = resolve_spec(settings, "pretrain", None, body.overrides, base, session=session, team_id=parent.team_id,
+                        fork_from=path)
+    resources = body.resources or Resources(nodes=parent.nodes, gpus_per_node=parent.gpus_per_node)
+    queue = body.queue or parent.queue
+    check_resources(resources, kind="pretrain", spec=spec, queue=queue, redis_client=redis_client)
+    assert caller.user.id is not None
+    run = Run(id=new_run_id(), kind="pretrain", name=body.name or f"fork of {parent.name or parent.id} @{ckpt.step}"
+              [:MAX_NAME], spec=spec, status="queued", team_id=parent.team_id, project_id=parent.project_id,
+              owner_id=caller.user.id, notes=body.notes, queue=queue, parent_run_id=parent.id, parent_step=ckpt.step,
+              preset=parent.preset, overrides={**parent.overrides, **body.overrides}, nodes=resources.nodes,
+              gpus_per_node=resources.gpus_per_node)
+    return _enqueue(session, dispatcher, bus, run, body.tags)
+
+
+def _deleted(settings: Settings, run_id: str, path: str) -> bool:
+    """Is the checkpoint file gone, as far as this server can tell? Only where it sees the run's folder (the
+    storage mounted here, as on one machine); elsewhere the worker finds out, and the fork fails saying so."""
+    try:
+        return (settings.storage_root / "runs" / run_id).is_dir() and not (settings.storage_root / path).is_file()
+    except OSError:
+        return False
 
 
 def queue_followups(session: Session, *, settings: Settings, dispatcher: Dispatcher, bus: EventBus | None,
@@ -254,6 +327,26 @@ def get(session: Session, *, caller: Caller, run_id: str) -> Run:
     if run is None:
         raise RunNotFound(f"run {run_id} not found")
     return run
+
+
+def get_branch(session: Session, *, caller: Caller, run_id: str, branch: int) -> RunBranch:
+    get(session, caller=caller, run_id=run_id)
+    row = session.get(RunBranch, (run_id, branch))
+    if row is None:
+        raise NotFound(f"run {run_id} has no branch {branch}")
+    return row
+
+
+def lineage(session: Session, *, caller: Caller, run_id: str) -> LineagePublic:
+    run = get(session, caller=caller, run_id=run_id)
+    parent = repository.get_run(session, run_id=run.parent_run_id, team_ids=caller.team_ids) \
+        if run.parent_run_id else None
+    return LineagePublic(
+        parent=LineageParent(id=parent.id, name=parent.name, step=run.parent_step) if parent else None,
+        forks=[LineageFork(id=f.id, name=f.name, status=f.status, step=f.parent_step)
+               for f in repository.forks_of(session, run_id=run.id)],
+        branches=[BranchPublic.model_validate(b, from_attributes=True)
+                  for b in repository.branches_of(session, run_id=run.id)])
 
 
 def update(session: Session, *, caller: Caller, bus: EventBus | None, run_id: str, body: RunUpdate) -> RunDetail:

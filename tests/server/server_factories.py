@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -79,6 +80,22 @@ def submit(client: TestClient, member: Member, **body: Any) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     data: dict[str, Any] = response.json()
     return data
+
+
+def with_checkpoints(client: TestClient, redis_client: redis.Redis, ingestor: Ingestor, storage: Path, member: Member,
+                     steps: tuple[int, ...] = (16, 32), **body: Any) -> dict[str, Any]:
+    """A submitted run whose worker reported checkpoints at `steps` (paths under `storage` as a worker writes them)."""
+    run = submit(client, member, **body)
+    ckpts = storage / "runs" / run["id"] / "checkpoints"
+    push(redis_client, [ev(run["id"], i, "checkpoint", step=s, path=str(ckpts / f"step_{s:07d}.pt"), healthy=True)
+                        for i, s in enumerate(steps)])
+    drain(ingestor)
+    return run
+
+
+def fork(client: TestClient, member: Member, run_id: str, **body: Any) -> Any:
+    """POST /runs/{run_id}/fork -> the response."""
+    return client.post(f"/api/v1/runs/{run_id}/fork", json=body, headers=member.headers)
 
 
 def queue_messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:

@@ -179,6 +179,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/{run_id}/fork": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Fork Run
+         * @description A new pretraining run from one of this run's checkpoints (default its latest) with changed settings, in
+         *     its team and project; it keeps parent_run_id and parent_step (the step it left the parent at).
+         */
+        post: operations["fork_run_api_v1_runs__run_id__fork_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/lineage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read Lineage
+         * @description Where the run came from (the run and step it was forked from), the runs forked from it, and its rollback
+         *     branches.
+         */
+        get: operations["read_lineage_api_v1_runs__run_id__lineage_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{run_id}/metrics": {
         parameters: {
             query?: never;
@@ -188,6 +230,26 @@ export interface paths {
         };
         /** Read Metrics */
         get: operations["read_metrics_api_v1_runs__run_id__metrics_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/branches/{branch}/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read Branch Metrics
+         * @description The curve a rollback abandoned: the branch's steps as they were before the replay overwrote them.
+         */
+        get: operations["read_branch_metrics_api_v1_runs__run_id__branches__branch__metrics_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -945,6 +1007,37 @@ export interface components {
             /** Labels */
             labels: string[];
         };
+        /** BranchPublic */
+        BranchPublic: {
+            /** Branch */
+            branch: number;
+            /**
+             * From Step
+             * @description The step training had reached when it rolled back.
+             */
+            from_step: number;
+            /**
+             * To Step
+             * @description The checkpoint's step it restarted from.
+             */
+            to_step: number;
+            /** Alert Kind */
+            alert_kind: string;
+            /** Alert Step */
+            alert_step: number | null;
+            /**
+             * Lr Scale
+             * @description The lr scale after the rollback.
+             */
+            lr_scale?: number | null;
+            /**
+             * Skipped
+             * @description [first, last] data positions skipped, or null.
+             */
+            skipped?: number[] | null;
+            /** Time */
+            time: number;
+        };
         /** ChannelCreate */
         ChannelCreate: {
             /**
@@ -1372,6 +1465,51 @@ export interface components {
              */
             last_seq?: number | null;
         };
+        /**
+         * ForkRequest
+         * @description A new pretraining run from a checkpoint of this one, with changed settings: the parent's spec, then
+         *     `spec` (a partial tree), then `overrides`, validated like a new run's.
+         */
+        ForkRequest: {
+            /**
+             * Checkpoint Step
+             * @description The parent's checkpoint to start from (default: its latest).
+             */
+            checkpoint_step?: number | null;
+            /**
+             * Overrides
+             * @description Dotted keys on top of the parent's spec, e.g. {"optim.base_lr": 1e-4}.
+             */
+            overrides?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Spec
+             * @description A partial spec tree layered on the parent's.
+             */
+            spec?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Name
+             * @description Default: 'fork of <parent> @<step>'.
+             */
+            name?: string | null;
+            /** Tags */
+            tags?: string[];
+            /**
+             * Notes
+             * @default
+             */
+            notes?: string;
+            /**
+             * Queue
+             * @description Default: the parent's queue.
+             */
+            queue?: string | null;
+            /** @description Default: the parent's. */
+            resources?: components["schemas"]["Resources"] | null;
+        };
         /** HTTPValidationError */
         HTTPValidationError: {
             /** Detail */
@@ -1460,6 +1598,50 @@ export interface components {
             };
             /** Finished At */
             finished_at: string | null;
+        };
+        /** LineageFork */
+        LineageFork: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "cancelled" | "lost";
+            /**
+             * Step
+             * @description The step of this run the fork started from (its parent_step).
+             */
+            step?: number | null;
+        };
+        /** LineageParent */
+        LineageParent: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string | null;
+            /**
+             * Step
+             * @description The parent's step this run started from.
+             */
+            step?: number | null;
+        };
+        /** LineagePublic */
+        LineagePublic: {
+            /** @description The run it was forked from (null: none). */
+            parent?: components["schemas"]["LineageParent"] | null;
+            /**
+             * Forks
+             * @description Pretraining runs forked from it.
+             */
+            forks?: components["schemas"]["LineageFork"][];
+            /**
+             * Branches
+             * @description Its rollbacks, in order; each branch's abandoned curve is at /runs/{id}/branches/{branch}/metrics.
+             */
+            branches?: components["schemas"]["BranchPublic"][];
         };
         /** LoginCode */
         LoginCode: {
@@ -1740,6 +1922,11 @@ export interface components {
             queue: string;
             /** Parent Run Id */
             parent_run_id: string | null;
+            /**
+             * Parent Step
+             * @description A fork: the parent's step it started from; an evaluation: the step of the checkpoint it reads.
+             */
+            parent_step?: number | null;
             /** Checkpoint */
             checkpoint: string | null;
             /** Attempt */
@@ -1927,6 +2114,11 @@ export interface components {
             queue: string;
             /** Parent Run Id */
             parent_run_id: string | null;
+            /**
+             * Parent Step
+             * @description A fork: the parent's step it started from; an evaluation: the step of the checkpoint it reads.
+             */
+            parent_step?: number | null;
             /** Checkpoint */
             checkpoint: string | null;
             /** Attempt */
@@ -3472,6 +3664,216 @@ export interface operations {
             };
         };
     };
+    fork_run_api_v1_runs__run_id__fork_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ForkRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunDetail"];
+                };
+            };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description No valid token or session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not found, or not in your teams. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not possible in the run's current state. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description SQL or Redis is unreachable; retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+        };
+    };
+    read_lineage_api_v1_runs__run_id__lineage_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LineagePublic"];
+                };
+            };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description No valid token or session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not found, or not in your teams. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not possible in the run's current state. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description SQL or Redis is unreachable; retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+        };
+    };
     read_metrics_api_v1_runs__run_id__metrics_get: {
         parameters: {
             query?: {
@@ -3486,6 +3888,118 @@ export interface operations {
             header?: never;
             path: {
                 run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunMetrics"];
+                };
+            };
+            /** @description A malformed request (a Last-Event-ID that is no event's seq). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description No valid token or session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not enough permissions, or a cross-site request with the cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not found, or not in your teams. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Not possible in the run's current state. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description The request body is over the server's limit (1 MiB by default). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many run submissions or open event streams; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+            /** @description SQL or Redis is unreachable; retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorPublic"];
+                };
+            };
+        };
+    };
+    read_branch_metrics_api_v1_runs__run_id__branches__branch__metrics_get: {
+        parameters: {
+            query?: {
+                /** @description Comma-separated; default all. */
+                keys?: string | null;
+                start?: number | null;
+                end?: number | null;
+                /** @description Downsample to N buckets (min, max, last each); omit for full resolution. */
+                buckets?: number | null;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                run_id: string;
+                branch: number;
             };
             cookie?: never;
         };
