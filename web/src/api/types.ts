@@ -124,49 +124,9 @@ export type DeliveryAttempt = Schemas["AttemptPublic"];
 export type DeliveryPublic = Schemas["DeliveryPublic"];
 export type DeliveryStatus = DeliveryPublic["status"];
 
-// ----------------------------------------------------------------- fork and lineage (issue 13, h-lineage)
+// ----------------------------------------------------------------- fork and lineage (issue 13)
 
-export interface ForkRequest {
-  /** default: the parent's latest checkpoint */
-  checkpoint_step?: number | null;
-  /** dotted keys on top of the parent's spec */
-  overrides?: Record<string, unknown>;
-  spec?: Record<string, unknown> | null;
-  /** default: "fork of <parent> @<step>" */
-  name?: string | null;
-  tags?: string[];
-  notes?: string;
-  queue?: string | null;
-}
-
-export interface LineageFork {
-  id: string;
-  name: string | null;
-  status: RunStatus;
-  /** the step of the parent the fork started from */
-  step: number | null;
-}
-
-export interface LineageBranch {
-  branch: number;
-  /** the step training had reached when it rolled back */
-  from_step: number;
-  /** the checkpoint's step it restarted from */
-  to_step: number;
-  alert_kind: string;
-  alert_step: number | null;
-  /** the lr scale after the rollback */
-  lr_scale: number | null;
-  /** [first, last] data positions skipped */
-  skipped: number[] | null;
-  time: number;
-}
-
-export interface LineagePublic {
-  parent?: { id: string; name: string | null; step?: number | null } | null;
-  forks?: LineageFork[];
-  branches?: LineageBranch[];
-}
-
-/** A run with the step it was forked at (null for a run that is not a fork). */
-export type WithParentStep<T> = T & { parent_step?: number | null };
+export type ForkRequest = Schemas["ForkRequest"];
+export type LineageFork = Schemas["LineageFork"];
+export type LineageBranch = Schemas["BranchPublic"];
+export type LineagePublic = Schemas["LineagePublic"];

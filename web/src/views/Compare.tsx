@@ -4,7 +4,7 @@
 // marker stands at each branch point.
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { api } from "../api/client";
-import type { LineagePublic, RunDetail, WithParentStep } from "../api/types";
+import type { LineagePublic, RunDetail } from "../api/types";
 import { lineageOverlay } from "../charts/lineage";
 import { OverlayCharts, runColor } from "../charts/Overlay";
 import { flatten } from "../form/schema";
@@ -26,7 +26,7 @@ export function diffKeys(specs: Record<string, unknown>[]): string[] {
 }
 
 const label = (r: RunDetail) => r.name || r.id;
-const parentStep = (r: RunDetail) => (r as WithParentStep<RunDetail>).parent_step ?? null;
+const parentStep = (r: RunDetail) => r.parent_step ?? null;
 
 export function ComparePage({ ids }: { ids: string[] }) {
   const [runs, setRuns] = useState<RunDetail[] | null>(null);

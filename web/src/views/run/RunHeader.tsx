@@ -2,7 +2,7 @@
 // run's facts (ids, project, its GPUs, progress, accuracies); why a queued run waits, and where a placed run
 // runs (machine -> devices, node order).
 import type { LiveState } from "../../api/events";
-import type { LineagePublic, RunDetail, WithParentStep } from "../../api/types";
+import type { LineagePublic, RunDetail } from "../../api/types";
 import { navigate } from "../../router";
 import { Link, LiveIndicator, StatusBadge, fmtAcc, timeAgo } from "../../ui/common";
 import { resourcesLabel } from "../newrun/resources";
@@ -30,7 +30,7 @@ export function RunHeader({
   onCancel: () => void;
   onResume: () => void;
 }) {
-  const forkStep = parent?.step ?? (run as WithParentStep<RunDetail>).parent_step ?? null;
+  const forkStep = parent?.step ?? run.parent_step ?? null;
   const isFork = run.kind === "pretrain" && !!run.parent_run_id && forkStep !== null;
   const id = run.id;
   const running = !TERMINAL.includes(run.status);
