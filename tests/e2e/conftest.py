@@ -68,6 +68,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for name in ("REDIS_URL", "DATABASE_URL", "MOCOLAB_STORAGE"):
             s.env.pop(name, None)
         s.env["MOCOLAB_WEB_DIST"] = str(dist)
+        # the notification tests' webhook receiver listens on loopback, which the server refuses by default
+        s.env["MOCOLAB_NOTIFY_ALLOW_NETS"] = "127.0.0.1/32"
         s.start()
         try:
             yield s

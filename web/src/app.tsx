@@ -11,6 +11,7 @@ import { LeaderboardPage } from "./views/Leaderboard";
 import { LoginPage } from "./views/Login";
 import { NewStudyPage } from "./views/NewStudy";
 import { NewRunPage } from "./views/NewRun";
+import { NotificationsPage } from "./views/Notifications";
 import { RunPage } from "./views/Run";
 import { RunsPage } from "./views/Runs";
 import { StudiesPage } from "./views/Studies";
@@ -102,6 +103,9 @@ export function App() {
   } else if (path === "/leaderboard") {
     page = <LeaderboardPage />;
     section = "leaderboard";
+  } else if (path === "/notifications" || path === "/notifications/") {
+    page = <NotificationsPage />;
+    section = "notifications";
   } else if (path === "/workers") {
     page = <WorkersPage />;
     section = "workers";
@@ -149,6 +153,14 @@ export function App() {
           </Link>
           <Link href="/workers" aria-current={section === "workers" ? "page" : undefined}>
             Workers
+          </Link>
+          <Link
+            href="/notifications"
+            aria-current={section === "notifications" ? "page" : undefined}
+            data-testid="nav-notifications"
+            title="Team settings: where alerts and run ends are sent"
+          >
+            Notifications
           </Link>
         </nav>
         <span class="spacer" />

@@ -1,14 +1,19 @@
 // The one place that talks to /api/v1: base URL, credentials and the handling of 401 live here.
 import type {
   AlertPublic,
+  ChannelPublic,
+  ChannelWrite,
   CheckpointPublic,
   DatasetCreate,
   DatasetPrepare,
   DatasetPublic,
+  DeliveryPublic,
   EvalKind,
   EvalResultPublic,
   EventsPublic,
+  ForkRequest,
   Leaderboard,
+  LineagePublic,
   Me,
   PresetPublic,
   RunDetail,
@@ -171,6 +176,26 @@ export const api = {
   prepareDataset: (name: string, body: DatasetPrepare) =>
     request<DatasetPublic>("POST", `/datasets/${enc(name)}/prepare`, body),
   removeDataset: (name: string) => request<void>("DELETE", `/datasets/${enc(name)}`),
+  channels: (signal?: AbortSignal) => request<ChannelPublic[]>("GET", "/channels", undefined, signal),
+  createChannel: (body: ChannelWrite) => request<ChannelPublic>("POST", "/channels", body),
+  updateChannel: (id: number, body: ChannelWrite) =>
+    request<ChannelPublic>("PATCH", `/channels/${enc(String(id))}`, body),
+  deleteChannel: (id: number) => request<void>("DELETE", `/channels/${enc(String(id))}`),
+  /** Sends a test message now (tried once): the delivery with its attempt. */
+  testChannel: (id: number) => request<DeliveryPublic>("POST", `/channels/${enc(String(id))}/test`),
+  /** The channel's messages, newest first, each with its attempts; `before` = a delivery id (the next page). */
+  deliveries: (id: number, q: { limit?: number; before?: number }, signal?: AbortSignal) =>
+    request<DeliveryPublic[]>("GET", `/channels/${enc(String(id))}/deliveries${qs({ ...q })}`, undefined, signal),
+  fork: (id: string, body: ForkRequest) => request<RunDetail>("POST", `/runs/${enc(id)}/fork`, body),
+  lineage: (id: string, signal?: AbortSignal) =>
+    request<LineagePublic>("GET", `/runs/${enc(id)}/lineage`, undefined, signal),
+  branchMetrics: (id: string, branch: number, q: MetricQuery, signal?: AbortSignal) =>
+    request<RunMetrics>(
+      "GET",
+      `/runs/${enc(id)}/branches/${branch}/metrics${qs({ keys: q.keys.join(","), buckets: q.buckets, start: q.start, end: q.end })}`,
+      undefined,
+      signal,
+    ),
 };
 
 export interface LeaderboardQuery {

@@ -105,3 +105,28 @@ export const DATASET_KINDS = [
   "idx",
   "npz",
 ] as const satisfies readonly NonNullable<DatasetCreate["kind"]>[];
+
+// ----------------------------------------------------------------- notifications (issue 13)
+
+export type ChannelKind = Schemas["ChannelPublic"]["kind"];
+export const CHANNEL_KINDS = ["webhook", "slack", "email"] as const satisfies readonly ChannelKind[];
+export type Severity = NonNullable<Schemas["Rules"]["severities"]>[number];
+export const SEVERITIES = ["warning", "critical"] as const satisfies readonly Severity[];
+export type RunEnd = NonNullable<Schemas["Rules"]["run_ends"]>[number];
+export const RUN_ENDS = ["succeeded", "failed", "lost"] as const satisfies readonly RunEnd[];
+/** A channel's rules, every field present (as the server answers them; a request may leave defaults out). */
+export type ChannelRules = Required<Schemas["Rules"]>;
+export type ChannelPublic = Omit<Schemas["ChannelPublic"], "rules"> & { rules: ChannelRules };
+/** POST /channels and PATCH /channels/{id} (every field optional there). The secrets (url, headers,
+ * signing_secret) are write-only: nothing returns them. */
+export type ChannelWrite = Partial<Schemas["ChannelCreate"]> & Schemas["ChannelUpdate"];
+export type DeliveryAttempt = Schemas["AttemptPublic"];
+export type DeliveryPublic = Schemas["DeliveryPublic"];
+export type DeliveryStatus = DeliveryPublic["status"];
+
+// ----------------------------------------------------------------- fork and lineage (issue 13)
+
+export type ForkRequest = Schemas["ForkRequest"];
+export type LineageFork = Schemas["LineageFork"];
+export type LineageBranch = Schemas["BranchPublic"];
+export type LineagePublic = Schemas["LineagePublic"];

@@ -6,7 +6,7 @@ import { useEffect, useMemo, useRef } from "preact/hooks";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { fmtNum } from "../ui/common";
-import { align, type Series } from "./series";
+import { align, positiveOnly, type Series } from "./series";
 
 export const PALETTE = [
   "#2f7ed8",
@@ -25,12 +25,25 @@ export interface ChartLine {
   label: string;
   series: Series;
   color?: string;
+  /** A dashed line (a rolled-back branch's abandoned curve): uPlot's dash pattern in CSS pixels. */
+  dash?: number[];
 }
 
+/** A vertical line at a step: an alert (red, dashed), the step the page was opened at (`?step=N`), a branch point. */
 export interface Marker {
   step: number;
   label: string;
+  kind?: "alert" | "step" | "branch";
+  color?: string;
+  /** What the marker stands for in full (the chart draws the short label). */
+  detail?: string;
 }
+
+const MARKER_COLOR: Record<NonNullable<Marker["kind"]>, string> = {
+  alert: "rgba(224,49,49,0.9)",
+  step: "rgba(47,111,208,0.95)",
+  branch: "rgba(112,72,232,0.9)",
+};
 
 export interface LineChartProps {
   id: string;
@@ -64,10 +77,17 @@ function withAlpha(hex: string, a: number): string {
   return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${a})`;
 }
 
-function dataOf(lines: ChartLine[]) {
+/** Whether any y column (after the x column) holds a value: a log chart of zeros draws nothing. */
+function hasPositive(data: uPlot.AlignedData): boolean {
+  return data.slice(1).some((col) => (col as (number | null)[]).some((v) => v !== null && v > 0));
+}
+
+function dataOf(lines: ChartLine[], logY: boolean) {
   const a = align(lines.map((l) => l.series));
   const data: (number | null)[][] = [a.x];
-  for (const c of a.cols) data.push(c.value, c.min, c.max);
+  for (const c of a.cols)
+    if (logY) data.push(positiveOnly(c.value), positiveOnly(c.min), positiveOnly(c.max));
+    else data.push(c.value, c.min, c.max);
   return { aligned: a, data: data as uPlot.AlignedData };
 }
 
@@ -79,9 +99,9 @@ export function LineChart(p: LineChartProps) {
   const latest = useRef(p);
   latest.current = p;
   const nonFinite = useRef<ReturnType<typeof align>["nonFinite"]>([]);
-  const computed = useMemo(() => dataOf(p.lines), [p.lines]);
+  const computed = useMemo(() => dataOf(p.lines, !!p.logY), [p.lines, p.logY]);
   nonFinite.current = computed.aligned.nonFinite;
-  const sig = p.lines.map((l) => l.label).join("|") + (p.logY ? "|log" : "");
+  const sig = p.lines.map((l) => `${l.label}${l.dash ? "~" : ""}`).join("|") + (p.logY ? "|log" : "");
 
   // (Re)create the plot when the set of lines changes.
   useEffect(() => {
@@ -92,7 +112,14 @@ export function LineChart(p: LineChartProps) {
     p.lines.forEach((l, i) => {
       const color = l.color ?? PALETTE[i % PALETTE.length];
       const base = 1 + i * 3;
-      series.push({ label: l.label, stroke: color, width: 1.5, spanGaps: true, points: { show: false } });
+      series.push({
+        label: l.label,
+        stroke: color,
+        width: 1.5,
+        spanGaps: true,
+        points: { show: false },
+        ...(l.dash ? { dash: l.dash } : {}),
+      });
       series.push({
         label: `${l.label} min`,
         stroke: withAlpha(color, 0.35),
@@ -117,20 +144,23 @@ export function LineChart(p: LineChartProps) {
       ctx.rect(left, top, width, height);
       ctx.clip();
       const dpr = uPlot.pxRatio;
+      let row = 0; // labels of neighbouring markers go on staggered rows so that they do not overprint
       for (const m of latest.current.markers ?? []) {
         const x = u.valToPos(m.step, "x", true);
         if (x < left || x > left + width) continue;
-        ctx.strokeStyle = "rgba(224,49,49,0.85)";
-        ctx.setLineDash([4 * dpr, 3 * dpr]);
-        ctx.lineWidth = 1.5 * dpr;
+        const labelY = top + (11 + 12 * (row++ % 3)) * dpr;
+        const color = m.color ?? MARKER_COLOR[m.kind ?? "alert"];
+        ctx.strokeStyle = color;
+        ctx.setLineDash(m.kind === "step" ? [] : [4 * dpr, 3 * dpr]);
+        ctx.lineWidth = (m.kind === "step" ? 2 : 1.5) * dpr;
         ctx.beginPath();
         ctx.moveTo(x, top);
         ctx.lineTo(x, top + height);
         ctx.stroke();
         ctx.setLineDash([]);
-        ctx.fillStyle = "rgba(224,49,49,0.95)";
-        ctx.font = `${10 * dpr}px system-ui, sans-serif`;
-        ctx.fillText(m.label, x + 3 * dpr, top + 11 * dpr);
+        ctx.fillStyle = color;
+        ctx.font = `${m.kind === "step" ? "bold " : ""}${10 * dpr}px system-ui, sans-serif`;
+        ctx.fillText(m.label, x + 3 * dpr, labelY);
       }
       for (const nf of nonFinite.current) {
         const x = u.valToPos(nf.step, "x", true);
@@ -243,23 +273,42 @@ export function LineChart(p: LineChartProps) {
   }, [computed, p.markers]);
 
   const nf = nonFinite.current.length;
+  const stepMarkers = (p.markers ?? []).filter((m) => m.kind === "step" || m.kind === "branch").map((m) => m.step);
   return (
-    <figure class="chart" ref={box} data-testid={`chart-${p.id}`} data-points="0" data-zoomed={p.zoomed ? "1" : "0"}>
+    <figure
+      class="chart"
+      ref={box}
+      data-testid={`chart-${p.id}`}
+      data-points="0"
+      data-zoomed={p.zoomed ? "1" : "0"}
+      data-log={p.logY ? "1" : undefined}
+      data-markers={stepMarkers.length ? stepMarkers.join(",") : undefined}
+    >
       <figcaption>
         <span class="chart-title">{p.title}</span>
         <span class="legend">
           {p.lines.map((l, i) => (
-            <span class="legend-item" key={l.label}>
+            <span class={`legend-item${l.dash ? " dashed" : ""}`} key={l.label}>
               <span class="swatch" style={{ background: l.color ?? PALETTE[i % PALETTE.length] }} />
               {l.label}
             </span>
           ))}
+          {p.logY && computed.aligned.points > 0 && !hasPositive(computed.data) && (
+            <span class="muted small" data-testid="log-empty">
+              no value above 0 to draw on a log scale
+            </span>
+          )}
           {nf > 0 && (
             <span class="nonfinite-note" data-testid="nonfinite-marker" title="Buckets whose value is not finite">
               ▼ {nf} non-finite
             </span>
           )}
         </span>
+        {p.logY && (
+          <span class="muted small" title="Logarithmic y axis">
+            log
+          </span>
+        )}
         {p.loading && <span class="muted small">loading…</span>}
         {p.zoomed && p.onResetZoom && (
           <button type="button" class="btn small" onClick={p.onResetZoom} data-testid="chart-reset-zoom">

@@ -4,7 +4,8 @@ import { useEffect, useState } from "preact/hooks";
 import { api } from "../api/client";
 import { Empty, ErrorBox, Loading } from "../ui/common";
 import { groupKeys } from "./groups";
-import { LineChart, PALETTE, type ChartLine } from "./LineChart";
+import { BRANCH_DASH, branchKey, type BranchLine } from "./lineage";
+import { LineChart, PALETTE, type ChartLine, type Marker } from "./LineChart";
 import { fromResponse, type Series } from "./series";
 
 export interface OverlayRun {
@@ -54,22 +55,58 @@ export function useOverlaySeries(ids: string[], only?: string[], reload = 0, buc
   return { series, keys, error };
 }
 
+/**
+ * The abandoned curves of rollback branches (GET /runs/{id}/branches/{n}/metrics), for the given keys: branch key
+ * (branchKey) -> metric key -> series. A branch that fails to load is left out (its run's own curves still show).
+ */
+export function useBranchSeries(branches: BranchLine[], keys: string[] | null, buckets = 400) {
+  const [out, setOut] = useState<Map<string, Map<string, Series>>>(new Map());
+  const sig = branches.map(branchKey).join(",");
+  useEffect(() => {
+    if (!branches.length || !keys?.length) {
+      setOut(new Map());
+      return;
+    }
+    const ctrl = new AbortController();
+    const next = new Map<string, Map<string, Series>>();
+    Promise.all(
+      branches.map((b) =>
+        api
+          .branchMetrics(b.runId, b.branch, { keys, buckets }, ctrl.signal)
+          .then((res) => void next.set(branchKey(b), fromResponse(res).series))
+          .catch(() => {}),
+      ),
+    ).then(() => {
+      if (!ctrl.signal.aborted) setOut(next);
+    });
+    return () => ctrl.abort();
+  }, [sig, (keys ?? []).join(",")]);
+  return out;
+}
+
 export function OverlayCharts({
   runs,
   only,
   reload,
   syncKey,
+  branches = [],
+  markers,
 }: {
   runs: OverlayRun[];
   only?: string[];
   reload?: number;
   syncKey: string;
+  /** Rollback branches drawn dashed in their run's colour (the compare page). */
+  branches?: BranchLine[];
+  /** Vertical markers on every chart (branch points). */
+  markers?: Marker[];
 }) {
   const { series, keys, error } = useOverlaySeries(
     runs.map((r) => r.id),
     only,
     reload,
   );
+  const branchSeries = useBranchSeries(branches, series ? keys : null);
   if (error) return <ErrorBox error={error} />;
   if (!series) return <Loading what="curves" />;
   if (!keys.length) return <Empty>None of these runs has logged {only ? "these metrics" : "metrics"} yet.</Empty>;
@@ -82,8 +119,23 @@ export function OverlayCharts({
           const s = series.get(r.id)?.get(k);
           return s ? [{ label: r.label, series: s, color: r.color ?? runColor(i) }] : [];
         });
+        for (const b of branches) {
+          const s = branchSeries.get(branchKey(b))?.get(k);
+          if (s && s.step.length) lines.push({ label: b.label, series: s, color: b.color, dash: BRANCH_DASH });
+        }
         const g = groups.find((x) => x.keys.includes(k));
-        return <LineChart key={k} id={k} title={k} lines={lines} yRange={g?.yRange} syncKey={syncKey} />;
+        return (
+          <LineChart
+            key={k}
+            id={k}
+            title={k}
+            lines={lines}
+            yRange={g?.yRange}
+            logY={g?.logY}
+            markers={markers}
+            syncKey={syncKey}
+          />
+        );
       })}
     </div>
   );

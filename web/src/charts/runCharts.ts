@@ -4,7 +4,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api } from "../api/client";
 import { groupKeys, type ChartGroup } from "./groups";
-import { fromResponse, mergeLive, type Geometry, type LivePoint, type Series } from "./series";
+import { fromResponse, mergeLive, truncateSeries, type Geometry, type LivePoint, type Series } from "./series";
 
 export interface GroupState {
   group: ChartGroup;
@@ -150,8 +150,34 @@ export function useRunCharts(runId: string, buckets: number) {
     flush();
   };
 
+  /**
+   * A rollback to the checkpoint at `step`: every chart is cut back to that step, so that the replayed steps that
+   * follow are drawn (the abandoned curve stays on the server as the run's branch, drawn by the compare page).
+   */
+  const rollback = (step: number) => {
+    const st = store.current;
+    for (const g of st.groups) {
+      const next = new Map<string, Series>();
+      for (const [k, ser] of g.series) next.set(k, truncateSeries(ser, step));
+      g.series = next;
+      for (const [k, pts] of g.pending)
+        g.pending.set(
+          k,
+          pts.filter((p) => p.step <= step),
+        );
+    }
+    // live points not drawn yet came before the rollback event: those past the step were abandoned too
+    for (const [k, pts] of st.buffer)
+      st.buffer.set(
+        k,
+        pts.filter((p) => p.step <= step),
+      );
+    bump();
+  };
+
   const s = store.current;
   return {
+    rollback,
     ready: s.ready,
     error: s.error,
     groups: s.groups,

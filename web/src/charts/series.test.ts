@@ -6,7 +6,9 @@ import {
   mergePoints,
   parseValue,
   pointsOfPayload,
+  positiveOnly,
   rebucket,
+  truncateSeries,
   type Series,
 } from "./series";
 
@@ -171,5 +173,45 @@ describe("NaN inside a bucket (the server's nan counts)", () => {
     s = mergePoints(s, geometry, [{ step: 25, value: 1 }]);
     expect(s.nan).toEqual([0, 1, 0]);
     expect(rebucket(s, geometry, 20).nan).toEqual([1, 0]);
+  });
+});
+
+describe("truncateSeries (a rollback)", () => {
+  it("cuts back to the checkpoint's step so that the replayed steps are drawn, not dropped as duplicates", () => {
+    const g = { start: 0, width: 1 };
+    let s: Series = {
+      key: "loss",
+      step: [1, 2, 3, 4, 5],
+      value: [5, 4, 3, 9, "nan" as unknown as number].map(Number),
+      min: [5, 4, 3, 9, NaN],
+      max: [5, 4, 3, 9, NaN],
+      count: [1, 1, 1, 1, 1],
+      nan: [0, 0, 0, 0, 1],
+    };
+    // before the cut a replayed step 4 is a duplicate
+    expect(mergePoints(s, g, [{ step: 4, value: 2.5 }])).toBe(s);
+    const cut = truncateSeries(s, 3);
+    expect(cut.step).toEqual([1, 2, 3]);
+    expect(cut.nan).toEqual([0, 0, 0]);
+    expect(s.step).toHaveLength(5); // pure
+    s = mergePoints(cut, g, [
+      { step: 4, value: 2.5 },
+      { step: 5, value: 2.4 },
+    ]);
+    expect(s.step).toEqual([1, 2, 3, 4, 5]);
+    expect(s.value).toEqual([5, 4, 3, 2.5, 2.4]);
+  });
+
+  it("drops a bucket that straddles the step whole, and returns the same series when nothing is past it", () => {
+    const s = wire().series.get("loss")!; // buckets ending at 9 and 19
+    expect(truncateSeries(s, 15).step).toEqual([9]);
+    expect(truncateSeries(s, 19)).toBe(s);
+    expect(truncateSeries(s, 3).step).toEqual([]);
+  });
+});
+
+describe("positiveOnly (a log axis)", () => {
+  it("turns values at or below zero into gaps and keeps the rest", () => {
+    expect(positiveOnly([0, 1e-6, -2, null, 3])).toEqual([null, 1e-6, null, null, 3]);
   });
 });

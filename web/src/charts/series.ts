@@ -256,3 +256,29 @@ export function pointsOfPayload(payload: Record<string, unknown>): Map<string, L
   }
   return out;
 }
+
+/**
+ * A series cut back to the buckets ending at or before `step` (a rollback: training restarts from the checkpoint
+ * at that step, and the replayed steps must be drawn instead of being dropped as duplicates). A bucket that
+ * straddles the step is dropped whole: its min/max mix both sides. Returns the same object when nothing is cut.
+ */
+export function truncateSeries(s: Series, step: number): Series {
+  let n = s.step.length;
+  while (n > 0 && s.step[n - 1] > step) n--;
+  if (n === s.step.length) return s;
+  const out: Series = {
+    key: s.key,
+    step: s.step.slice(0, n),
+    value: s.value.slice(0, n),
+    min: s.min.slice(0, n),
+    max: s.max.slice(0, n),
+    count: s.count.slice(0, n),
+  };
+  if (s.nan) out.nan = s.nan.slice(0, n);
+  return out;
+}
+
+/** On a log axis a value at or below 0 has no place: it is drawn as a gap rather than breaking the scale. */
+export function positiveOnly(col: (number | null)[]): (number | null)[] {
+  return col.map((v) => (v !== null && v > 0 ? v : null));
+}

@@ -1,7 +1,9 @@
 // What fired, the evidence around the step, the suggested remedy and the last healthy checkpoint.
+import { useEffect, useRef } from "preact/hooks";
 import type { AlertPublic, CheckpointPublic } from "../api/types";
 import { parseValue } from "../charts/series";
 import { Empty, fmtNum, timeAgo } from "../ui/common";
+import { alertExplain, alertLabel } from "./run/alertKinds";
 
 function Sparkline({ points, at }: { points: [number, unknown][]; at: number | null }) {
   const pts = points.map(([s, v]) => [s, parseValue(v as number | string)] as [number, number]);
@@ -64,7 +66,21 @@ function scalarEvidence(ev: Record<string, unknown>): [string, string][] {
   return out;
 }
 
-export function AlertsPanel({ alerts, checkpoints }: { alerts: AlertPublic[]; checkpoints: CheckpointPublic[] }) {
+export function AlertsPanel({
+  alerts,
+  checkpoints,
+  focusStep = null,
+}: {
+  alerts: AlertPublic[];
+  checkpoints: CheckpointPublic[];
+  /** `?step=N`: the alert at that step is highlighted and scrolled into view. */
+  focusStep?: number | null;
+}) {
+  const focused = useRef<HTMLLIElement>(null);
+  const hasFocus = focusStep !== null && alerts.some((a) => a.step === focusStep);
+  useEffect(() => {
+    if (hasFocus) focused.current?.scrollIntoView({ block: "center" });
+  }, [hasFocus, focusStep]);
   if (alerts.length === 0)
     return (
       <section aria-label="Alerts">
@@ -74,23 +90,29 @@ export function AlertsPanel({ alerts, checkpoints }: { alerts: AlertPublic[]; ch
   return (
     <section aria-label="Alerts">
       <ol class="alerts" data-testid="alerts-panel">
-        {[...alerts].reverse().map((a) => {
+        {[...alerts].reverse().map((a, i, all) => {
           const p = a.payload ?? {};
           const evidence = (p.evidence ?? {}) as Record<string, unknown>;
           const sparks = seriesEvidence(evidence);
           const healthyPath = typeof p.last_healthy_checkpoint === "string" ? p.last_healthy_checkpoint : null;
           const healthy = [...checkpoints].filter((c) => c.healthy && (a.step === null || c.step <= a.step)).pop();
+          // the first (latest) alert at the focused step takes the ref
+          const isFocus = focusStep !== null && a.step === focusStep;
+          const firstFocus = isFocus && all.findIndex((x) => x.step === focusStep) === i;
+          const explain = alertExplain(a.kind);
           return (
             <li
               key={a.seq}
-              class={`alert-item sev-${a.severity}`}
+              ref={firstFocus ? focused : undefined}
+              class={`alert-item sev-${a.severity}${isFocus ? " focused" : ""}`}
               data-testid="alert-item"
               data-kind={a.kind}
               data-step={a.step ?? ""}
+              data-focused={isFocus ? "1" : undefined}
             >
               <div class="alert-head">
                 <span class={`badge sev sev-${a.severity}`}>{a.severity}</span>
-                <b>{a.kind.replace(/_/g, " ")}</b>
+                <b title={a.kind}>{alertLabel(a.kind)}</b>
                 <span>
                   at step <b>{a.step ?? "?"}</b>
                 </span>
@@ -107,6 +129,11 @@ export function AlertsPanel({ alerts, checkpoints }: { alerts: AlertPublic[]; ch
                 <span class="muted small">{timeAgo(a.time)}</span>
               </div>
               <p class="alert-msg">{a.message}</p>
+              {explain && (
+                <p class="muted small alert-explain" data-testid="alert-explain">
+                  {explain}
+                </p>
+              )}
               <p class="remedy">
                 <b>Suggested remedy:</b> {a.remedy || "—"}
               </p>

@@ -1,8 +1,11 @@
 // Compare runs: curves overlaid per metric, and a table like the paper's: one row per run, the settings
-// that differ between them, and the accuracies.
+// that differ between them, and the accuracies. Forks and rolled-back branches share their parent's step axis:
+// a fork's curve starts where it left the parent, a rollback's abandoned curve is drawn dashed, and a vertical
+// marker stands at each branch point.
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { api } from "../api/client";
-import type { RunDetail } from "../api/types";
+import type { LineagePublic, RunDetail } from "../api/types";
+import { lineageOverlay } from "../charts/lineage";
 import { OverlayCharts, runColor } from "../charts/Overlay";
 import { flatten } from "../form/schema";
 import { navigate } from "../router";
@@ -23,11 +26,13 @@ export function diffKeys(specs: Record<string, unknown>[]): string[] {
 }
 
 const label = (r: RunDetail) => r.name || r.id;
+const parentStep = (r: RunDetail) => r.parent_step ?? null;
 
 export function ComparePage({ ids }: { ids: string[] }) {
   const [runs, setRuns] = useState<RunDetail[] | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [input, setInput] = useState(ids.join(", "));
+  const [lineages, setLineages] = useState<Map<string, LineagePublic | null>>(new Map());
 
   useEffect(() => {
     if (ids.length === 0) return;
@@ -40,7 +45,32 @@ export function ComparePage({ ids }: { ids: string[] }) {
       });
     return () => ctrl.abort();
   }, [ids.join(",")]);
+  // Each run's lineage (its rollback branches, its fork point); a run without one (an older server, an
+  // evaluation) is drawn without.
+  useEffect(() => {
+    if (ids.length === 0) return;
+    const ctrl = new AbortController();
+    Promise.all(ids.map((id) => api.lineage(id, ctrl.signal).catch(() => null))).then((ls) => {
+      if (!ctrl.signal.aborted) setLineages(new Map(ids.map((id, i) => [id, ls[i]])));
+    });
+    return () => ctrl.abort();
+  }, [ids.join(",")]);
   const diff = useMemo(() => (runs ? diffKeys(runs.map((r) => r.spec)) : []), [runs]);
+  const overlay = useMemo(
+    () =>
+      lineageOverlay(
+        (runs ?? []).map((r, i) => ({
+          id: r.id,
+          label: label(r),
+          color: runColor(i),
+          kind: r.kind,
+          parentRunId: r.parent_run_id,
+          parentStep: parentStep(r),
+        })),
+        lineages,
+      ),
+    [runs, lineages],
+  );
 
   const picker = (
     <form
@@ -99,6 +129,7 @@ export function ComparePage({ ids }: { ids: string[] }) {
     );
 
   const color = runColor;
+  const nBranches = (id: string) => lineages.get(id)?.branches?.length ?? 0;
   const flats = runs.map((r) => flatten(r.spec));
   return (
     <main class="page">
@@ -128,6 +159,20 @@ export function ComparePage({ ids }: { ids: string[] }) {
                 <td>
                   <span class="swatch" style={{ background: color(i) }} />{" "}
                   <Link href={`/runs/${encodeURIComponent(r.id)}`}>{label(r)}</Link>
+                  {r.kind === "pretrain" && r.parent_run_id && parentStep(r) !== null && (
+                    <div class="muted small" data-testid="compare-fork-of">
+                      fork of{" "}
+                      <Link href={`/runs/${encodeURIComponent(r.parent_run_id)}`}>
+                        {runs.find((p) => p.id === r.parent_run_id)?.name || r.parent_run_id}
+                      </Link>{" "}
+                      at step {parentStep(r)}
+                    </div>
+                  )}
+                  {nBranches(r.id) > 0 && (
+                    <div class="muted small" data-testid="compare-branches">
+                      {nBranches(r.id)} rollback branch{nBranches(r.id) > 1 ? "es" : ""} (dashed)
+                    </div>
+                  )}
                 </td>
                 <td>
                   <StatusBadge status={r.status} />
@@ -153,7 +198,19 @@ export function ComparePage({ ids }: { ids: string[] }) {
       </div>
       {diff.length === 0 && <p class="muted small">These runs have identical configs.</p>}
       <h2>Curves</h2>
-      <OverlayCharts runs={runs.map((r, i) => ({ id: r.id, label: label(r), color: color(i) }))} syncKey="compare" />
+      {overlay.markers.length > 0 && (
+        <p class="muted small" data-testid="compare-branch-points">
+          On one step axis: a fork continues its parent's step numbering; vertical lines mark where a line left its
+          parent ({overlay.markers.map((m) => `step ${m.step}: ${m.detail ?? m.label}`).join("; ")})
+          {overlay.branches.length ? "; dashed lines are the steps a rollback abandoned" : ""}.
+        </p>
+      )}
+      <OverlayCharts
+        runs={runs.map((r, i) => ({ id: r.id, label: label(r), color: color(i) }))}
+        syncKey="compare"
+        branches={overlay.branches}
+        markers={overlay.markers}
+      />
     </main>
   );
 }

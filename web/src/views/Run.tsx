@@ -3,33 +3,46 @@ import { useState } from "preact/hooks";
 import { api, ApiError } from "../api/client";
 import type { EvalKind, RunDetail } from "../api/types";
 import { DEFAULT_BUCKETS, useRunCharts } from "../charts/runCharts";
+import { useRoute } from "../router";
 import { ErrorBox, Link, Loading } from "../ui/common";
 import { AlertsPanel } from "./AlertsPanel";
 import { ChartsPanel } from "./run/ChartsPanel";
 import { CheckpointsPanel } from "./run/CheckpointsPanel";
 import { EvalsPanel } from "./run/EvalsPanel";
+import { ForkDialog } from "./run/ForkDialog";
+import { LineagePanel, useLineage } from "./run/LineagePanel";
 import { LogsPanel } from "./run/LogsPanel";
 import { showMachines } from "./run/machines";
 import { MachinesPanel } from "./run/MachinesPanel";
 import { RunHeader, TERMINAL } from "./run/RunHeader";
+import { parseStep } from "./run/step";
+import { StepFocus } from "./run/StepFocus";
 import { useRunData } from "./run/useRunData";
 
-type Tab = "charts" | "alerts" | "evals" | "config" | "logs" | "checkpoints";
+const TABS = ["charts", "alerts", "evals", "config", "logs", "checkpoints", "lineage"] as const;
+type Tab = (typeof TABS)[number];
 
 export function RunPage({ id }: { id: string }) {
+  const route = useRoute();
+  const focusStep = parseStep(route.query);
   const [tab, setTab] = useState<Tab>(() => {
     const t = new URLSearchParams(window.location.search).get("tab");
-    return (["charts", "alerts", "evals", "config", "logs", "checkpoints"].includes(t ?? "") ? t : "charts") as Tab;
+    return ((TABS as readonly string[]).includes(t ?? "") ? t : "charts") as Tab;
   });
   const [busy, setBusy] = useState<string | null>(null);
   const [actionError, setActionError] = useState<string | null>(null);
+  const [forking, setForking] = useState(false);
   const [width, setWidth] = useState(DEFAULT_BUCKETS);
   const charts = useRunCharts(id, width);
-  const { run, setRun, error, alerts, evals, children, setChildren, checkpoints, logs, live } = useRunData(
+  const { run, setRun, error, alerts, evals, children, setChildren, checkpoints, logs, live, lineageTick } = useRunData(
     id,
     charts.push,
     tab === "logs",
+    (p) => {
+      if (typeof p.to_step === "number") charts.rollback(p.to_step);
+    },
   );
+  const lineage = useLineage(id, lineageTick);
 
   const act = async (name: string, fn: () => Promise<RunDetail>, after?: (r: RunDetail) => void) => {
     setBusy(name);
@@ -85,6 +98,11 @@ export function RunPage({ id }: { id: string }) {
     ["logs", "Logs"],
     ["checkpoints", `Checkpoints (${checkpoints.length})`],
   ];
+  if (isPretrain) {
+    const l = lineage.lineage;
+    const n = l ? (l.forks?.length ?? 0) + (l.branches?.length ?? 0) + (l.parent ? 1 : 0) : 0;
+    tabs.push(["lineage", `Lineage${n ? ` (${n})` : ""}`]);
+  }
 
   return (
     <main class="page run-page">
@@ -92,9 +110,13 @@ export function RunPage({ id }: { id: string }) {
         run={run}
         live={live}
         busy={busy}
+        parent={lineage.lineage?.parent ?? null}
+        canFork={isPretrain && checkpoints.length > 0}
+        onFork={() => setForking(true)}
         onCancel={() => act("cancel", () => api.cancel(id), setRun)}
         onResume={() => act("resume", () => api.resume(id), setRun)}
       />
+      {forking && <ForkDialog run={run} checkpoints={checkpoints} onClose={() => setForking(false)} />}
       {run.error && (
         <div class="state error" role="alert" data-testid="run-error">
           <b>Error:</b> {run.error}
@@ -105,6 +127,9 @@ export function RunPage({ id }: { id: string }) {
         <div class="state error" role="alert" data-testid="action-error">
           {actionError}
         </div>
+      )}
+      {focusStep !== null && tab !== "alerts" && (
+        <StepFocus step={focusStep} alerts={alerts} onShowAlerts={() => setTab("alerts")} />
       )}
       {alerts.length > 0 && tab !== "alerts" && (
         <div class="alert-strip" role="status">
@@ -137,10 +162,11 @@ export function RunPage({ id }: { id: string }) {
           charts={charts}
           alerts={alerts}
           running={running}
+          focusStep={focusStep}
           onWidth={(w) => setWidth((cur) => (Math.abs(cur - Math.round(w)) > 50 ? Math.round(w) : cur))}
         />
       )}
-      {tab === "alerts" && <AlertsPanel alerts={alerts} checkpoints={checkpoints} />}
+      {tab === "alerts" && <AlertsPanel alerts={alerts} checkpoints={checkpoints} focusStep={focusStep} />}
       {tab === "evals" && (
         <EvalsPanel
           run={run}
@@ -161,6 +187,7 @@ export function RunPage({ id }: { id: string }) {
       )}
       {tab === "logs" && <LogsPanel logs={logs} />}
       {tab === "checkpoints" && <CheckpointsPanel checkpoints={checkpoints} />}
+      {tab === "lineage" && <LineagePanel id={id} lineage={lineage.lineage} error={lineage.error} />}
     </main>
   );
 }

@@ -33,6 +33,9 @@ const META = ["kind", "preset", "project", "tags", "queue", "notes", ...SOURCE_F
 
 export type RunForm = ReturnType<typeof useRunForm>;
 
+/** Set by the server on a fork (POST /runs/{id}/fork), refused in a submitted spec: never a field of the form. */
+const FORK_FROM = "fork_from";
+
 export function useRunForm(query: URLSearchParams) {
   const cloneId = query.get("clone");
   const [kind, setKind] = useState(query.get("kind") ?? "pretrain");
@@ -141,7 +144,10 @@ export function useRunForm(query: URLSearchParams) {
   const fields: FieldDef[] = useMemo(
     () =>
       schema
-        ? fieldsOf(schema).filter((f) => !(isEvaluation(kind) && f.path === CHECKPOINT_FIELD) && f.path !== DATA_NAME)
+        ? fieldsOf(schema).filter(
+            // fork_from is the server's (a fork's checkpoint): a clone of a fork starts afresh
+            (f) => !(isEvaluation(kind) && f.path === CHECKPOINT_FIELD) && f.path !== DATA_NAME && f.path !== FORK_FROM,
+          )
         : [],
     [schema],
   );

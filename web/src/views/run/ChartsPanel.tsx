@@ -5,6 +5,7 @@ import { LineChart, type ChartLine, type Marker } from "../../charts/LineChart";
 import { type GroupState, type useRunCharts } from "../../charts/runCharts";
 import { emptySeries } from "../../charts/series";
 import { Empty, ErrorBox, Loading } from "../../ui/common";
+import { chartMarkers } from "./step";
 
 const linesCache = new WeakMap<Map<string, unknown>, ChartLine[]>();
 
@@ -23,17 +24,17 @@ export function ChartsPanel({
   alerts,
   running,
   onWidth,
+  focusStep = null,
 }: {
   id: string;
   charts: ReturnType<typeof useRunCharts>;
   alerts: AlertPublic[];
   running: boolean;
   onWidth: (w: number) => void;
+  /** `?step=N`: a marker at that step on every chart. */
+  focusStep?: number | null;
 }) {
-  const markers: Marker[] = useMemo(
-    () => alerts.filter((a) => a.step !== null).map((a) => ({ step: a.step!, label: a.kind })),
-    [alerts],
-  );
+  const markers: Marker[] = useMemo(() => chartMarkers(alerts, focusStep), [alerts, focusStep]);
 
   return (
     <section aria-label="Charts">
@@ -54,6 +55,7 @@ export function ChartsPanel({
                 title={g.group.title}
                 lines={linesOf(g)}
                 yRange={g.group.yRange}
+                logY={g.group.logY}
                 markers={markers}
                 zoomed={g.zoom !== null}
                 loading={g.fetching}
@@ -69,7 +71,8 @@ export function ChartsPanel({
       )}
       <p class="muted small">
         Drag across a chart to zoom into those steps (refetched at full detail); shaded bands are each bucket's min–max,
-        so spikes stay visible. Red dashed lines are alerts; red triangles mark non-finite values.
+        so spikes stay visible. Red dashed lines are alerts; red triangles mark non-finite values
+        {focusStep !== null ? `; the blue line is step ${focusStep}, the step this page was opened at` : ""}.
       </p>
     </section>
   );

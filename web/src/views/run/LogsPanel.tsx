@@ -29,5 +29,7 @@ function describeEvent(e: RunEvent): string {
   if (e.type === "eval_result")
     return `${p.protocol}: top-1 ${fmtNum(p.top1)}${p.top5 !== undefined ? `, top-5 ${fmtNum(p.top5)}` : ""}`;
   if (e.type === "config") return "resolved config";
+  if (e.type === "rollback")
+    return `branch ${p.branch}: rolled back from step ${p.from_step} to the checkpoint at step ${p.to_step} after ${p.alert_kind} at step ${p.alert_step}; lr × ${fmtNum(p.lr_scale)}${Array.isArray(p.skipped) ? `, batches ${p.skipped[0]}–${p.skipped[1]} skipped` : ""}`;
   return JSON.stringify(p).slice(0, 300);
 }

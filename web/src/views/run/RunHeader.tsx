@@ -2,7 +2,7 @@
 // run's facts (ids, project, its GPUs, progress, accuracies); why a queued run waits, and where a placed run
 // runs (machine -> devices, node order).
 import type { LiveState } from "../../api/events";
-import type { RunDetail } from "../../api/types";
+import type { LineagePublic, RunDetail } from "../../api/types";
 import { navigate } from "../../router";
 import { Link, LiveIndicator, StatusBadge, fmtAcc, timeAgo } from "../../ui/common";
 import { resourcesLabel } from "../newrun/resources";
@@ -14,15 +14,24 @@ export function RunHeader({
   run,
   live,
   busy,
+  parent,
+  canFork,
+  onFork,
   onCancel,
   onResume,
 }: {
   run: RunDetail;
   live: LiveState;
   busy: string | null;
+  /** A fork's parent (from the lineage: its name), when known. */
+  parent: LineagePublic["parent"];
+  canFork: boolean;
+  onFork: () => void;
   onCancel: () => void;
   onResume: () => void;
 }) {
+  const forkStep = parent?.step ?? run.parent_step ?? null;
+  const isFork = run.kind === "pretrain" && !!run.parent_run_id && forkStep !== null;
   const id = run.id;
   const running = !TERMINAL.includes(run.status);
   const canResume = ["failed", "cancelled", "lost"].includes(run.status);
@@ -50,6 +59,17 @@ export function RunHeader({
             Resume
           </button>
         )}
+        {canFork && (
+          <button
+            type="button"
+            class="btn"
+            data-testid="fork-button"
+            title="Start a new run from one of this run's checkpoints, with changed settings"
+            onClick={onFork}
+          >
+            Fork
+          </button>
+        )}
         <button
           type="button"
           class="btn"
@@ -69,10 +89,20 @@ export function RunHeader({
           project <b>{run.project}</b>
         </span>
         <span>by {run.owner}</span>
-        {run.parent_run_id && (
-          <span>
-            of <Link href={`/runs/${encodeURIComponent(run.parent_run_id)}`}>{run.parent_run_id}</Link>
+        {isFork ? (
+          <span data-testid="forked-from" data-parent={run.parent_run_id} data-step={forkStep}>
+            forked from{" "}
+            <Link href={`/runs/${encodeURIComponent(run.parent_run_id!)}?step=${forkStep}`}>
+              {parent?.name || run.parent_run_id}
+            </Link>{" "}
+            at step <b>{forkStep}</b>
           </span>
+        ) : (
+          run.parent_run_id && (
+            <span>
+              of <Link href={`/runs/${encodeURIComponent(run.parent_run_id)}`}>{run.parent_run_id}</Link>
+            </span>
+          )
         )}
         {run.tags.map((t) => (
           <span key={t} class="tag">

@@ -8,9 +8,17 @@ import { useTeamStream } from "../../api/team";
 import type { AlertPublic, CheckpointPublic, EvalResultPublic, RunDetail, RunEvent, RunPublic } from "../../api/types";
 import { pointsOfPayload, type LivePoint } from "../../charts/series";
 
-const LOG_TYPES = ["status", "log", "alert", "checkpoint", "eval_result", "config"];
+const LOG_TYPES = ["status", "log", "alert", "checkpoint", "eval_result", "config", "rollback"];
 
-export function useRunData(id: string, push: (points: Map<string, LivePoint>) => void, wantLogs: boolean) {
+/** What the run page does on a rollback event (the charts cut back to its checkpoint; the lineage refetches). */
+export type OnRollback = (payload: { to_step?: unknown; branch?: unknown }) => void;
+
+export function useRunData(
+  id: string,
+  push: (points: Map<string, LivePoint>) => void,
+  wantLogs: boolean,
+  onRollback?: OnRollback,
+) {
   const [run, setRun] = useState<RunDetail | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [alerts, setAlerts] = useState<AlertPublic[]>([]);
@@ -19,8 +27,12 @@ export function useRunData(id: string, push: (points: Map<string, LivePoint>) =>
   const [checkpoints, setCheckpoints] = useState<CheckpointPublic[]>([]);
   const [logs, setLogs] = useState<RunEvent[] | null>(null);
   const [live, setLive] = useState<LiveState>("connecting");
+  /** Bumped when the run's lineage changes (a rollback, a fork's status): the Lineage panel refetches. */
+  const [lineageTick, setLineageTick] = useState(0);
   const pushRef = useRef(push);
   pushRef.current = push;
+  const rollbackRef = useRef(onRollback);
+  rollbackRef.current = onRollback;
   const refreshTimer = useRef<Record<string, number>>({});
 
   const refresh = (what: "run" | "evals" | "checkpoints" | "alerts") => {
@@ -40,7 +52,7 @@ export function useRunData(id: string, push: (points: Map<string, LivePoint>) =>
           .catch(() => {});
         api
           .runs({ parent_run_id: id, limit: 100 })
-          .then((r) => setChildren(r.data))
+          .then((r) => setChildren(evaluationRuns(r.data)))
           .catch(() => {});
       }
       if (what === "checkpoints")
@@ -89,7 +101,7 @@ export function useRunData(id: string, push: (points: Map<string, LivePoint>) =>
       .catch(() => {});
     api
       .runs({ parent_run_id: id, limit: 100 }, ctrl.signal)
-      .then((r) => setChildren(r.data))
+      .then((r) => setChildren(evaluationRuns(r.data)))
       .catch(() => {});
     return () => {
       ctrl.abort();
@@ -108,6 +120,10 @@ export function useRunData(id: string, push: (points: Map<string, LivePoint>) =>
         setRun((cur) => (cur && (cur.step ?? -1) < step + 1 ? { ...cur, step: step + 1 } : cur));
       return;
     }
+    if (m.event === "rollback") {
+      rollbackRef.current?.(e.payload ?? {});
+      setLineageTick((t) => t + 1);
+    }
     if (e.seq !== undefined && LOG_TYPES.includes(m.event)) setLogs((cur) => (cur ? [...cur, e] : cur));
     if (m.event === "status" || e.seq === undefined) refresh("run");
     if (m.event === "alert") refresh("alerts");
@@ -122,6 +138,8 @@ export function useRunData(id: string, push: (points: Map<string, LivePoint>) =>
       const r = m.data as RunPublic;
       if (r.id === id) {
         setRun((cur) => (cur ? { ...cur, ...r } : cur));
+      } else if (r.parent_run_id === id && r.kind === "pretrain") {
+        setLineageTick((t) => t + 1); // a fork of this run
       } else if (r.parent_run_id === id) {
         setChildren((cur) => {
           const i = cur.findIndex((c) => c.id === r.id);
@@ -152,5 +170,10 @@ export function useRunData(id: string, push: (points: Map<string, LivePoint>) =>
       );
   }, [wantLogs, id]);
 
-  return { run, setRun, error, alerts, evals, children, setChildren, checkpoints, logs, live };
+  return { run, setRun, error, alerts, evals, children, setChildren, checkpoints, logs, live, lineageTick };
+}
+
+/** The runs whose parent is this run, less its forks (pretrain runs): its evaluations. */
+export function evaluationRuns(runs: RunPublic[]): RunPublic[] {
+  return runs.filter((r) => r.kind !== "pretrain");
 }
