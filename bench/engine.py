@@ -159,6 +159,24 @@ def run_engine(cfg: Any, warmup: int, steps: int) -> tuple[float, Pretrainer]:
     return steps * cfg.optim.batch_size / (time.perf_counter() - t0), trainer
 
 
+def signal_cost(trainer: Pretrainer, steps: int) -> float:
+    """Seconds per step of the update-to-weight ratios (`train/signals.py`: the copy before the optimizer step,
+    the subtraction and norms after it), timed alone: the part of every engine step the SSL signals add."""
+    ratios = trainer.update_ratios
+    for _ in range(2):  # warm-up
+        ratios.snapshot()
+        ratios()
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        ratios.snapshot()
+        ratios()
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
 def throughput(images_per_s: float, batch: int, flops: int,
                peak: tuple[str, float] | None) -> tuple[float, float | None]:
     """images/s -> (achieved TFLOP/s, MFU or None)."""
@@ -208,6 +226,10 @@ def main() -> None:
     print(row(label, ours, tf, mfu))
     out.update(engine_imgs_per_s=ours, engine_tflops=tf, engine_mfu=mfu, precision=trainer.precision,
                compiled=trainer.compiled, peak=list(trainer.peak) if trainer.peak else None)
+    cost, step_s = signal_cost(trainer, max(args.steps, 10)), b / ours
+    print(f"  update-to-weight ratios: {1e3 * cost:.2f} ms of a {1e3 * step_s:.1f} ms step "
+          f"({100 * cost / step_s:.2f}% of the engine's step, included in its images/s)")
+    out.update(update_ratio_ms=1e3 * cost, update_ratio_pct=100 * cost / step_s)
     peak = f"{trainer.peak[0]} {trainer.peak[1]:g} TFLOP/s dense" if trainer.peak else "n/a (no known GPU peak)"
     print(f"  peak for the engine's precision: {peak}")
     if base is not None:

@@ -182,6 +182,9 @@ class ByolConfig(_Strict):
     mlp_dim: Width | None = Field(None, description=_HEAD_MLP)
     proj_layers: int | None = Field(None, ge=1, le=4, description=_HEAD_LAYERS)
     pred_layers: int = Field(2, ge=1, le=4, description="Predictor depth (BYOL: 2).")
+    predictor: bool = Field(True, description="The prediction head. Without it the online projection regresses "
+                            "the target's directly, which collapses (BYOL Table 5a, SimSiam Table 1): a known-bad "
+                            "setting, kept as the collapse detectors' real negative control.")
     head_bn: HeadBN = Field("hidden", description="BN in projector and predictor: 'hidden' = BYOL's heads (the "
                             "paper's BYOL on ViT), 'all', 'none'.")
     momentum: float = Field(0.99, ge=0.0, le=1.0, description="m0 of the target encoder, raised to 1 by MoCo v3's "
@@ -318,8 +321,39 @@ class MonitorConfig(_Strict):
     dip_points: float = Field(3.0, gt=0.0, le=100.0, description="A kNN drop of this many points below the recent "
                               "best is a dip.")
     dip_after_spike_steps: Steps = Field(300, description="Window in which a dip after a gradient spike is linked.")
-    rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
-    max_rollbacks: int = Field(3, ge=0, le=100)
+    rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="The rollback policy multiplies the lr by "
+                                      "this at each rollback.")
+    max_rollbacks: int = Field(3, ge=0, le=100, description="Rollbacks per run; an alert after the last one stops "
+                               "the run.")
+    rollback_skip: bool = Field(True, description="After a rollback to step s for a spike at step t, skip the data "
+                                "batches steps s..t+rollback_skip_margin consumed, so the replay sees fresh data "
+                                "(PaLM §5.1); off = replay the same batches.")
+    rollback_skip_margin: int = Field(10, ge=0, le=MAX_INT, description="Batches after the alert's step skipped too.")
+    # SSL-specific signals (docs/method.md §6.1 gives the reasons for each value)
+    update_spike_z: float = Field(8.0, gt=0.0, le=1e6, description="Robust z-score above the median of a group's "
+                                  "update-to-weight ratio ||Δw||/||w|| that counts as an update spike.")
+    update_spike_ratio: float = Field(3.0, gt=1.0, le=1e6, description="...and the ratio must also exceed this "
+                                      "multiple of its median.")
+    entropy_collapse_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="Attention entropy below this "
+                                             "fraction of its best over the last collapse_history evaluations is "
+                                             "an entropy collapse.")
+    entropy_floor: float = Field(0.1, ge=0.0, le=100.0, description="...or below this many nats (attention on "
+                                 "about one token), having been above it.")
+    rank_collapse_fraction: float = Field(0.6, gt=0.0, lt=1.0, description="RankMe of the monitor's held-out "
+                                          "features below this fraction of its best is a rank collapse.")
+    feat_std_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="...or feat_std below this fraction of "
+                                     "1/sqrt(d), having been above it.")
+    collapse_history: int = Field(10, ge=1, le=10_000, description="kNN evaluations an entropy's recent best is "
+                                  "taken over.")
+    collapse_min_evals: int = Field(2, ge=1, le=10_000, description="Evaluations seen before the fraction tests "
+                                    "arm.")
+    # stalled runs: read by the server's watchdog (docs/operations.md), not by the engine
+    stall_policy: Literal["record", "restart"] = Field("record", description="A stalled run (heartbeats alive, no "
+                                                       "new step): record a stall alert, or also restart it from its "
+                                                       "latest checkpoint.")
+    stall_factor: float = Field(10.0, gt=1.0, le=1e6, description="Stalled when the last step is older than "
+                                "stall_factor x the run's usual step time...")
+    stall_min_s: float = Field(120.0, ge=1.0, le=86_400.0, description="...and older than this many seconds.")
 
 
 class FaultConfig(_Strict):
@@ -331,6 +365,11 @@ class FaultConfig(_Strict):
                                       "gradient spike.")
     spike_scale: float = Field(1000.0, gt=1.0, le=1e4, description="Input scale of the spike (at most 1e4: scaled "
                                "pixels stay finite in fp16).")
+    hang_at_step: int | None = Field(None, ge=0, le=MAX_INT, description="Block before this step, as a stuck data "
+                                     "loader would: the heartbeat goes on, no step advances, a stop is not honoured "
+                                     "meanwhile (the stalled-run tests). Fires once per run, not again after a "
+                                     "restart.")
+    hang_s: float = Field(3600.0, ge=1.0, le=86_400.0, description="How long the hang blocks, in seconds.")
 
 
 # lr and wd the paper used for the other frameworks on ViT (Fig. 6: ViT-B, batch 4096; lr and wd were searched per
@@ -361,6 +400,11 @@ class PretrainConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     faults: FaultConfig = Field(default_factory=FaultConfig)
+    fork_from: PathStr | None = Field(None, description="Start from this checkpoint of another run (a .pt file or "
+                                      "a run folder's latest): its weights, optimizer state, RNG, monitor and kNN "
+                                      "state and step, then this spec's own schedules, lr scale 1, run id and "
+                                      "events. Set by the service's fork (relative to the storage root), never "
+                                      "by a client.")
 
     @model_validator(mode="before")
     @classmethod

@@ -18,7 +18,12 @@ from typing import IO, Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, Field
 
 # dataset: a prepare run's DatasetInfo (mocov3_core.data.prepare; docs/datasets.md)
-EventType = Literal["status", "config", "metrics", "alert", "log", "checkpoint", "eval_result", "heartbeat", "dataset"]
+# rollback: the rollback policy restarted from a checkpoint (train/loop.py `Pretrainer._act`): {branch (1, 2, ...
+# per run), from_step (the step training had reached), to_step (the checkpoint's), alert_kind, alert_step, lr_scale
+# (after), skipped ([first, last] data positions skipped, or null), checkpoint}; emitted before any metrics of the
+# replayed steps, so a consumer can keep the abandoned curve (steps to_step .. from_step - 1)
+EventType = Literal["status", "config", "metrics", "alert", "log", "checkpoint", "eval_result", "heartbeat", "dataset",
+                    "rollback"]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
 

@@ -407,8 +407,9 @@ def prepare_summary(info: dict[str, Any]) -> str:
 
 def resolve_paths(kind: str, spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Relative paths in a spec the server queued are relative to the storage root (servers and workers may
-    mount the storage at different places): an evaluation's checkpoint, a data.root (a registered dataset's
-    packed copy, `datasets/<team>/<name>/...`) and a prepare run's `out`. Absolute paths are left as they are."""
+    mount the storage at different places): an evaluation's checkpoint, a fork's `fork_from` (a pretraining run
+    started from another's checkpoint), a data.root (a registered dataset's packed copy,
+    `datasets/<team>/<name>/...`) and a prepare run's `out`. Absolute paths are left as they are."""
     spec = dict(spec)
 
     def under_storage(value: Any) -> Any:
@@ -417,6 +418,8 @@ def resolve_paths(kind: str, spec: dict[str, Any], settings: Settings) -> dict[s
 
     if kind in EVAL_KINDS and spec.get("checkpoint"):
         spec["checkpoint"] = under_storage(spec["checkpoint"])
+    if kind == "pretrain" and spec.get("fork_from"):
+        spec["fork_from"] = under_storage(spec["fork_from"])
     if isinstance(spec.get("data"), dict) and spec["data"].get("root"):
         spec["data"] = {**spec["data"], "root": under_storage(spec["data"]["root"])}
     if kind == "prepare" and spec.get("out"):
@@ -426,9 +429,9 @@ def resolve_paths(kind: str, spec: dict[str, Any], settings: Settings) -> dict[s
 
 def refused_path(cfg: Any, settings: Settings) -> tuple[str, str] | None:
     """-> (field, why) for a path this worker must not open: a data.root outside the dataset roots, a
-    checkpoint outside the storage root, a prepare run's `out` outside <storage>/datasets (symlinks and '..'
-    resolved). The server checks the same before queueing; the worker checks again before the engine touches
-    anything, trusting nothing it is sent."""
+    checkpoint or a fork's `fork_from` outside the storage root, a prepare run's `out` outside <storage>/datasets
+    (symlinks and '..' resolved). The server checks the same before queueing; the worker checks again before the
+    engine touches anything, trusting nothing it is sent."""
     roots = settings.allowed_dataset_roots
     if cfg.data.root and not inside(cfg.data.root, roots):
         return "data.root", f"must be inside one of the dataset roots {', '.join(map(str, roots))}"
@@ -436,6 +439,9 @@ def refused_path(cfg: Any, settings: Settings) -> tuple[str, str] | None:
     storage = settings.storage.resolve()
     if checkpoint and not inside(checkpoint, [storage]):
         return "checkpoint", f"must be inside the storage root {storage}"
+    fork_from = getattr(cfg, "fork_from", None)
+    if fork_from and not inside(fork_from, [storage]):
+        return "fork_from", f"must be inside the storage root {storage}"
     out = getattr(cfg, "out", None)
     packed = settings.packed_datasets_root
     if out and (not inside(out, [packed]) or Path(out).expanduser().resolve() == packed):

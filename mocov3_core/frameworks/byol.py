@@ -46,7 +46,9 @@ class BYOL(MomentumFramework):
         super().__init__()
         self.cfg = cfg
         self.base, dim, mlp_dim = online_encoder(model_cfg, cfg, moco, img_size, in_chans)
-        self.predictor: nn.Module = build_head(cfg.pred_layers, dim, mlp_dim, dim, cfg.head_bn)
+        # without a predictor (cfg.predictor false) the online projection is compared with the target's as it is
+        self.predictor: nn.Module = build_head(cfg.pred_layers, dim, mlp_dim, dim, cfg.head_bn) if cfg.predictor \
+            else nn.Identity()
         self.attach_target("target", cfg.momentum, cfg.momentum_cosine)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

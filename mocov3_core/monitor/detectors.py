@@ -7,7 +7,11 @@ feeds them here one step at a time. What the paper saw, and what these detectors
   (`SpikeDetector` on the global and on each per-layer gradient norm, against a robust baseline);
 - a **dip** in the dense kNN monitor: training "partially restarts" and recovers (`DipDetector`);
 - the composite **spike then dip** pattern, a dip within ``dip_after_spike_steps`` of a gradient spike;
-- plus non-finite losses or gradients and loss spikes, which end runs outright.
+- plus non-finite losses or gradients and loss spikes, which end runs outright;
+- and signals specific to self-supervised ViTs that move before the kNN curve (`docs/method.md` §6.1): an
+  **update spike** in the update-to-weight ratio of a parameter group (`SpikeDetector`, named after the
+  shallowest group that spiked first), an **entropy collapse** of the first or last block's attention and a
+  **rank collapse** of the monitor's held-out features (RankMe, feat_std) (`DropDetector`).
 
 Baselines are rolling medians and MADs of accepted values only: a spike never raises its own baseline,
 and a non-finite value never enters one. Every detector's state is JSON-able, so a resumed run keeps
@@ -26,7 +30,8 @@ from typing import Any, Literal
 from mocov3_core.config import MonitorConfig
 from mocov3_core.events import finite_or_none
 
-AlertKind = Literal["non_finite", "loss_spike", "grad_spike", "knn_dip", "spike_then_dip"]
+AlertKind = Literal["non_finite", "loss_spike", "grad_spike", "knn_dip", "spike_then_dip", "update_spike",
+                    "entropy_collapse", "rank_collapse", "stall"]
 Severity = Literal["warning", "critical"]
 
 MAD_TO_SIGMA = 1.4826
@@ -40,6 +45,11 @@ GRAD_LAYERS: tuple[str, ...] = ("patch_proj", "first_block", "last_block", "proj
 """Per-layer gradient norms (``grad_norm/<layer>``), in the order that names a multi-layer spike: the
 shallowest layer first, since the paper's instability starts in the patch projection."""
 GLOBAL_GRAD = "grad_norm"
+UPDATE_GROUPS: tuple[str, ...] = ("patch_proj", "first_block", "last_block", "heads")
+"""Groups of the update-to-weight ratio (``update_ratio/<group>``), shallowest first (the order that names an
+update spike seen in several groups at once)."""
+UPDATE_RATIO = "update_ratio"
+ENTROPY_KEYS: tuple[str, ...] = ("attn_entropy/first_block", "attn_entropy/last_block")
 
 
 def _finite(value: float) -> bool:
@@ -253,7 +263,11 @@ class SpikeDetector:
             "ratio_to_median": ratio, "baseline_size": len(self.baseline),
         }
         times = f", {ratio:.1f}x its median of {_fmt(med)}" if ratio is not None else f" (median {_fmt(med)})"
-        if self.kind == "loss_spike":
+        if self.kind == "update_spike":
+            message = (f"Update-to-weight ratio of {self.metric} spiked to {_fmt(value)} at step {step}{times} "
+                       f"(threshold {_fmt(thr)}).")
+            remedy = update_remedy(self.metric)
+        elif self.kind == "loss_spike":
             message = (f"Loss spiked to {_fmt(value)} at step {step}{times} "
                        f"(threshold {_fmt(thr)}, MAD {_fmt(mad)}).")
             remedy = ("Lower optim.base_lr (e.g. x0.5) or lengthen optim.warmup_epochs; if the loss does not come "
@@ -286,6 +300,83 @@ def grad_remedy(metric: str) -> str:
                 "(e.g. x0.5).")
     return ("Lower optim.base_lr (e.g. x0.5) or lengthen optim.warmup_epochs; a smaller optim.batch_size is also "
             "more stable (paper §4.1). If a kNN dip follows, roll back to the last healthy checkpoint.")
+
+
+def update_remedy(metric: str) -> str:
+    if metric.endswith("patch_proj"):
+        return ("The paper's instability starts in the patch projection: freeze it (model.stop_grad_patch_proj=true, "
+                "paper §4.2) or lower optim.base_lr (e.g. x0.5); watch the kNN monitor for the dip that follows.")
+    return ("Lower optim.base_lr (e.g. x0.5) or lengthen optim.warmup_epochs; a loss spike or a kNN dip often "
+            "follows an update spike, and the rollback policy can replay from the last healthy checkpoint.")
+
+
+class DropDetector:
+    """A signal observed at kNN evaluations that collapses by falling: flags a value below ``fraction`` x the best
+    of the last `history` observations (of all of them when history is None), or below `floor` once the signal
+    has been above the floor (a signal that starts below it never spread: nothing fell). The fraction test arms
+    after `min_history` observations. One alert per episode; it re-arms when the value is back above both
+    thresholds. `observe` returns the evidence of a new episode (the caller words the alert)."""
+
+    def __init__(self, metric: str, fraction: float | None, history: int | None = None, *,
+                 floor: float | None = None, min_history: int = 2) -> None:
+        if fraction is not None and not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+        self.metric = metric
+        self.fraction = fraction
+        self.history = history
+        self.floor = floor
+        self.min_history = max(1, min_history)
+        self.recent: deque[tuple[int, float]] = deque(maxlen=max(history or 0, RECENT))
+        self.best_ever: tuple[int, float] | None = None
+        self.count = 0
+        self.above_floor = False
+        self.in_episode = False
+
+    def best(self) -> tuple[int, float] | None:
+        if self.history is None:
+            return self.best_ever
+        window = list(self.recent)[-self.history:]
+        return max(window, key=lambda sv: sv[1]) if window else None
+
+    def observe(self, step: int, value: float) -> dict[str, Any] | None:
+        if not _finite(value):
+            return None
+        value = float(value)
+        best = self.best()
+        frac_thr = self.fraction * best[1] if self.fraction is not None and best is not None and best[1] > 0 \
+            and self.count >= self.min_history else None
+        below_fraction = frac_thr is not None and value < frac_thr
+        below_floor = self.floor is not None and self.above_floor and value < self.floor
+        self.count += 1
+        self.recent.append((step, value))
+        if self.best_ever is None or value > self.best_ever[1]:
+            self.best_ever = (step, value)
+        if self.floor is not None and value >= self.floor:
+            self.above_floor = True
+        if not (below_fraction or below_floor):
+            self.in_episode = False
+            return None
+        if self.in_episode:
+            return None
+        self.in_episode = True
+        return {"metric": self.metric, "value": value, "best": best[1] if best else None,
+                "best_step": best[0] if best else None, "fraction": self.fraction, "fraction_threshold": frac_thr,
+                "floor": self.floor, "below": "fraction" if below_fraction else "floor",
+                "threshold": frac_thr if below_fraction else self.floor,
+                "recent": [[s, v] for s, v in list(self.recent)[-RECENT:]]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recent": [[s, v] for s, v in self.recent],
+                "best_ever": list(self.best_ever) if self.best_ever else None, "count": self.count,
+                "above_floor": self.above_floor, "in_episode": self.in_episode}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.recent = deque(((int(s), float(v)) for s, v in state["recent"]), maxlen=self.recent.maxlen)
+        best = state.get("best_ever")
+        self.best_ever = (int(best[0]), float(best[1])) if best else None
+        self.count = int(state["count"])
+        self.above_floor = bool(state["above_floor"])
+        self.in_episode = bool(state["in_episode"])
 
 
 class DipDetector:
@@ -345,6 +436,11 @@ class DipDetector:
         self.in_episode = bool(state["in_episode"])
 
 
+def _update_rank(key: str) -> tuple[int, str]:
+    group = key.split("/", 1)[1] if "/" in key else key
+    return (UPDATE_GROUPS.index(group), key) if group in UPDATE_GROUPS else (len(UPDATE_GROUPS), key)
+
+
 def _layer_rank(key: str) -> tuple[int, str]:
     """Order for naming a multi-layer gradient spike: known layers shallow to deep, other per-layer keys,
     then the global norm."""
@@ -355,21 +451,30 @@ def _layer_rank(key: str) -> tuple[int, str]:
 
 
 class StabilityMonitor:
-    """All detectors of a run, fed step by step (`observe_step`) and at kNN evaluations (`observe_knn`).
+    """All detectors of a run, fed step by step (`observe_step`) and at kNN evaluations (`observe_knn` for the
+    accuracy, `observe_signals` for the attention entropies, RankMe and feat_std).
 
     ``values`` of a step may hold 'loss', 'grad_norm' (global), 'grad_norm/<layer>' for patch_proj,
-    first_block, last_block, projector, predictor (or others), and 'nonfinite' (1.0 when any gradient was
-    non-finite); other keys (lr, momentum, ...) are ignored. Absent keys and zero gradient norms (a frozen
+    first_block, last_block, projector, predictor (or others), 'update_ratio/<group>' for patch_proj,
+    first_block, last_block, heads, and 'nonfinite' (1.0 when any gradient was non-finite); other keys (lr,
+    momentum, ...) are ignored. Absent keys and zero gradient norms (a frozen
     patch projection) are skipped.
     """
 
-    STATE_VERSION = 1
+    STATE_VERSION = 2
+    READS_VERSIONS = (1, 2)  # a version-1 state (before the SSL signals) resumes with fresh signal detectors
 
     def __init__(self, cfg: MonitorConfig) -> None:
         self.cfg = cfg
         self.loss = SpikeDetector("loss", cfg.warmup_steps, cfg.window, cfg.loss_spike_z, None,
                                   kind="loss_spike", rel_floor=LOSS_REL_FLOOR)
         self.grads: dict[str, SpikeDetector] = {}
+        self.updates: dict[str, SpikeDetector] = {}
+        self.entropy = {key: DropDetector(key, cfg.entropy_collapse_fraction, cfg.collapse_history,
+                                          floor=cfg.entropy_floor, min_history=cfg.collapse_min_evals)
+                        for key in ENTROPY_KEYS}
+        self.rank = DropDetector("rankme", cfg.rank_collapse_fraction, None, min_history=cfg.collapse_min_evals)
+        self.std = DropDetector("feat_std", None, None, min_history=cfg.collapse_min_evals)
         self.knn = DipDetector(cfg.dip_points)
         self.grad_spikes: list[dict[str, Any]] = []  # recent gradient-spike alerts, for spike-then-dip
         self.last_alert_step: int | None = None
@@ -382,6 +487,14 @@ class StabilityMonitor:
             det = SpikeDetector(key, self.cfg.warmup_steps, self.cfg.window, self.cfg.spike_z, self.cfg.spike_ratio,
                                 kind="grad_spike")
             self.grads[key] = det
+        return det
+
+    def _update_detector(self, key: str) -> SpikeDetector:
+        det = self.updates.get(key)
+        if det is None:
+            det = SpikeDetector(key, self.cfg.warmup_steps, self.cfg.window, self.cfg.update_spike_z,
+                                self.cfg.update_spike_ratio, kind="update_spike")
+            self.updates[key] = det
         return det
 
     def healthy_since(self, step: int) -> bool:
@@ -422,7 +535,89 @@ class StabilityMonitor:
                     spiked.append((key, alert))
             if spiked:
                 alerts.append(self._grad_alert(step, spiked))
+            update = self._observe_updates(step, values)
+            if update is not None:
+                alerts.append(update)
         return self._record(alerts)
+
+    def _observe_updates(self, step: int, values: Mapping[str, float]) -> Alert | None:
+        """The update-to-weight ratios of one step: one alert per episode, an episode lasting while any group's
+        ratio stays above its threshold; it names the shallowest group that spiked at its first step (the paper's
+        instability starts in the patch projection)."""
+        keys = sorted((k for k in values if k.startswith(UPDATE_RATIO + "/")), key=_update_rank)
+        ongoing = [k for k, d in self.updates.items() if d.in_episode]
+        spiked: list[tuple[str, Alert]] = []
+        for key in keys:
+            value = values[key]
+            if not _finite(value) or value <= 0.0:  # a frozen group, or a skipped step: nothing was updated
+                continue
+            alert = self._update_detector(key).observe(step, value)
+            if alert is not None:
+                spiked.append((key, alert))
+        if not spiked or ongoing:
+            return None
+        primary_key, primary = spiked[0]
+        others = [k for k, _ in spiked[1:]]
+        groups = {k: {"value": a.value, "median": a.baseline, "threshold": a.threshold,
+                      "ratio_to_median": a.evidence["ratio_to_median"]} for k, a in spiked}
+        message = primary.message if not others else primary.message[:-1] + f"; also: {', '.join(others)}."
+        return Alert(kind="update_spike", step=step, metric=primary_key, value=primary.value,
+                     baseline=primary.baseline, threshold=primary.threshold, severity="warning", message=message,
+                     remedy=primary.remedy, evidence={**primary.evidence, "groups": groups,
+                                                      "order": [k for k, _ in spiked]})
+
+    def observe_signals(self, step: int, values: Mapping[str, float], feat_dim: int | None = None) -> list[Alert]:
+        """The kNN monitor's collapse signals at an evaluation: attn_entropy/first_block, attn_entropy/last_block
+        (ViT), rankme and feat_std of its held-out features; feat_dim (d) sets feat_std's floor,
+        feat_std_fraction / sqrt(d). Absent keys are skipped."""
+        self.last_step = step if self.last_step is None else max(self.last_step, step)
+        alerts: list[Alert] = []
+        entropy = self._collapse_group(step, values, list(self.entropy.values()))
+        if entropy:
+            alerts.append(self._entropy_alert(step, entropy))
+        if feat_dim:
+            self.std.floor = self.cfg.feat_std_fraction / math.sqrt(feat_dim)
+        rank = self._collapse_group(step, values, [self.rank, self.std])
+        if rank:
+            alerts.append(self._rank_alert(step, rank, feat_dim))
+        return self._record(alerts)
+
+    @staticmethod
+    def _collapse_group(step: int, values: Mapping[str, float], detectors: list[DropDetector]) -> list[dict[str, Any]]:
+        """Feed each detector its value; -> the evidence of those that fell, when the group starts an episode
+        (none of its detectors was in one): one alert per episode of the group."""
+        ongoing = any(d.in_episode for d in detectors)
+        fell = [e for d in detectors if d.metric in values and (e := d.observe(step, values[d.metric])) is not None]
+        return [] if ongoing else fell
+
+    def _entropy_alert(self, step: int, fell: list[dict[str, Any]]) -> Alert:
+        first = fell[0]
+        parts = "; ".join(f"{e['metric']} {_fmt(e['value'])} nats" + (
+            f" ({e['value'] / e['best']:.0%} of its recent best {_fmt(e['best'])} at step {e['best_step']})"
+            if e["below"] == "fraction" else f" (under the floor of {_fmt(e['floor'])})") for e in fell)
+        return Alert(kind="entropy_collapse", step=step, metric=first["metric"], value=first["value"],
+                     baseline=first["best"], threshold=first["threshold"], severity="warning",
+                     message=f"Attention entropy collapsed at step {step}: {parts}.",
+                     remedy=("Attention is concentrating on few tokens, which precedes ViT divergence (Zhai et al. "
+                             "2023): lower optim.base_lr (e.g. x0.5) or lengthen optim.warmup_epochs; with "
+                             "policy rollback the run replays from the last healthy checkpoint with a lower lr."),
+                     evidence={"signals": {e["metric"]: e for e in fell}})
+
+    def _rank_alert(self, step: int, fell: list[dict[str, Any]], feat_dim: int | None) -> Alert:
+        first = fell[0]
+        parts = "; ".join(
+            f"RankMe {_fmt(e['value'])}, {e['value'] / e['best']:.0%} of its best {_fmt(e['best'])} (step "
+            f"{e['best_step']})" if e["metric"] == "rankme" else
+            f"feat_std {_fmt(e['value'])}, under {self.cfg.feat_std_fraction:g}/sqrt({feat_dim}) = {_fmt(e['floor'])}"
+            for e in fell)
+        return Alert(kind="rank_collapse", step=step, metric=first["metric"], value=first["value"],
+                     baseline=first["best"], threshold=first["threshold"], severity="critical",
+                     message=f"The representation is collapsing at step {step}: {parts}.",
+                     remedy=("The held-out features are losing dimensions (RankMe) or spread (feat_std) before the "
+                             "kNN accuracy shows it: check the framework's anti-collapse parts (predictor, momentum "
+                             "encoder, BN in the heads, temperature), lower optim.base_lr, or roll back to the last "
+                             "healthy checkpoint."),
+                     evidence={"signals": {e["metric"]: e for e in fell}, "feat_dim": feat_dim})
 
     def _non_finite(self, step: int, values: Mapping[str, float], bad: Mapping[str, float], grad_bad: bool) -> Alert:
         parts = [f"{k}={v}" for k, v in bad.items()]
@@ -491,18 +686,33 @@ class StabilityMonitor:
     def state_dict(self) -> dict[str, Any]:
         return {"version": self.STATE_VERSION, "loss": self.loss.state_dict(),
                 "grads": {k: d.state_dict() for k, d in self.grads.items()}, "knn": self.knn.state_dict(),
+                "updates": {k: d.state_dict() for k, d in self.updates.items()},
+                "entropy": {k: d.state_dict() for k, d in self.entropy.items()}, "rank": self.rank.state_dict(),
+                "feat_std": {**self.std.state_dict(), "floor": self.std.floor},
                 "grad_spikes": [dict(s) for s in self.grad_spikes], "last_alert_step": self.last_alert_step,
                 "last_critical_step": self.last_critical_step, "last_step": self.last_step}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         version = state.get("version")
-        if version != self.STATE_VERSION:
-            raise ValueError(f"monitor state version {version!r}; this code reads version {self.STATE_VERSION}")
+        if version not in self.READS_VERSIONS:
+            raise ValueError(f"monitor state version {version!r}; this code reads versions "
+                             f"{', '.join(map(str, self.READS_VERSIONS))}")
         self.loss.load_state_dict(state["loss"])
         self.grads = {}
         for key, sub in state["grads"].items():
             self._grad_detector(key).load_state_dict(sub)
         self.knn.load_state_dict(state["knn"])
+        self.updates = {}
+        for key, sub in state.get("updates", {}).items():
+            self._update_detector(key).load_state_dict(sub)
+        for key, sub in state.get("entropy", {}).items():
+            if key in self.entropy:
+                self.entropy[key].load_state_dict(sub)
+        if "rank" in state:
+            self.rank.load_state_dict(state["rank"])
+        if "feat_std" in state:
+            self.std.load_state_dict(state["feat_std"])
+            self.std.floor = state["feat_std"].get("floor")
         self.grad_spikes = [{"step": int(s["step"]), "metric": str(s["metric"]), "layers": list(s["layers"])}
                             for s in state["grad_spikes"]]
         self.last_alert_step = state.get("last_alert_step")

@@ -42,9 +42,10 @@ from .distributed import DistInfo, all_reduce_mean, any_rank, init_distributed, 
 from .flops import achieved, current_peak, step_flops
 from .optim import build_optimizer, supports_found_inf
 from .schedules import learning_rate, momentum, scaled_lr
+from .signals import UPDATE_KEYS, UpdateRatios, attention_entropy, feat_std, rankme
 
 METRIC_KEYS = ("loss", "grad_norm", "grad_norm/patch_proj", "grad_norm/first_block", "grad_norm/last_block",
-               "grad_norm/projector", "grad_norm/predictor", "nonfinite")
+               "grad_norm/projector", "grad_norm/predictor", "nonfinite", *UPDATE_KEYS)
 GROUPS = ("patch_proj", "first_block", "last_block", "projector", "predictor")
 
 
@@ -122,17 +123,24 @@ class KnnMonitor:
         self.filled = min(self.filled + n, self.feats.shape[0])
 
     @torch.no_grad()
-    def score(self, backbone: nn.Module, autocast: Any) -> float | None:
-        if self.filled < self.k:
-            return None
+    def score(self, backbone: nn.Module, autocast: Any) -> dict[str, float]:
+        """One evaluation of the held-out images -> {knn_top1 (once the queue holds k features), rankme, feat_std,
+        attn_entropy/first_block, attn_entropy/last_block (ViT only)}: the signals come from the same forward,
+        and are read back with the accuracy's own sync."""
         was_training = backbone.training
         backbone.eval()
-        with autocast:
+        with attention_entropy(backbone) as entropy, autocast:
             test = torch.cat([backbone.features(x) for x in self.images.split(512)])  # type: ignore[operator]
         backbone.train(was_training)
-        top1, _ = weighted_knn(self.feats[: self.filled], self.labels[: self.filled], test, self.eval_labels,
-                               self.num_classes, self.k, self.t)
-        return top1
+        signals = {"rankme": rankme(test), "feat_std": feat_std(test)}
+        for block, acc in (entropy or {}).items():
+            signals[f"attn_entropy/{block}"] = acc[0] / acc[1].clamp_min(1.0)
+        values = dict(zip(signals, torch.stack(list(signals.values())).cpu().tolist(), strict=True))
+        if self.filled >= self.k:
+            top1, _ = weighted_knn(self.feats[: self.filled], self.labels[: self.filled], test, self.eval_labels,
+                                   self.num_classes, self.k, self.t)
+            values = {"knn_top1": top1, **values}
+        return values
 
     def state_dict(self) -> dict[str, Any]:
         return {"feats": self.feats.cpu(), "labels": self.labels.cpu(), "ptr": self.ptr, "filled": self.filled}
@@ -211,6 +219,7 @@ class Pretrainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False)
         self.grad_norms = GradNorms(model)
+        self.update_ratios = UpdateRatios({**model.backbone.layer_groups(), **model.head_groups()})  # type: ignore[operator]
 
         # ---- optimizer, schedules
         self.optimizer = build_optimizer(cfg.optim, model, self.device)
@@ -245,7 +254,11 @@ class Pretrainer:
         self.alerts: list[Alert] = []
         self.losses: dict[int, float] = {}
         self.rollbacks = 0
-        self.faults_fired: set[str] = set()
+        # data position = step + data_offset: the rollback policy's skip moves the stream past the batches around
+        # a spike (the checkpoint keeps the offset, so a resume continues the same way)
+        self.data_offset = 0
+        self.faults_fired: set[str] = set()  # each injected fault fires once per run (kept in the checkpoint)
+        self.restored = False  # a checkpoint of this run was restored (a fork then does not load its parent)
         self._resume_alerts: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ checkpoints
@@ -254,7 +267,8 @@ class Pretrainer:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng_state(),
                 "lr_scale": self.lr_scale, "monitor": self.monitor.state_dict(), "healthy": healthy,
-                "knn": self.knn.state_dict() if self.knn else None, "rollbacks": self.rollbacks}
+                "knn": self.knn.state_dict() if self.knn else None, "rollbacks": self.rollbacks,
+                "data_offset": self.data_offset, "faults_fired": sorted(self.faults_fired)}
 
     def save(self, step: int) -> Path | None:
         if not self.dist.is_main:
@@ -294,10 +308,13 @@ class Pretrainer:
         if self.scaler and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
+        self.data_offset = int(ckpt.get("data_offset", 0))
         if not keep_lr_scale:
+            self.restored = True
             self.lr_scale = ckpt["lr_scale"]
             self.monitor.load_state_dict(ckpt["monitor"])
             self.rollbacks = ckpt.get("rollbacks", 0)
+            self.faults_fired = set(ckpt.get("faults_fired", []))
             self.run_id = ckpt["run_id"]
             self.emitter.run_id = ckpt["run_id"]
             if self.seq_from_checkpoint:
@@ -403,8 +420,9 @@ class Pretrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-        images, labels = self.stream.batch(step)
-        self.gen.manual_seed(step_seed(cfg.train.seed, step))
+        position = step + self.data_offset  # the data (and its augmentation) of this step: see data_offset
+        images, labels = self.stream.batch(position)
+        self.gen.manual_seed(step_seed(cfg.train.seed, position))
         x1, x2 = self.augment(images, self.gen)
 
         with self.autocast:
@@ -428,6 +446,7 @@ class Pretrainer:
 
         norms = self.grad_norms()  # [global, groups...]
         nonfinite = ~(torch.isfinite(norms[0]) & torch.isfinite(loss.detach()))
+        self.update_ratios.snapshot()
         if self.scaler:
             self.scaler.step(self.optimizer)  # skips non-finite steps itself
             self.scaler.update()
@@ -436,11 +455,12 @@ class Pretrainer:
             self.optimizer.step()  # skipped on the device when found_inf is 1
         elif not bool(nonfinite):  # LARS / LAMB: one host sync to skip a bad step
             self.optimizer.step()
+        ratios = self.update_ratios()  # of the step just taken (0 where it was skipped)
         if m is not None:
             self.model.update_momentum(m)
         if self.knn is not None:
             self.knn.enqueue(feats, labels)
-        return torch.cat([loss.detach().float().reshape(1), norms, nonfinite.float().reshape(1)]), lr, m
+        return torch.cat([loss.detach().float().reshape(1), norms, nonfinite.float().reshape(1), ratios]), lr, m
 
     # ------------------------------------------------------------------ readback and policy
     def readback(self, pending: list[tuple[int, tuple[torch.Tensor, float, float | None]]],
@@ -484,18 +504,23 @@ class Pretrainer:
         return act_on
 
     def score_knn(self, step: int) -> Alert | None:
+        """The kNN monitor's evaluation at `step`: its accuracy and the collapse signals, one metrics event, and
+        the monitor's detectors on them."""
         assert self.knn is not None
-        top1 = self.knn.score(self.model.backbone, self.autocast)
-        if top1 is None:
-            return None
+        values = self.knn.score(self.model.backbone, self.autocast)
         if self.dist.is_main:
-            self.emitter.emit("metrics", step=step, epoch=(step + 1) / self.ipe, values={"knn_top1": top1})
-        return self._handle(self.monitor.observe_knn(step, top1))
+            self.emitter.emit("metrics", step=step, epoch=(step + 1) / self.ipe, values=values)
+        alerts = self.monitor.observe_signals(step, values, feat_dim=self.knn.feats.shape[1])
+        if "knn_top1" in values:
+            alerts += self.monitor.observe_knn(step, values["knn_top1"])
+        return self._handle(alerts)
 
     # ------------------------------------------------------------------ the run
     def run(self, resume: str | Path | None = "auto", delivered_seq: int | None = None) -> PretrainResult:
         cfg = self.cfg
         step = self.resume(resume, delivered_seq)
+        if cfg.fork_from and not self.restored:  # a fork's first start (once it has checkpoints, it resumes them)
+            step = self.fork(Path(cfg.fork_from))
         self.emitter.emit("config", spec=cfg.model_dump(), device=str(self.device), precision=self.precision,
                           world_size=self.dist.world_size, iters_per_epoch=self.ipe, peak_lr=self.peak_lr,
                           threads=self.threads, compiled=self.compiled, step_flops=self.step_flops,
@@ -504,6 +529,7 @@ class Pretrainer:
                           message=f"pretraining {cfg.model.arch} with {cfg.framework} on {cfg.data.dataset}")
         self.model.train()
         pending: list[tuple[int, tuple[torch.Tensor, float, float | None]]] = []
+        self._hang_if_due(step)
         tick = time.perf_counter()
         status, reason = "succeeded", ""
         while step < self.end_step:
@@ -515,7 +541,8 @@ class Pretrainer:
                 break
             pending.append((step, self.train_step(step)))
             step += 1
-            boundary = step % cfg.train.log_every == 0 or step == self.end_step or step % cfg.train.ckpt_every == 0
+            boundary = step % cfg.train.log_every == 0 or step == self.end_step or step % cfg.train.ckpt_every == 0 \
+                or self._hang_due(step)
             knn_due = self.knn is not None and cfg.monitor.knn_every > 0 and step % cfg.monitor.knn_every == 0
             if not (boundary or knn_due):
                 continue
@@ -524,7 +551,7 @@ class Pretrainer:
             if alert is None and knn_due:
                 alert = self.score_knn(step - 1)
             if alert is not None:
-                outcome = self._act(alert)
+                outcome = self._act(alert, step)
                 if outcome == "stop":
                     status, reason = "stopped", f"{alert.kind} at step {alert.step}: policy {cfg.monitor.policy}"
                     break
@@ -533,6 +560,8 @@ class Pretrainer:
                     continue
             if step % cfg.train.ckpt_every == 0 and step < self.end_step:
                 self.save(step)
+            if self._hang_if_due(step):
+                tick = time.perf_counter()
         self.readback(pending, time.perf_counter() - tick)
         path = self.save(step)
         last = self.losses.get(step - 1)
@@ -542,25 +571,106 @@ class Pretrainer:
                               {"loss": last} if last is not None else {}, [a.to_payload() for a in self.alerts],
                               dict(self.losses))
 
-    def _act(self, alert: Alert) -> str | int | None:
+    def _act(self, alert: Alert, reached: int) -> str | int | None:
+        """The policy's answer to an alert at the read-back that reached step `reached`: "stop", the step to
+        continue from after a rollback, or None (go on)."""
         policy = self.cfg.monitor.policy
         if policy == "stop":
             return "stop"
         if policy == "rollback":
-            target = self.last_healthy(int(alert.evidence.get("spike_step", alert.step)))
-            if target is None or self.rollbacks >= self.cfg.monitor.max_rollbacks:
+            mon = self.cfg.monitor
+            alert_step = int(alert.evidence.get("spike_step", alert.step))
+            target = self.last_healthy(alert_step)
+            if target is None or self.rollbacks >= mon.max_rollbacks:
                 return "stop"
             self.rollbacks += 1
-            step = self.restore(self.ckpt_dir / target["file"], keep_lr_scale=True)
+            reached_offset = self.data_offset
+            path = self.ckpt_dir / target["file"]
+            step = self.restore(path, keep_lr_scale=True)  # data_offset: the checkpoint's
             for later in [c for c in self.checkpoints if c["step"] > step]:  # the abandoned branch
                 (self.ckpt_dir / later["file"]).unlink(missing_ok=True)
             self.checkpoints = [c for c in self.checkpoints if c["step"] <= step]
             write_index(self.ckpt_dir, self.checkpoints)
-            self.lr_scale *= self.cfg.monitor.rollback_lr_factor
+            self.lr_scale *= mon.rollback_lr_factor
+            skipped: list[int] | None = None
+            if mon.rollback_skip:
+                # the data positions steps step .. alert_step + margin consumed on the abandoned branch: the replay
+                # of step `step` takes the first position after them (PaLM §5.1: skip the batches around a spike)
+                first, last = step + self.data_offset, alert_step + mon.rollback_skip_margin + reached_offset
+                if last >= first:
+                    self.data_offset = last + 1 - step
+                    skipped = [first, last]
+            if self.dist.is_main:
+                self.emitter.emit("rollback", branch=self.rollbacks, from_step=reached, to_step=step,
+                                  alert_kind=alert.kind, alert_step=alert_step, lr_scale=self.lr_scale,
+                                  skipped=skipped, checkpoint=str(path))
             self.emitter.emit("log", message=f"rolled back to step {step} ({target['file']}) after {alert.kind}; "
-                                             f"lr scaled to x{self.lr_scale:g}")
+                                             f"lr scaled to x{self.lr_scale:g}" +
+                                             (f"; data positions {skipped[0]}-{skipped[1]} skipped" if skipped else ""))
             return step
         return None
+
+    # ------------------------------------------------------------------ fork and injected hang
+    def fork(self, path: Path) -> int:
+        """Start this run from another run's checkpoint (PretrainConfig.fork_from) -> its step. Weights, optimizer
+        state, RNG, monitor and kNN state, data offset and step come from the checkpoint; the optimizer's
+        hyper-parameters, the schedules, lr_scale (1), the rollback count (0), the injected faults, the run id and
+        the event numbering are this run's own."""
+        try:
+            ckpt = load_checkpoint(path, self.device)
+        except (FileNotFoundError, CheckpointError) as exc:
+            raise ForkError(f"fork_from: {exc}") from None
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except (RuntimeError, KeyError) as exc:
+            raise ForkError(f"fork_from: {path} holds another model than this spec's "
+                            f"({str(exc).strip().splitlines()[0][:300]})") from None
+        parent_cfg = ckpt.get("config") or {}
+        if (parent_cfg.get("optim") or {}).get("name", self.cfg.optim.name) == self.cfg.optim.name:
+            mine = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            for group, hyper in zip(self.optimizer.param_groups, mine, strict=True):
+                group.update(hyper)  # this spec's weight decay, betas...: the loaded state keeps only the moments
+        else:
+            self.emitter.emit("log", level="warning", message=f"fork: the parent's optimizer "
+                              f"({parent_cfg['optim']['name']}) differs from {self.cfg.optim.name}: its state is not "
+                              "carried over")
+        if self.scaler and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        try:
+            self.monitor.load_state_dict(ckpt["monitor"])
+        except (ValueError, KeyError) as exc:
+            self.emitter.emit("log", level="warning", message=f"fork: the parent's monitor state is not used ({exc})")
+        if self.knn and ckpt.get("knn") and ckpt["knn"]["feats"].shape == self.knn.feats.shape:
+            self.knn.load_state_dict(ckpt["knn"])
+        self.data_offset = int(ckpt.get("data_offset", 0))
+        self.lr_scale, self.rollbacks, self.faults_fired = 1.0, 0, set()
+        step = int(ckpt["step"])
+        self.emitter.emit("log", message=f"forked from {path} (run {ckpt.get('run_id')}) at step {step}")
+        return step
+
+    def _hang_due(self, step: int) -> bool:
+        return self.cfg.faults.hang_at_step == step and "hang" not in self.faults_fired
+
+    def _hang_if_due(self, step: int) -> bool:
+        """FaultConfig.hang_at_step: block before that step as a stuck data loader would (a plain sleep: the
+        worker's heartbeat thread goes on beating, a cooperative stop is not honoured meanwhile). Called with
+        nothing pending; a checkpoint at this step records the fault first, so a restart resumes past it."""
+        if not self._hang_due(step):
+            return False
+        self.faults_fired.add("hang")
+        self.save(step)  # (again, when this step's checkpoint was just written: now with the fault recorded)
+        hang_s = self.cfg.faults.hang_s
+        self.emitter.emit("log", level="warning",
+                          message=f"fault injected: hanging for {hang_s:g} s before step {step}")
+        self.emitter.sync()
+        time.sleep(hang_s)
+        return True
+
+
+class ForkError(ValueError):
+    """PretrainConfig.fork_from names no readable checkpoint, or one of another model."""
 
 
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, sinks: list[EventSink] | None = None,

@@ -33,6 +33,15 @@ def test_emitter_numbers_events_per_run_and_fans_out(tmp_path: Path) -> None:
     assert Event.model_validate(lines[1]).type == "metrics"
 
 
+def test_a_rollback_event_round_trips_through_json() -> None:
+    em, mem = Emitter("r", []), ListSink()
+    em.sinks = [mem]
+    em.emit("rollback", branch=1, from_step=24, to_step=16, alert_kind="grad_spike", alert_step=20, lr_scale=0.5,
+            skipped=[16, 22], checkpoint="/c/step_0000016.pt")
+    back = Event.model_validate(json.loads(mem.events[0].to_json()))
+    assert back.type == "rollback" and back.payload["skipped"] == [16, 22] and back.payload["lr_scale"] == 0.5
+
+
 def test_event_rejects_unknown_type_and_negative_seq() -> None:
     with pytest.raises(ValidationError):
         Event(run_id="r", seq=0, time=0.0, type="bogus")  # type: ignore[arg-type]

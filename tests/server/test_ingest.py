@@ -294,6 +294,21 @@ class TestDerived:
         assert count(engine, Metric, "cli-run") == 1
 
 
+def test_a_rollback_event_is_stored_like_any_other(engine: Engine, redis_client: redis.Redis,
+                                                   ingestor: Ingestor) -> None:
+    """The engine's `rollback` event (mocov3_core/events.py) passes the ingest's validation and is stored; the
+    abandoned steps' metrics and the replayed ones land in order around it."""
+    rollback = ev("rb", 2, "rollback", branch=1, from_step=24, to_step=16, alert_kind="grad_spike", alert_step=20,
+                  lr_scale=0.5, skipped=[16, 22], checkpoint="/s/runs/rb/checkpoints/step_0000016.pt")
+    push(redis_client, [metrics_ev("rb", 0, 23, loss=9.0), ev("rb", 1, "alert", kind="grad_spike", step=20),
+                        rollback, metrics_ev("rb", 3, 16, loss=1.0)])
+    result = drain(ingestor)
+    assert (result.inserted, result.invalid) == (4, 0)
+    with Session(engine) as session:
+        stored = session.exec(select(Event).where(Event.run_id == "rb", Event.type == "rollback")).one()
+    assert stored.seq == 2 and stored.payload["skipped"] == [16, 22] and stored.payload["branch"] == 1
+
+
 def test_entry_bodies_are_json_lists_of_events(redis_client: redis.Redis) -> None:
     """The contract the worker's sink writes: one field `b` holding a JSON list (see worker/protocol.py)."""
     entry_id = push(redis_client, [ev("r", 0, "log")])

@@ -244,6 +244,40 @@ def test_paths_outside_the_storage_and_dataset_roots_are_refused_before_the_engi
     assert not marker.exists()
 
 
+def test_a_fork_from_outside_the_storage_is_refused_before_the_engine(settings: Settings, r: Redis,
+                                                                     tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    outside = crafted_checkpoint(tmp_path / "elsewhere" / "evil.pt", marker)
+    (settings.storage / "runs").mkdir(parents=True)
+    (settings.storage / "runs" / "link.pt").symlink_to(outside)
+    for n, fork_from in enumerate([str(outside), "../elsewhere/evil.pt", "runs/../../elsewhere/evil.pt",
+                                   "runs/link.pt"]):
+        run_id = f"fork-{n}"
+        assert execute_run(run_id, "pretrain", tiny_spec(fork_from=fork_from), 1, settings) == "failed", fork_from
+        assert refused_field(r, run_id) == "fork_from", fork_from
+    assert not marker.exists()
+
+
+@pytest.mark.fmnist
+def test_a_relative_fork_from_is_the_storages_and_the_fork_continues_at_its_step(settings: Settings, r: Redis,
+                                                                                  run_id: str) -> None:
+    parent = f"{run_id}-parent"
+    assert execute_run(parent, "pretrain", tiny_spec(), 1, settings) == "succeeded"
+    relative = f"runs/{parent}/checkpoints/step_0000004.pt"
+    assert execute_run(run_id, "pretrain", tiny_spec(**{"train.max_steps": 6, "fork_from": relative}), 1,
+                       settings) == "succeeded"
+    events = stream_events(r, run_id)
+    assert_gapless(events)
+    assert [e["payload"]["step"] for e in events if e["type"] == "metrics"] == [4, 5]
+    assert any(e["type"] == "log" and f"forked from {settings.storage / relative}" in e["payload"]["message"]
+               for e in events)
+    missing = f"{run_id}-missing"
+    spec = tiny_spec(fork_from=f"runs/{parent}/checkpoints/step_0000099.pt")
+    assert execute_run(missing, "pretrain", spec, 1, settings) == "failed"
+    final = worker_status(stream_events(r, missing))[-1]
+    assert final["state"] == "failed" and final["message"].startswith("ForkError: fork_from: checkpoint not found")
+
+
 def test_a_crafted_checkpoint_inside_the_storage_fails_the_run_without_running_its_code(
         settings: Settings, r: Redis, run_id: str, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
