@@ -76,6 +76,8 @@ class RunDef:
     preset: str
     overrides: tuple[str, ...] = ()
     note: str = ""
+    fork_at: int | None = None  # train to this step, then fork from its checkpoint with fork_overrides
+    fork_overrides: tuple[str, ...] = ()
 
 
 # The labelled set. Each is one `python -m mocov3_core pretrain --preset P --set ...` on this machine's CPU.
@@ -91,6 +93,12 @@ RUNS: dict[str, RunDef] = {
     "tiny_spike": RunDef("fmnist_tiny", (*_TINY_LONG, "faults.spike_at_step=80"),
                          "fmnist_tiny with a gradient spike injected at step 80 (inputs x1000)"),
     "tiny_nan": RunDef("fmnist_tiny_nan", (), "the NaN preset: a non-finite gradient at step 12, policy stop"),
+    # tests/core/test_collapse.py's run: BYOL forked at step 32 into momentum 0 (target = online encoder), a collapse
+    "tiny_byol_collapse": RunDef(
+        "fmnist_tiny_byol", ("optim.base_lr=5e-3", "optim.epochs=4", "train.log_every=4", "train.ckpt_every=32",
+                             "monitor.knn_every=4", "monitor.knn_eval_samples=2000", "monitor.knn_queue=2048"),
+        "fmnist_tiny_byol forked at step 32 into byol.momentum=0: a representation collapse", fork_at=32,
+        fork_overrides=("train.max_steps=60", "byol.momentum=0")),
 }
 
 
@@ -194,6 +202,10 @@ def label_trace(trace: list[dict[str, Any]]) -> dict[str, Any]:
     first_spike = min((s for s, _, _ in spikes), default=None)
     info: dict[str, Any] = {"spikes": [[s, k, round(r, 2)] for s, k, r in spikes][:20],
                             "dips": [[s, round(d, 2)] for s, d in dips]}
+    forked = next((r["fork"] for r in trace if "fork" in r), None)
+    if forked is not None:
+        return {"label": "unstable", "onset": forked["step"], "by": f"fork with {', '.join(forked['overrides'])}",
+                **info}
     injected = [(faults.get(k), k) for k in ("nan_grad_at_step", "spike_at_step") if faults.get(k) is not None]
     if injected:
         step, fault = min(injected)
@@ -228,11 +240,16 @@ class Replay:
         return min((a.step for a in self.alerts), default=None)
 
     @property
-    def caught_at(self) -> int | None:
-        """Step of the first alert at or after the onset (an unstable run's catch)."""
+    def catch(self) -> Alert | None:
+        """The first alert at or after the onset (an unstable run's catch)."""
         if self.onset is None:
             return None
-        return min((a.step for a in self.alerts if a.step >= self.onset), default=None)
+        onset = self.onset
+        return min((a for a in self.alerts if a.step >= onset), key=lambda a: a.step, default=None)
+
+    @property
+    def caught_at(self) -> int | None:
+        return None if self.catch is None else self.catch.step
 
 
 def monitor_config(spec: dict[str, Any], mode: str, overrides: dict[str, Any]) -> MonitorConfig:
@@ -287,14 +304,15 @@ def _kinds(counter: Counter[str]) -> str:
 
 
 def table(reps: list[Replay]) -> str:
-    rows = ["| run | label | alerts raised (kinds) | first alert step | first spike step | delay (steps) | live |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| run | label | alerts raised (kinds) | first alert step | first spike step | delay (steps) | caught by "
+            "| live |", "|---|---|---|---|---|---|---|---|"]
     for r in reps:
         delay = "" if r.onset is None else ("missed" if r.caught_at is None else str(r.caught_at - r.onset))
+        by = "" if r.catch is None else f"{r.catch.kind} ({r.catch.metric})"
         live = "" if r.live_match is None else ("same" if r.live_match else "DIFFERS")
         first = "-" if r.first_alert is None else r.first_alert
         onset = "-" if r.onset is None else r.onset
-        rows.append(f"| {r.name} | {r.label} | {_kinds(r.kinds)} | {first} | {onset} | {delay} | {live} |")
+        rows.append(f"| {r.name} | {r.label} | {_kinds(r.kinds)} | {first} | {onset} | {delay} | {by} | {live} |")
     return "\n".join(rows)
 
 
@@ -312,21 +330,43 @@ def summary(reps: list[Replay]) -> str:
 
 
 # ------------------------------------------------------------------ recording
+def _train(preset: str, overrides: Iterable[str], out: Path, python: str) -> None:
+    cmd = [python, "-m", "mocov3_core", "pretrain", "--preset", preset, "--resume", "none", "--no-progress",
+           "--out", str(out)]
+    for item in overrides:
+        cmd += ["--set", item]
+    print("$", " ".join(cmd[1:]), flush=True)
+    # a run the monitor stops (the NaN preset's policy) exits non-zero: its events are what is recorded
+    code = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
+    if not (out / "events.jsonl").exists():
+        raise SystemExit(f"{preset}: the run wrote no events (exit status {code})")
+
+
 def record(name: str, python: str = sys.executable) -> None:
     run = RUNS[name]
-    with tempfile.TemporaryDirectory(prefix=f"bench-detectors-{name}-") as out:
-        cmd = [python, "-m", "mocov3_core", "pretrain", "--preset", run.preset, "--resume", "none", "--no-progress",
-               "--out", out]
-        for item in run.overrides:
-            cmd += ["--set", item]
-        print("$", " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        import_events(name, Path(out) / "events.jsonl")
+    with tempfile.TemporaryDirectory(prefix=f"bench-detectors-{name}-") as tmp:
+        out = Path(tmp)
+        if run.fork_at is None:
+            _train(run.preset, run.overrides, out / "run", python)
+            import_events(name, out / "run" / "events.jsonl")
+            return
+        _train(run.preset, [*run.overrides, f"train.max_steps={run.fork_at}"], out / "parent", python)
+        ckpt = out / "parent" / "checkpoints" / f"step_{run.fork_at:07d}.pt"
+        _train(run.preset, [*run.overrides, *run.fork_overrides, f"fork_from={ckpt}"], out / "fork", python)
+        import_events(name, out / "parent" / "events.jsonl", fork=(out / "fork" / "events.jsonl", run.fork_at,
+                                                                   run.fork_overrides))
 
 
-def import_events(name: str, events: Path) -> None:
+def import_events(name: str, events: Path, fork: tuple[Path, int, tuple[str, ...]] | None = None) -> None:
+    """A run's events (and a fork's, after a {"fork": ...} record: each stream has its own seq) -> its trace and
+    its label."""
     with events.open(encoding="utf-8") as fh:
         trace = trace_from_events(fh)
+    if fork is not None:
+        path, step, overrides = fork
+        with path.open(encoding="utf-8") as fh:
+            trace += [{"fork": {"step": step, "overrides": list(overrides)}},
+                      *(r for r in trace_from_events(fh) if "h" not in r)]
     path = write_trace(name, trace)
     labels = json.loads(LABELS.read_text()) if LABELS.exists() else {}
     run = RUNS.get(name)
@@ -338,18 +378,22 @@ def import_events(name: str, events: Path) -> None:
 
 
 # ------------------------------------------------------------------ the picture (docs/screenshots/instability.png)
-PANELS = (("grad_norm/patch_proj", "gradient norm, patch projection (log)", True),
+PANELS = (("grad_norm", "gradient norm, whole network (log)", True),
+          ("grad_norm/patch_proj", "gradient norm, patch projection (log)", True),
           ("grad_norm/last_block", "gradient norm, last block (log)", True),
           ("loss", "loss", False), ("knn_top1", "kNN top-1 (%)", False))
+EVAL_KINDS = ("knn_dip", "spike_then_dip", "rank_collapse", "entropy_collapse")  # drawn on the kNN panel
 COLOURS = ((214, 69, 40), (40, 110, 200), (60, 150, 60), (150, 90, 170))
 
 
-def plot(names: list[str], out: Path, width: int = 1400, panel_h: int = 230) -> None:
-    """Each panel one signal, the runs overlaid; each alert a tick on its run's colour under the panels of its
-    metric (the kNN ones on the kNN panel), with its kind."""
+def plot(names: list[str], out: Path, width: int = 1400, panel_h: int = 200) -> None:
+    """Each panel one signal, the runs overlaid; each alert a line in its run's colour on the panel of its metric
+    (those raised at kNN evaluations on the kNN panel), with its kind."""
     from PIL import Image, ImageDraw, ImageFont
 
     font_path = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    font: Any
+    small: Any
     try:
         font, small = ImageFont.truetype(font_path, 15), ImageFont.truetype(font_path, 12)
     except OSError:
@@ -408,13 +452,13 @@ def plot(names: list[str], out: Path, width: int = 1400, panel_h: int = 230) -> 
                 d.text((left + 8, y0 + 8 + 16 * i), f"{name}: frozen (no gradient)", fill=colour, font=small)
             for rec in traces[name]:  # this panel's alerts
                 a = rec.get("a")
-                dip = a is not None and a["kind"] in ("knn_dip", "spike_then_dip")
-                if a is None or not ((key == "knn_top1" and dip) or (a["metric"] == key and not dip)):
+                at_eval = a is not None and a["kind"] in EVAL_KINDS
+                if a is None or not ((key == "knn_top1" and at_eval) or (a["metric"] == key and not at_eval)):
                     continue
                 x = x_of(rec["s"])
                 d.line([x, y0, x, y0 + panel_h], fill=colour, width=1)
-                d.text((x + 3, y0 + 3 + 14 * (i + (a["kind"] == "spike_then_dip") * 2)), a["kind"], fill=colour,
-                       font=small)
+                row = EVAL_KINDS.index(a["kind"]) * len(names) + i if at_eval else i
+                d.text((x + 3, y0 + 3 + 14 * row), a["kind"], fill=colour, font=small)
     d.text((left + plot_w - 40, img.height - 22), "step", fill="black", font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out, optimize=True)
