@@ -66,6 +66,22 @@ PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
 PRETRAIN_PRESETS["fmnist_tiny_nan"] = merge(PRETRAIN_PRESETS["fmnist_tiny"], {
     "faults": {"nan_grad_at_step": 12}, "monitor": {"policy": "stop"}})
 
+# The paper's instability (§4, Figs. 4-5) on this machine's CPU (docs/results.md, "The paper's instability, caught
+# for real"): fmnist_small with a learned patch projection at a 10x larger lr and a short warmup spikes first in
+# grad_norm/patch_proj, then dips in the kNN monitor. The lr stays near its peak: 300 steps of a 3-epoch cosine.
+# Metrics every step and a kNN check every 20 steps, so the spike and the dip are seen where they happen. One
+# thread: the same digits on any machine, and a CPU shared with other work does not stall a two-thread barrier.
+PRETRAIN_PRESETS["fmnist_unstable"] = merge(_FMNIST, {
+    "model": {"stop_grad_patch_proj": False},
+    "optim": {"base_lr": 1e-2, "warmup_epochs": 0.2},
+    "train": {"max_steps": 300, "log_every": 1, "ckpt_every": 50, "threads": 1},
+    "monitor": {"knn_every": 20},
+})
+# The same run, seed and all, with the paper's fix: a frozen random patch projection (the only difference). On this
+# machine it does not remove the instability: the spike moves to the middle blocks and the kNN dip stays.
+PRETRAIN_PRESETS["fmnist_unstable_frozen"] = merge(PRETRAIN_PRESETS["fmnist_unstable"], {
+    "model": {"stop_grad_patch_proj": True}})
+
 # The paper's comparison (§6.1, Table 4) at CPU size: each framework on the same backbone, data, heads (the moco
 # section's sizes) and schedule as fmnist_small / fmnist_tiny. Only the framework's own settings differ: SwAV gets
 # fewer prototypes than its 3000 (10 classes, batches of 64-256) and a shorter prototype freeze than its one epoch.
